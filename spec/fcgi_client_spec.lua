@@ -145,7 +145,7 @@ describe("fcgi_client connection", function()
         local c = fc.connect(port, { timeout = 0.05 })
         finally(function() c:close() end)
         local t0 = socket.gettime()
-        assert.has_error(function() c:read_record() end, "fcgi_client: no record within 0.1 s")
+        assert.has_error(function() c:read_record() end, "fcgi_client: timed out after 0.1 s waiting for a record")
         assert.is_true(socket.gettime() - t0 < 1)
     end)
 
@@ -159,7 +159,7 @@ describe("fcgi_client connection", function()
         assert.is_true(c:closed_by_peer(2))
         assert.equal("late", c:read_record().content)
         assert.has_error(function() c:read_record(1) end,
-            "fcgi_client: connection closed by the server while waiting for record")
+            "fcgi_client: connection closed by the server while waiting for a record")
     end)
 
     it("sends a request's records in one piece when corked", function()

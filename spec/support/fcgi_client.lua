@@ -317,7 +317,7 @@ end
 
 local function fail_read(self, err, timeout, what)
     if err == "timeout" then
-        error(("fcgi_client: no %s within %.1f s"):format(what, timeout), 3)
+        error(("fcgi_client: timed out after %.1f s waiting for %s"):format(timeout, what), 3)
     end
     error(("fcgi_client: connection closed by the server while waiting for %s%s"):format(
         what, self:partial_bytes() > 0
@@ -330,7 +330,7 @@ function Conn:read_record(timeout)
     if #self.pending > 0 then return table.remove(self.pending, 1) end
     timeout = timeout or self.timeout
     local rec, err = self:recv_record(socket.gettime() + timeout)
-    if not rec then fail_read(self, err, timeout, "record") end
+    if not rec then fail_read(self, err, timeout, "a record") end
     return rec
 end
 

@@ -1,0 +1,537 @@
+-- Spec helpers: run ./afcgi (and nginx) as real processes, wait for events
+-- with deadlines, look at /proc, and talk HTTP. Nothing here sleeps to
+-- synchronise: the waits are on a pipe (poll) or bounded polls with backoff.
+local unistd = require "posix.unistd"
+local pwait = require "posix.sys.wait"
+local psignal = require "posix.signal"
+local ppoll = require "posix.poll"
+local fcntl = require "posix.fcntl"
+local dirent = require "posix.dirent"
+local stdlib = require "posix.stdlib"
+local socket = require "socket"
+local fc = require "fcgi_client"
+
+local M = {}
+
+local F_SETPIPE_SZ = 1031   -- Linux; lets a chatty server log 1 MiB before it blocks
+
+local function abspath(p)
+    if p:sub(1, 1) == "/" then return p end
+    return unistd.getcwd() .. "/" .. p:gsub("^%./", "")
+end
+
+-- The binary under test: $AFCGI_BIN (the Makefile sets it), else ./afcgi.
+function M.bin() return abspath(os.getenv("AFCGI_BIN") or "./afcgi") end
+
+-- True under the ASan build: its quarantine makes RSS figures meaningless.
+M.asan = (os.getenv("AFCGI_BIN") or ""):find("asan") ~= nil or os.getenv("ASAN_OPTIONS") ~= nil
+
+function M.fixture(name) return abspath("spec/fixtures/" .. name .. ".lua") end
+
+-- Polls fn with backoff (1 ms doubling to 50 ms) until it returns a true
+-- value, which is returned; fails naming what after timeout seconds.
+function M.wait_until(fn, timeout, what)
+    local deadline = socket.gettime() + (timeout or 5)
+    local dt, last = 0.001, nil
+    while true do
+        last = fn()
+        if last then return last end
+        if socket.gettime() >= deadline then
+            error(("timed out after %.1f s waiting for %s"):format(timeout or 5, what or "a condition"), 2)
+        end
+        socket.sleep(math.min(dt, math.max(0, deadline - socket.gettime())))
+        dt = math.min(dt * 2, 0.05)
+    end
+end
+
+function M.free_port()
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    return tonumber(port)
+end
+
+function M.fd_count(pid)
+    local n = 0
+    for name in dirent.files("/proc/" .. pid .. "/fd") do
+        if name ~= "." and name ~= ".." then n = n + 1 end
+    end
+    return n
+end
+
+function M.rss_kb(pid)
+    local f = assert(io.open("/proc/" .. pid .. "/status"))
+    local s = f:read("*a")
+    f:close()
+    return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+-- Processes ------------------------------------------------------------------
+
+-- Forks and execs argv (a list, argv[1] the program). The child's stdin is
+-- /dev/null; its stderr (and stdout, unless opts.stdout == "null") go to
+-- pipes whose read ends are returned. The child closes every other fd, so
+-- it never holds on to the test's sockets.
+local function spawn(argv, opts)
+    opts = opts or {}
+    local err_r, err_w = assert(unistd.pipe())
+    local out_r, out_w
+    if opts.stdout ~= "null" then out_r, out_w = assert(unistd.pipe()) end
+    fcntl.fcntl(err_r, F_SETPIPE_SZ, 1048576)
+    local pid = assert(unistd.fork())
+    if pid == 0 then
+        local null = fcntl.open("/dev/null", fcntl.O_RDWR)
+        unistd.dup2(null, 0)
+        unistd.dup2(out_w or null, 1)
+        unistd.dup2(err_w, 2)
+        local fds = {}
+        for name in dirent.files("/proc/self/fd") do fds[#fds + 1] = tonumber(name) end
+        for _, fd in ipairs(fds) do if fd > 2 then unistd.close(fd) end end
+        local args = {}
+        for i = 2, #argv do args[#args + 1] = argv[i] end
+        args[0] = argv[1]
+        unistd.execp(argv[1], args)
+        io.stderr:write("exec ", argv[1], " failed\n")
+        unistd._exit(127)
+    end
+    unistd.close(err_w)
+    if out_w then unistd.close(out_w) end
+    return pid, err_r, out_r
+end
+
+-- Reads what fd has within ms milliseconds: data, "" on EOF, or nil.
+local function read_fd(fd, ms)
+    if ppoll.rpoll(fd, ms) == 0 then return nil end
+    return unistd.read(fd, 65536) or ""
+end
+
+local Process = {}
+Process.__index = Process
+
+local function new_process(argv, opts)
+    local pid, fd = spawn(argv, { stdout = "null" })
+    return setmetatable({ pid = pid, fd = fd, argv = argv, buf = {}, text = "",
+                          eof = false, opts = opts or {} }, Process)
+end
+
+-- Appends what the stderr pipe holds, waiting at most ms for the first piece.
+function Process:pump(ms)
+    while not self.eof do
+        local data = read_fd(self.fd, ms)
+        if data == nil then return end
+        if data == "" then
+            self.eof = true
+            unistd.close(self.fd)
+        else
+            self.text = self.text .. data
+        end
+        ms = 0
+    end
+end
+
+-- All stderr so far, read from the pipe without blocking.
+function Process:log()
+    self:pump(0)
+    return self.text
+end
+
+-- A mark for wait_log(pattern, timeout, mark): only later output is searched.
+function Process:mark() return #self:log() end
+
+-- Waits until stderr (after mark, default all of it) has a line matching
+-- pattern (a Lua pattern); returns that line. Fails with the log on timeout
+-- or when the process closed stderr first.
+function Process:wait_log(pattern, timeout, mark)
+    timeout = timeout or 5
+    local deadline = socket.gettime() + timeout
+    while true do
+        for line in self.text:sub((mark or 0) + 1):gmatch("[^\n]*\n") do
+            if line:find(pattern) then return line:sub(1, -2) end
+        end
+        local left = deadline - socket.gettime()
+        if self.eof or left <= 0 then
+            error(("no log line matching %q within %.1f s%s; log:\n%s"):format(
+                pattern, timeout, self.eof and " (the process exited)" or "", self.text), 2)
+        end
+        self:pump(math.ceil(left * 1000))
+    end
+end
+
+-- Is the process still running (not yet reaped)?
+function Process:alive()
+    if self.status then return false end
+    local pid, how, code = pwait.wait(self.pid, pwait.WNOHANG)
+    if pid == 0 then return true end
+    self.status, self.how = (how == "exited") and code or 128 + (code or 0), how
+    return false
+end
+
+-- Sends sig (default SIGTERM) and waits up to timeout (default 15 s) for the
+-- exit, then SIGKILL. Returns the exit status (128 + signal when killed by
+-- one) and "exited" or "killed". Idempotent.
+function Process:stop(sig, timeout)
+    if self.status then return self.status, self.how end
+    if self:alive() then psignal.kill(self.pid, sig or psignal.SIGTERM) end
+    local deadline = socket.gettime() + (timeout or 15)
+    while not self.eof and socket.gettime() < deadline do    -- exit closes stderr
+        self:pump(math.ceil((deadline - socket.gettime()) * 1000))
+    end
+    local ok = pcall(M.wait_until, function() return not self:alive() end,
+                     math.max(0.5, deadline - socket.gettime()), "exit")
+    if not ok then
+        psignal.kill(self.pid, psignal.SIGKILL)
+        local _, how, code = pwait.wait(self.pid)
+        self.status, self.how = (how == "exited") and code or 128 + (code or 0), "timeout"
+    end
+    if not self.eof then self:pump(0) end
+    return self.status, self.how
+end
+
+-- Stops and asserts a clean exit: status 0, no sanitizer report in the log.
+function Process:stop_ok(sig, timeout)
+    local status, how = self:stop(sig, timeout)
+    local log = self.text
+    local bad = log:match("[^\n]*AddressSanitizer[^\n]*") or log:match("[^\n]*LeakSanitizer[^\n]*")
+        or log:match("[^\n]*runtime error:[^\n]*")
+    if status ~= 0 or bad then
+        error(("afcgi (pid %d) stopped with status %s (%s)%s; log:\n%s"):format(
+            self.pid, tostring(status), tostring(how), bad and (": " .. bad) or "", log), 2)
+    end
+    return status
+end
+
+-- afcgi ----------------------------------------------------------------------
+
+-- Starts afcgi on app (a path, or a fixture name without ".lua").
+-- opts.listen: list of listen addresses (default { "127.0.0.1:0" });
+-- opts.args: extra arguments. Returns once the readiness line was logged:
+-- srv.pid, srv.addrs (as logged), srv.addr (the first), srv.port (first TCP).
+function M.start_server(app, opts)
+    opts = opts or {}
+    if not app:find("/", 1, true) then app = M.fixture(app) end
+    local argv = { M.bin() }
+    for _, l in ipairs(opts.listen or { "127.0.0.1:0" }) do
+        argv[#argv + 1] = "--listen"; argv[#argv + 1] = l
+    end
+    for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+    argv[#argv + 1] = app
+    local srv = new_process(argv, opts)
+    local ok, line = pcall(srv.wait_log, srv, "ready, listening on ", opts.timeout or 15)
+    if not ok then
+        srv:stop(psignal.SIGKILL, 2)
+        error(("afcgi did not become ready (%s): %s"):format(table.concat(argv, " "), line), 2)
+    end
+    srv.ready_line = line
+    srv.addrs = {}
+    for a in line:match("ready, listening on (.*)$"):gmatch("%S+") do
+        srv.addrs[#srv.addrs + 1] = a
+        if not srv.port and not a:find("^unix:") then srv.port = tonumber(a:match(":(%d+)$")) end
+    end
+    srv.addr = srv.addrs[1]
+    return srv
+end
+
+-- An fcgi_client connection to srv (to its first address unless addr is given).
+function M.connect(srv, addr, opts)
+    return fc.connect(addr or srv.addr, opts)
+end
+
+-- Runs afcgi with args to completion; returns exit status, stderr, stdout.
+function M.run_cli(args, timeout)
+    local argv = { M.bin() }
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    local pid, err_fd, out_fd = spawn(argv)
+    local parts = { [err_fd] = {}, [out_fd] = {} }
+    local open = { [err_fd] = true, [out_fd] = true }
+    local deadline = socket.gettime() + (timeout or 10)
+    while next(open) do
+        local left = deadline - socket.gettime()
+        if left <= 0 then
+            psignal.kill(pid, psignal.SIGKILL)
+            pwait.wait(pid)
+            error("afcgi " .. table.concat(args, " ") .. " did not exit within "
+                  .. (timeout or 10) .. " s; stderr: " .. table.concat(parts[err_fd]), 2)
+        end
+        local fds = {}
+        for fd in pairs(open) do fds[fd] = { events = { IN = true } } end
+        ppoll.poll(fds, math.ceil(left * 1000))
+        for fd, p in pairs(fds) do
+            if p.revents and (p.revents.IN or p.revents.HUP) then
+                local data = unistd.read(fd, 65536)
+                if not data or data == "" then
+                    unistd.close(fd)
+                    open[fd] = nil
+                else
+                    table.insert(parts[fd], data)
+                end
+            end
+        end
+    end
+    local _, how, code = pwait.wait(pid)
+    return how == "exited" and code or 128 + code, table.concat(parts[err_fd]),
+        table.concat(parts[out_fd])
+end
+
+-- Splits the echo fixture's body into (params map, request body).
+function M.parse_echo(body)
+    local head, rest = body:match("^(.-)\n\n(.*)$")
+    assert(head, "not an echo response: " .. body:sub(1, 200))
+    local params = {}
+    for line in (head .. "\n"):gmatch("([^\n]*)\n") do
+        local k, v = line:match("^([^=]*)=(.*)$")
+        if k then params[k] = v end
+    end
+    return params, rest
+end
+
+-- nginx --------------------------------------------------------------------
+
+-- A minimal nginx.conf: every location is passed to ${upstream} (host:port,
+-- or unix:/path) over FastCGI with keepalive connections.
+M.NGINX_CONF = [[
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path ${prefix}/client_body;
+    fastcgi_temp_path ${prefix}/fastcgi_temp;
+    proxy_temp_path ${prefix}/proxy_temp;
+    scgi_temp_path ${prefix}/scgi_temp;
+    uwsgi_temp_path ${prefix}/uwsgi_temp;
+    upstream afcgi { server ${upstream}; keepalive 8; }
+    server {
+        listen 127.0.0.1:${port};
+        client_max_body_size 16m;
+        location / {
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param DOCUMENT_URI $document_uri;
+            fastcgi_pass afcgi;
+            fastcgi_keep_conn on;
+        }
+    }
+}
+]]
+
+-- Starts /usr/sbin/nginx in the foreground, single process, in its own temp
+-- prefix (error log, pid and temp files there) on a free loopback port, with
+-- conf_template (default M.NGINX_CONF) after ${name} substitution from vars
+-- plus ${prefix} and ${port}. The template must not set daemon, pid or
+-- master_process. Waits until it accepts connections. Returns a process
+-- object with .port and .prefix; :stop() ends it and removes nothing.
+function M.start_nginx(conf_template, vars)
+    local prefix = assert(stdlib.mkdtemp("/tmp/afcgi-nginx-XXXXXX"))
+    local v = { prefix = prefix, port = M.free_port() }
+    for k, val in pairs(vars or {}) do v[k] = val end
+    local conf = (conf_template or M.NGINX_CONF):gsub("%${([%w_]+)}", function(k)
+        return assert(v[k] and tostring(v[k]), "no value for ${" .. k .. "} in nginx template")
+    end)
+    local f = assert(io.open(prefix .. "/nginx.conf", "w"))
+    f:write(conf)
+    f:close()
+    local ngx = new_process({ "/usr/sbin/nginx", "-p", prefix .. "/", "-c", prefix .. "/nginx.conf",
+        "-e", prefix .. "/error.log",
+        "-g", ("daemon off; master_process off; pid %s/nginx.pid;"):format(prefix) })
+    ngx.prefix, ngx.port = prefix, v.port
+    local ok, err = pcall(M.wait_until, function()
+        if not ngx:alive() then error("nginx exited: " .. ngx:log() .. M.read_file(prefix .. "/error.log")) end
+        local s = socket.tcp()
+        s:settimeout(0.5)
+        local connected = s:connect("127.0.0.1", v.port)
+        s:close()
+        return connected
+    end, 10, "nginx to accept connections on port " .. v.port)
+    if not ok then
+        ngx:stop(psignal.SIGKILL, 2)
+        error(err, 2)
+    end
+    return ngx
+end
+
+function M.read_file(path)
+    local f = io.open(path)
+    if not f then return "" end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+-- HTTP/1.1 client ------------------------------------------------------------
+
+local function http_head(raw)
+    local head_end = raw:find("\r\n\r\n", 1, true)
+    if not head_end then return nil end
+    local head = raw:sub(1, head_end + 1)
+    local res = { headers = {} }
+    res.status = tonumber(head:match("^HTTP/1%.%d (%d%d%d)"))
+    for name, value in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]-)[ \t]*\r\n") do
+        name = name:lower()
+        local old = res.headers[name]
+        if old == nil then res.headers[name] = value
+        elseif type(old) == "table" then old[#old + 1] = value
+        else res.headers[name] = { old, value } end
+    end
+    return res, head_end + 4
+end
+
+-- Parses one response from raw; returns res, bytes consumed, or nil when
+-- more bytes are needed. eof: the peer closed (ends a body without length).
+function M.parse_http_response(raw, eof, method)
+    local res, pos = http_head(raw)
+    if not res then return nil end
+    local h = res.headers
+    if method == "HEAD" or res.status == 204 or res.status == 304 or res.status < 200 then
+        res.body = ""
+        return res, pos - 1
+    end
+    if (h["transfer-encoding"] or ""):lower():find("chunked") then
+        local parts = {}
+        while true do
+            local line_end = raw:find("\r\n", pos, true)
+            if not line_end then return nil end
+            local size = tonumber(raw:sub(pos, line_end - 1):match("^%x+"), 16)
+            if not size then error("bad chunk size line: " .. raw:sub(pos, line_end - 1)) end
+            if size == 0 then                     -- then "\r\n", or trailers and "\r\n\r\n"
+                local stop
+                if raw:sub(line_end + 2, line_end + 3) == "\r\n" then stop = line_end + 3
+                else
+                    stop = raw:find("\r\n\r\n", line_end + 2, true)
+                    if not stop then return nil end
+                    stop = stop + 3
+                end
+                res.body, res.chunked = table.concat(parts), true
+                return res, stop
+            end
+            if #raw < line_end + 1 + size + 2 then return nil end
+            parts[#parts + 1] = raw:sub(line_end + 2, line_end + 1 + size)
+            pos = line_end + 2 + size + 2
+        end
+    end
+    local len = tonumber(h["content-length"])
+    if len then
+        if #raw < pos - 1 + len then return nil end
+        res.body = raw:sub(pos, pos - 1 + len)
+        return res, pos - 1 + len
+    end
+    if not eof then return nil end
+    res.body = raw:sub(pos)
+    return res, #raw
+end
+
+local function http_request_bytes(req, port, keepalive)
+    local body = req.body or ""
+    local lines = { ("%s %s HTTP/1.1"):format(req.method or "GET", req.path or "/"),
+                    "Host: 127.0.0.1:" .. port }
+    local has_len = false
+    for k, val in pairs(req.headers or {}) do
+        lines[#lines + 1] = k .. ": " .. val
+        if k:lower() == "content-length" or k:lower() == "transfer-encoding" then has_len = true end
+    end
+    if not has_len and (body ~= "" or req.method == "POST" or req.method == "PUT") then
+        lines[#lines + 1] = "Content-Length: " .. #body
+    end
+    if not keepalive then lines[#lines + 1] = "Connection: close" end
+    return table.concat(lines, "\r\n") .. "\r\n\r\n" .. body
+end
+
+local Http = {}
+Http.__index = Http
+
+-- A keepalive HTTP/1.1 connection to 127.0.0.1:port. opts.timeout (default 5).
+function M.http_connect(port, opts)
+    local s = socket.tcp()
+    local timeout = (opts and opts.timeout) or 5
+    s:settimeout(timeout)
+    local ok, err = s:connect("127.0.0.1", port)
+    if not ok then error("http: cannot connect to port " .. port .. ": " .. err, 2) end
+    return setmetatable({ sock = s, port = port, timeout = timeout, raw = "", eof = false }, Http)
+end
+
+function Http:close() self.sock:close() end
+
+-- req: { method=, path=, headers= {name = value}, body= }. Returns
+-- { status, headers (lower-case), body } or fails after the timeout.
+function Http:request(req)
+    local data = http_request_bytes(req, self.port, not req.close)
+    self.sock:settimeout(self.timeout)
+    local ok, err = self.sock:send(data)
+    if not ok then error("http: send failed: " .. err, 2) end
+    local deadline = socket.gettime() + self.timeout
+    while true do
+        local res, used = M.parse_http_response(self.raw, self.eof, req.method)
+        if res then
+            self.raw = self.raw:sub(used + 1)
+            return res
+        end
+        if self.eof then error("http: connection closed before a full response: " .. self.raw, 2) end
+        local left = deadline - socket.gettime()
+        if left <= 0 then error("http: no full response within " .. self.timeout .. " s", 2) end
+        socket.select({ self.sock }, nil, left)
+        self.sock:settimeout(0)
+        local chunk, e, partial = self.sock:receive(65536)
+        self.raw = self.raw .. (chunk or partial or "")
+        if e and e ~= "timeout" then self.eof = true end
+    end
+end
+
+-- One request on its own connection ("Connection: close").
+function M.http_request(port, req, timeout)
+    local c = M.http_connect(port, { timeout = timeout })
+    req.close = true
+    local ok, res = pcall(c.request, c, req)
+    c:close()
+    if not ok then error(res, 2) end
+    return res
+end
+
+-- Runs the requests (a list of req tables as for Http:request) in parallel,
+-- each on its own connection, at most opts.window (default 256) open at once,
+-- all within opts.timeout seconds (default 10). Returns the responses in
+-- request order; a failed one is { error = "..." }. Also returns the wall time.
+function M.http_parallel(port, reqs, opts)
+    opts = opts or {}
+    local window, t0 = opts.window or 256, socket.gettime()
+    local deadline = t0 + (opts.timeout or 10)
+    local results, active, nexti, done = {}, {}, 1, 0
+    local function start(i)
+        local s = socket.tcp()
+        s:settimeout(0)
+        s:connect("127.0.0.1", port)
+        active[s] = { i = i, out = http_request_bytes(reqs[i], port, false), sent = 0, raw = "" }
+    end
+    local function finish(s, res)
+        results[active[s].i] = res
+        active[s] = nil
+        s:close()
+        done = done + 1
+    end
+    while done < #reqs do
+        while nexti <= #reqs and nexti - done <= window do start(nexti); nexti = nexti + 1 end
+        local left = deadline - socket.gettime()
+        if left <= 0 then break end
+        local rt, wt = {}, {}
+        for s, st in pairs(active) do
+            if st.sent < #st.out then wt[#wt + 1] = s else rt[#rt + 1] = s end
+        end
+        local readable, writable = socket.select(rt, wt, left)
+        for _, s in ipairs(writable) do
+            local st = active[s]
+            local last, err, partial = s:send(st.out, st.sent + 1)
+            st.sent = last or partial or st.sent
+            if err and err ~= "timeout" then finish(s, { error = "send: " .. err }) end
+        end
+        for _, s in ipairs(readable) do
+            local st = active[s]
+            local chunk, err, partial = s:receive(65536)
+            st.raw = st.raw .. (chunk or partial or "")
+            local eof = err ~= nil and err ~= "timeout"
+            local ok, res = pcall(M.parse_http_response, st.raw, eof, reqs[st.i].method)
+            if not ok then finish(s, { error = res })
+            elseif res then finish(s, res)
+            elseif eof then finish(s, { error = "closed early: " .. err .. ": " .. st.raw:sub(1, 200) }) end
+        end
+    end
+    for s in pairs(active) do finish(s, { error = "timeout" }) end
+    for i = 1, #reqs do results[i] = results[i] or { error = "not started (timeout)" } end
+    return results, socket.gettime() - t0
+end
+
+return M
