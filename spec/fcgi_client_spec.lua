@@ -1,5 +1,6 @@
 -- Unit specs of the specs' own FastCGI client codec (no server involved).
 local fc = require "fcgi_client"
+local helpers = require "helpers"
 local socket = require "socket"
 
 local function bytes(...) return string.char(...) end
@@ -115,7 +116,10 @@ describe("fcgi_client connection", function()
         server = assert(socket.bind("127.0.0.1", 0))
         port = select(2, server:getsockname())
     end)
-    after_each(function() server:close() end)
+    after_each(function()
+        server:close()
+        helpers.cleanup()
+    end)
 
     local function accept()
         server:settimeout(5)
@@ -124,9 +128,9 @@ describe("fcgi_client connection", function()
 
     it("collects one response while keeping other ids' records for later", function()
         local c = fc.connect(port, { timeout = 2 })
-        finally(function() c:close() end)
+        helpers.defer(function() c:close() end)
         local peer = accept()
-        finally(function() peer:close() end)
+        helpers.defer(function() peer:close() end)
         local e0 = bytes(0, 0, 0, 0, 0, 0, 0, 0)
         assert(peer:send(fc.record(fc.STDOUT, 2, "Status: 201 Created\r\n\r\ntwo")
             .. fc.record(fc.STDOUT, 1, "Content-Type: text/plain\r\n\r\none")
@@ -143,7 +147,7 @@ describe("fcgi_client connection", function()
 
     it("fails with a clear message instead of hanging when nothing arrives", function()
         local c = fc.connect(port, { timeout = 0.05 })
-        finally(function() c:close() end)
+        helpers.defer(function() c:close() end)
         local t0 = socket.gettime()
         assert.has_error(function() c:read_record() end, "fcgi_client: timed out after 0.1 s waiting for a record")
         assert.is_true(socket.gettime() - t0 < 1)
@@ -151,7 +155,7 @@ describe("fcgi_client connection", function()
 
     it("tells a closed connection from an open one", function()
         local c = fc.connect(port)
-        finally(function() c:close() end)
+        helpers.defer(function() c:close() end)
         local peer = accept()
         assert.is_false(c:closed_by_peer(0.05))
         peer:send(fc.record(fc.STDOUT, 1, "late"))
@@ -164,9 +168,9 @@ describe("fcgi_client connection", function()
 
     it("sends a request's records in one piece when corked", function()
         local c = fc.connect(port)
-        finally(function() c:close() end)
+        helpers.defer(function() c:close() end)
         local peer = accept()
-        finally(function() peer:close() end)
+        helpers.defer(function() peer:close() end)
         c:cork()
         c:begin(5); c:params(5, { A = "b" }); c:stdin(5, "body"); c:stdin(5, "")
         c:uncork()

@@ -28,6 +28,23 @@ M.asan = (os.getenv("AFCGI_BIN") or ""):find("asan") ~= nil or os.getenv("ASAN_O
 
 function M.fixture(name) return abspath("spec/fixtures/" .. name .. ".lua") end
 
+-- Per-test cleanup. busted keeps only the last finally() of a test, so specs
+-- register here (servers and connections do so themselves) and run
+-- after_each(helpers.cleanup): the functions run in reverse order, all of
+-- them, and the first error is raised afterwards.
+local cleanups = {}
+
+function M.defer(fn) cleanups[#cleanups + 1] = fn end
+
+function M.cleanup()
+    local first
+    while #cleanups > 0 do
+        local ok, err = pcall(table.remove(cleanups))
+        if not ok and not first then first = err end
+    end
+    if first then error(first, 0) end
+end
+
 -- Polls fn with backoff (1 ms doubling to 50 ms) until it returns a true
 -- value, which is returned; fails naming what after timeout seconds.
 function M.wait_until(fn, timeout, what)
@@ -166,13 +183,13 @@ function Process:alive()
     return false
 end
 
--- Sends sig (default SIGTERM) and waits up to timeout (default 15 s) for the
+-- Sends sig (default SIGTERM) and waits up to timeout (default 6 s) for the
 -- exit, then SIGKILL. Returns the exit status (128 + signal when killed by
 -- one) and "exited" or "killed". Idempotent.
 function Process:stop(sig, timeout)
     if self.status then return self.status, self.how end
     if self:alive() then psignal.kill(self.pid, sig or psignal.SIGTERM) end
-    local deadline = socket.gettime() + (timeout or 15)
+    local deadline = socket.gettime() + (timeout or 6)
     while not self.eof and socket.gettime() < deadline do    -- exit closes stderr
         self:pump(math.ceil((deadline - socket.gettime()) * 1000))
     end
@@ -204,8 +221,11 @@ end
 
 -- Starts afcgi on app (a path, or a fixture name without ".lua").
 -- opts.listen: list of listen addresses (default { "127.0.0.1:0" });
--- opts.args: extra arguments. Returns once the readiness line was logged:
+-- opts.args: extra arguments (--shutdown-timeout 3 is added unless given).
+-- Returns once the readiness line was logged:
 -- srv.pid, srv.addrs (as logged), srv.addr (the first), srv.port (first TCP).
+-- At cleanup it is stopped with stop_ok (clean exit asserted) unless
+-- opts.manual.
 function M.start_server(app, opts)
     opts = opts or {}
     if not app:find("/", 1, true) then app = M.fixture(app) end
@@ -213,7 +233,14 @@ function M.start_server(app, opts)
     for _, l in ipairs(opts.listen or { "127.0.0.1:0" }) do
         argv[#argv + 1] = "--listen"; argv[#argv + 1] = l
     end
-    for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+    local has_timeout = false
+    for _, a in ipairs(opts.args or {}) do
+        argv[#argv + 1] = a
+        if a == "--shutdown-timeout" then has_timeout = true end
+    end
+    if not has_timeout then      -- keeps a stuck stop short; tests close their conns first
+        argv[#argv + 1] = "--shutdown-timeout"; argv[#argv + 1] = "3"
+    end
     argv[#argv + 1] = app
     local srv = new_process(argv, opts)
     local ok, line = pcall(srv.wait_log, srv, "ready, listening on ", opts.timeout or 15)
@@ -228,12 +255,16 @@ function M.start_server(app, opts)
         if not srv.port and not a:find("^unix:") then srv.port = tonumber(a:match(":(%d+)$")) end
     end
     srv.addr = srv.addrs[1]
+    if not opts.manual then M.defer(function() srv:stop_ok() end) end
     return srv
 end
 
--- An fcgi_client connection to srv (to its first address unless addr is given).
+-- An fcgi_client connection to srv (to its first address unless addr is
+-- given), closed at cleanup.
 function M.connect(srv, addr, opts)
-    return fc.connect(addr or srv.addr, opts)
+    local c = fc.connect(addr or srv.addr, opts)
+    M.defer(function() c:close() end)
+    return c
 end
 
 -- Runs afcgi with args to completion; returns exit status, stderr, stdout.
@@ -316,7 +347,8 @@ http {
 -- conf_template (default M.NGINX_CONF) after ${name} substitution from vars
 -- plus ${prefix} and ${port}. The template must not set daemon, pid or
 -- master_process. Waits until it accepts connections. Returns a process
--- object with .port and .prefix; :stop() ends it and removes nothing.
+-- object with .port and .prefix (error.log is there); at cleanup it is
+-- stopped and the prefix removed.
 function M.start_nginx(conf_template, vars)
     local prefix = assert(stdlib.mkdtemp("/tmp/afcgi-nginx-XXXXXX"))
     local v = { prefix = prefix, port = M.free_port() }
@@ -343,6 +375,10 @@ function M.start_nginx(conf_template, vars)
         ngx:stop(psignal.SIGKILL, 2)
         error(err, 2)
     end
+    M.defer(function()
+        ngx:stop()
+        os.execute("rm -rf '" .. prefix .. "'")
+    end)
     return ngx
 end
 
