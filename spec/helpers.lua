@@ -21,7 +21,13 @@ local function abspath(p)
 end
 
 -- The binary under test: $AFCGI_BIN (the Makefile sets it), else ./afcgi.
-function M.bin() return abspath(os.getenv("AFCGI_BIN") or "./afcgi") end
+function M.bin()
+    local bin = abspath(os.getenv("AFCGI_BIN") or "./afcgi")
+    if not unistd.access(bin, "x") then
+        error(bin .. " is not an executable: build it (make afcgi) or set AFCGI_BIN", 3)
+    end
+    return bin
+end
 
 -- True under the ASan build: its quarantine makes RSS figures meaningless.
 M.asan = (os.getenv("AFCGI_BIN") or ""):find("asan") ~= nil or os.getenv("ASAN_OPTIONS") ~= nil
@@ -183,12 +189,14 @@ function Process:alive()
     return false
 end
 
--- Sends sig (default SIGTERM) and waits up to timeout (default 6 s) for the
--- exit, then SIGKILL. Returns the exit status (128 + signal when killed by
--- one) and "exited" or "killed". Idempotent.
+-- Sends sig (default SIGTERM; false sends nothing, to wait for an exit
+-- already under way) and waits up to timeout (default 6 s) for the exit,
+-- then SIGKILL. Returns the exit status (128 + signal when killed by one)
+-- and "exited", "killed" or "timeout" (needed SIGKILL). Idempotent.
 function Process:stop(sig, timeout)
     if self.status then return self.status, self.how end
-    if self:alive() then psignal.kill(self.pid, sig or psignal.SIGTERM) end
+    if sig == nil then sig = psignal.SIGTERM end
+    if sig and self:alive() then psignal.kill(self.pid, sig) end
     local deadline = socket.gettime() + (timeout or 6)
     while not self.eof and socket.gettime() < deadline do    -- exit closes stderr
         self:pump(math.ceil((deadline - socket.gettime()) * 1000))
@@ -204,7 +212,7 @@ function Process:stop(sig, timeout)
     return self.status, self.how
 end
 
--- Stops and asserts a clean exit: status 0, no sanitizer report in the log.
+-- Stops (as stop) and asserts a clean exit: status 0, no sanitizer report.
 function Process:stop_ok(sig, timeout)
     local status, how = self:stop(sig, timeout)
     local log = self.text
