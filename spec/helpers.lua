@@ -406,10 +406,12 @@ local function http_head(raw)
     local head = raw:sub(1, head_end + 1)
     local res = { headers = {} }
     res.status = tonumber(head:match("^HTTP/1%.%d (%d%d%d)"))
-    for name, value in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]-)[ \t]*\r\n") do
-        name = name:lower()
-        local old = res.headers[name]
-        if old == nil then res.headers[name] = value
+    for line in head:match("^[^\r\n]*\r\n(.*)$"):gmatch("[^\r\n]+") do  -- after the status line
+        local name, value = line:match("^([^:]+):[ \t]*(.-)[ \t]*$")
+        if name then name = name:lower() end
+        local old = name and res.headers[name]
+        if not name then -- not a header line: ignored
+        elseif old == nil then res.headers[name] = value
         elseif type(old) == "table" then old[#old + 1] = value
         else res.headers[name] = { old, value } end
     end
