@@ -1,0 +1,437 @@
+/*
+ * api.c: the C half of the handler API. Module "afcgi.core" holds the
+ * primitives; lua/afcgi/request.lua and lua/afcgi/init.lua build the rest of
+ * the API on top. req and res are plain tables whose slot [1] holds the
+ * request's handle (see server_slot_find), so a req kept after its request
+ * ended can only ever produce an error, never touch freed memory.
+ *
+ * Calls that wait follow one shape: validate, take the fast path if the
+ * answer is already here, else park the request on one wait and yield. The
+ * wake-up computes the results in api_wake_results.
+ */
+#include "api.h"
+
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "fcgi.h"
+#include "req.h"
+#include "server.h"
+#include "vm.h"
+
+#define AFCGI_VERSION "0.1.0"
+#define HANDLE_SLOTS 1048576.0 /* 2^20: handle = serial * 2^20 + slot */
+
+static struct vm *api_vm(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* The live request behind the req or res table at index 1. Raises. */
+static struct req *api_req(lua_State *L)
+{
+    struct req *r = NULL;
+
+    if (lua_type(L, 1) != LUA_TTABLE)
+        luaL_argerror(L, 1, "req or res expected (use ':' to call methods)");
+    lua_rawgeti(L, 1, 1);
+    if (lua_type(L, -1) == LUA_TNUMBER)
+        r = server_slot_find(api_vm(L)->srv, lua_tonumber(L, -1));
+    else
+        luaL_argerror(L, 1, "req or res expected");
+    lua_pop(L, 1);
+    if (r == NULL)
+        luaL_error(L, "request has ended (req or res used after its handler returned)");
+    return r;
+}
+
+/* 1 if L is r's own coroutine, running now: only then may a call yield. */
+static int api_in_own_coroutine(lua_State *L, const struct req *r)
+{
+    return r->srv->current == r && r->co == L;
+}
+
+static void api_must_yield_here(lua_State *L, const struct req *r, const char *fname)
+{
+    if (!api_in_own_coroutine(L, r))
+        luaL_error(L, "%s called outside its request's coroutine "
+                      "(not from a coroutine.wrap inside the handler)", fname);
+}
+
+static int api_push_err(lua_State *L, const char *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
+/* ---- module afcgi.core ------------------------------------------------ */
+
+static int api_l_sleep(lua_State *L)          /* afcgi.sleep(seconds) */
+{
+    double s = luaL_checknumber(L, 1);
+    struct req *r = api_vm(L)->srv->current;
+
+    if (r == NULL || r->co != L)
+        return luaL_error(L, "afcgi.sleep called outside a request's coroutine");
+    req_park_sleep(r, s);
+    return lua_yield(L, 0);
+}
+
+static int api_l_now(lua_State *L)            /* t = afcgi.now() */
+{
+    struct timeval tv;
+
+    event_base_gettimeofday_cached(api_vm(L)->srv->base, &tv);
+    lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
+    return 1;
+}
+
+/* ---- req ---------------------------------------------------------------- */
+
+static void api_push_param(lua_State *L, const struct req *r, const char *name, int dflt)
+{
+    const char *v;
+    size_t vlen;
+
+    if (req_param(r, name, strlen(name), &v, &vlen))
+        lua_pushlstring(L, v, vlen);
+    else if (dflt)
+        lua_pushliteral(L, "");
+    else
+        lua_pushnil(L);
+}
+
+static void api_push_path(lua_State *L, const struct req *r)
+{
+    const char *v, *q;
+    size_t vlen;
+
+    if (req_param(r, "DOCUMENT_URI", 12, &v, &vlen)) {
+        lua_pushlstring(L, v, vlen);
+    } else if (req_param(r, "REQUEST_URI", 11, &v, &vlen)) {
+        q = memchr(v, '?', vlen);
+        lua_pushlstring(L, v, q ? (size_t)(q - v) : vlen);
+    } else {
+        api_push_param(L, r, "SCRIPT_NAME", 1);
+    }
+}
+
+static void api_push_params(lua_State *L, const struct req *r)
+{
+    const uint8_t *p = r->params.data;
+    size_t off = 0;
+    struct fcgi_nv nv;
+    ssize_t n;
+
+    lua_createtable(L, 0, 24);
+    while (off < r->params.len &&
+           (n = fcgi_parse_nv(p + off, r->params.len - off, &nv)) > 0) {
+        off += (size_t)n;
+        lua_pushlstring(L, (const char *)nv.name, nv.nlen);
+        lua_pushlstring(L, (const char *)nv.value, nv.vlen);
+        lua_rawset(L, -3);
+    }
+}
+
+/* req.<field>: methods first, then computed fields, cached in the table. */
+static int api_l_req_index(lua_State *L)
+{
+    const char *k;
+    struct req *r;
+
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(2)); /* methods */
+    if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING)
+        return 1;
+    k = lua_tostring(L, 2);
+    r = api_req(L);
+    if (strcmp(k, "id") == 0)
+        lua_pushinteger(L, r->id);
+    else if (strcmp(k, "method") == 0)
+        api_push_param(L, r, "REQUEST_METHOD", 0);
+    else if (strcmp(k, "path") == 0)
+        api_push_path(L, r);
+    else if (strcmp(k, "query") == 0)
+        api_push_param(L, r, "QUERY_STRING", 1);
+    else if (strcmp(k, "params") == 0)
+        api_push_params(L, r);
+    else
+        return 1; /* nil */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1); /* cache: params do not change */
+    return 1;
+}
+
+static int api_l_param(lua_State *L)          /* value = req:param(name) */
+{
+    struct req *r = api_req(L);
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 2, &nlen);
+    const char *v;
+    size_t vlen;
+
+    if (req_param(r, name, nlen, &v, &vlen))
+        lua_pushlstring(L, v, vlen);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* Push the whole unread body and drop it from the request. */
+static int api_push_body(lua_State *L, struct req *r)
+{
+    size_t n = r->in ? evbuffer_get_length(r->in) : 0;
+
+    if (n == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    lua_pushlstring(L, (const char *)evbuffer_pullup(r->in, -1), n);
+    evbuffer_drain(r->in, n);
+    return 1;
+}
+
+/* Push up to 'max' unread body bytes, or nil at the end of the body. */
+static int api_push_chunk(lua_State *L, struct req *r, size_t max)
+{
+    size_t n = r->in ? evbuffer_get_length(r->in) : 0;
+
+    if (n == 0) {
+        lua_pushnil(L); /* only reached when stdin_done */
+        return 1;
+    }
+    if (n > max)
+        n = max;
+    lua_pushlstring(L, (const char *)evbuffer_pullup(r->in, (ssize_t)n), n);
+    evbuffer_drain(r->in, n);
+    return 1;
+}
+
+static int api_l_read_body(lua_State *L)      /* body, err = req:read_body() */
+{
+    struct req *r = api_req(L);
+
+    if (r->too_large)
+        return api_push_err(L, "too large");
+    if (r->stdin_done)
+        return api_push_body(L, r);
+    api_must_yield_here(L, r, "req:read_body");
+    req_park(r, REQ_WAIT_BODY);
+    return lua_yield(L, 0);
+}
+
+static int api_l_read(lua_State *L)           /* chunk, err = req:read([max]) */
+{
+    struct req *r = api_req(L);
+    lua_Integer max = luaL_optinteger(L, 2, 65536);
+
+    luaL_argcheck(L, max > 0, 2, "must be positive");
+    if (r->too_large)
+        return api_push_err(L, "too large");
+    if ((r->in && evbuffer_get_length(r->in) > 0) || r->stdin_done)
+        return api_push_chunk(L, r, (size_t)max);
+    api_must_yield_here(L, r, "req:read");
+    r->want = (size_t)max;
+    req_park(r, REQ_WAIT_READ);
+    return lua_yield(L, 0);
+}
+
+int api_wake_results(struct req *r)
+{
+    lua_State *co = r->co;
+
+    switch (r->wait) {
+    case REQ_WAIT_BODY:
+        return r->too_large ? api_push_err(co, "too large") : api_push_body(co, r);
+    case REQ_WAIT_READ:
+        return r->too_large ? api_push_err(co, "too large") : api_push_chunk(co, r, r->want);
+    case REQ_WAIT_DRAIN:
+        lua_pushboolean(co, 1);
+        return 1;
+    default: /* REQ_WAIT_SLEEP */
+        return 0;
+    }
+}
+
+/* ---- res ---------------------------------------------------------------- */
+
+static int api_l_status(lua_State *L)         /* res:status([code]) */
+{
+    struct req *r = api_req(L);
+    lua_Integer code;
+
+    if (lua_isnoneornil(L, 2)) {
+        lua_pushinteger(L, r->status);
+        return 1;
+    }
+    code = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, code >= 100 && code <= 999, 2, "status must be 100..999");
+    if (r->headers_sent)
+        return luaL_error(L, "res:status: headers already sent");
+    r->status = (unsigned)code;
+    return 0;
+}
+
+static int api_token_char(unsigned char ch)
+{
+    return ch > 32 && ch < 127 && !strchr("()<>@,;:\\\"/[]?={}", ch);
+}
+
+static int api_l_header(lua_State *L)         /* res:header(name, value) */
+{
+    struct req *r = api_req(L);
+    size_t nlen, vlen, i;
+    const char *name = luaL_checklstring(L, 2, &nlen);
+    const char *value = luaL_checklstring(L, 3, &vlen);
+
+    luaL_argcheck(L, nlen > 0, 2, "empty header name");
+    for (i = 0; i < nlen; i++)
+        luaL_argcheck(L, api_token_char((unsigned char)name[i]), 2, "invalid header name");
+    for (i = 0; i < vlen; i++) {
+        unsigned char ch = (unsigned char)value[i];
+
+        luaL_argcheck(L, ch != '\r' && ch != '\n' && ch != '\0', 3,
+                      "CR, LF or NUL in header value");
+    }
+    if (r->headers_sent)
+        return luaL_error(L, "res:header: headers already sent (the body has started)");
+    if (req_add_header(r, name, nlen, value, vlen) < 0)
+        return luaL_error(L, "out of memory");
+    return 0;
+}
+
+/* Wait for the connection to drain when congested and allowed to yield. */
+static int api_maybe_drain(lua_State *L, struct req *r, int congested)
+{
+    if (congested && api_in_own_coroutine(L, r)) {
+        req_park(r, REQ_WAIT_DRAIN);
+        return lua_yield(L, 0);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int api_l_write(lua_State *L)          /* res:write(...) */
+{
+    struct req *r = api_req(L);
+    int n = lua_gettop(L);
+    const char *s;
+    size_t len;
+
+    for (int i = 2; i <= n; i++) {
+        int t = lua_type(L, i);
+
+        if (t != LUA_TSTRING && t != LUA_TNUMBER)
+            return luaL_argerror(L, i, "string or number expected");
+        s = lua_tolstring(L, i, &len);
+        if (req_write(r, s, len) < 0)
+            return luaL_error(L, "out of memory");
+    }
+    return api_maybe_drain(L, r, req_congested(r));
+}
+
+static int api_l_flush(lua_State *L)          /* ok, err = res:flush() */
+{
+    struct req *r = api_req(L);
+    int rc = req_flush(r);
+
+    if (rc < 0)
+        return luaL_error(L, "out of memory");
+    return api_maybe_drain(L, r, rc);
+}
+
+/* ---- registration ------------------------------------------------------- */
+
+static const luaL_Reg api_core_funcs[] = {
+    { "sleep", api_l_sleep },
+    { "now", api_l_now },
+    { NULL, NULL },
+};
+
+static const luaL_Reg api_req_funcs[] = {
+    { "param", api_l_param },
+    { "read_body", api_l_read_body },
+    { "read", api_l_read },
+    { NULL, NULL },
+};
+
+static const luaL_Reg api_res_funcs[] = {
+    { "status", api_l_status },
+    { "header", api_l_header },
+    { "write", api_l_write },
+    { "flush", api_l_flush },
+    { NULL, NULL },
+};
+
+/* Set each function into the table on top, with vm as its one upvalue. */
+static void api_setfuncs(lua_State *L, struct vm *vm, const luaL_Reg *f)
+{
+    for (; f->name != NULL; f++) {
+        lua_pushlightuserdata(L, vm);
+        lua_pushcclosure(L, f->func, 1);
+        lua_setfield(L, -2, f->name);
+    }
+}
+
+int api_open(lua_State *L)
+{
+    struct vm *vm;
+
+    lua_getfield(L, LUA_REGISTRYINDEX, "afcgi.vm");
+    vm = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+
+    lua_newtable(L);                          /* module afcgi.core */
+    api_setfuncs(L, vm, api_core_funcs);
+    lua_pushliteral(L, AFCGI_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, (lua_Integer)vm->gen);
+    lua_setfield(L, -2, "generation");
+
+    lua_newtable(L);                          /* req methods */
+    api_setfuncs(L, vm, api_req_funcs);
+    lua_createtable(L, 0, 2);                 /* req metatable */
+    lua_pushlightuserdata(L, vm);
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, api_l_req_index, 2);  /* upvalues: vm, methods */
+    lua_setfield(L, -2, "__index");
+    vm->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_setfield(L, -2, "req_methods");
+
+    lua_newtable(L);                          /* res methods */
+    api_setfuncs(L, vm, api_res_funcs);
+    lua_createtable(L, 0, 1);                 /* res metatable */
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "__index");
+    vm->res_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_setfield(L, -2, "res_methods");
+
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "afcgi.core");        /* require "afcgi.core" */
+    lua_pop(L, 3);
+    return 0;
+}
+
+void api_push_args(lua_State *co, struct vm *vm, struct req *r)
+{
+    double handle = (double)r->serial * HANDLE_SLOTS + (double)r->slot;
+
+    lua_createtable(co, 1, 0);                /* req */
+    lua_pushnumber(co, handle);
+    lua_rawseti(co, -2, 1);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->req_mt_ref);
+    lua_setmetatable(co, -2);
+    lua_createtable(co, 1, 0);                /* res */
+    lua_pushnumber(co, handle);
+    lua_rawseti(co, -2, 1);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->res_mt_ref);
+    lua_setmetatable(co, -2);
+}

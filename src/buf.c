@@ -1,0 +1,56 @@
+/*
+ * buf.c: growable byte buffer (see buf.h).
+ */
+#include "buf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int buf_reserve(struct buf *b, size_t n)
+{
+    size_t cap;
+    uint8_t *p;
+
+    if (b->cap - b->len >= n)
+        return 0;
+    if (n > SIZE_MAX / 2 - b->len)
+        return -1;
+    cap = b->cap ? b->cap : 64;
+    while (cap - b->len < n)
+        cap *= 2;
+    if ((p = realloc(b->data, cap)) == NULL)
+        return -1;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+void buf_free(struct buf *b)
+{
+    if (b == NULL)
+        return;
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}

@@ -1,0 +1,29 @@
+/*
+ * buf.h: a growable byte buffer. Owns its memory; buf_free releases it and
+ * leaves an empty buffer that can be used again.
+ */
+#ifndef AFCGI_BUF_H
+#define AFCGI_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+};
+
+/* Make room for n more bytes. Returns 0, or -1 when out of memory. */
+int buf_reserve(struct buf *b, size_t n);
+
+/* Append n bytes. Returns 0, or -1 when out of memory (b unchanged). */
+int buf_append(struct buf *b, const void *p, size_t n);
+
+/* Remove the first n bytes (n <= len). */
+void buf_consume(struct buf *b, size_t n);
+
+/* Release the memory; b is empty afterwards. NULL-safe, idempotent. */
+void buf_free(struct buf *b);
+
+#endif

@@ -1,0 +1,564 @@
+/*
+ * conn.c: one FastCGI connection (see conn.h).
+ *
+ * Reading: bytes are read into the server's shared buffer, after whatever
+ * partial record this connection kept from its last read, and decoded there;
+ * only an incomplete tail is copied back into c->partial. An idle connection
+ * holds no read buffer at all.
+ *
+ * Writing: requests append records to c->out and queue the connection on the
+ * server's flush list; the flush event writes every queued connection once
+ * per loop turn, so responses finished in one turn leave in one writev.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "fcgi.h"
+#include "log.h"
+#include "req.h"
+#include "server.h"
+
+/* Output above this many high-water marks stops reading new records. */
+#define CONN_READ_PAUSE_FACTOR 4
+
+enum { DISPATCH_OK = 0, DISPATCH_CLOSE = -1 };
+
+static void conn_on_read(evutil_socket_t fd, short what, void *arg);
+static void conn_on_write(evutil_socket_t fd, short what, void *arg);
+static int conn_dispatch(struct conn *c, const struct fcgi_record *rec);
+static int conn_parse(struct conn *c, const uint8_t *p, size_t len);
+
+struct conn *conn_new(struct server *srv, int fd, const char *peer)
+{
+    struct conn *c = calloc(1, sizeof *c);
+
+    if (c == NULL)
+        goto fail;
+    c->srv = srv;
+    c->fd = fd;
+    c->seq = ++srv->conn_seq;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    if ((c->out = evbuffer_new()) == NULL)
+        goto fail;
+    c->rev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
+    c->wev = event_new(srv->base, fd, EV_WRITE, conn_on_write, c);
+    if (c->rev == NULL || c->wev == NULL || event_add(c->rev, NULL) < 0)
+        goto fail;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    log_debug("conn %llu: accepted from %s", (unsigned long long)c->seq, c->peer);
+    return c;
+
+fail:
+    log_error("connection from %s: out of memory", peer);
+    if (c != NULL) {
+        if (c->rev)
+            event_free(c->rev);
+        if (c->wev)
+            event_free(c->wev);
+        if (c->out)
+            evbuffer_free(c->out);
+        free(c);
+    }
+    close(fd);
+    return NULL;
+}
+
+/* ---- request table ---------------------------------------------------- */
+
+static uint32_t tab_hash(uint16_t id)
+{
+    return (uint32_t)id * 2654435761u >> 7;
+}
+
+static struct req *tab_find(const struct conn *c, uint16_t id)
+{
+    uint32_t i;
+
+    if (c->tab == NULL)
+        return NULL;
+    for (i = tab_hash(id) & c->tab_mask; c->tab[i] != NULL; i = (i + 1) & c->tab_mask) {
+        if (c->tab[i]->id == id)
+            return c->tab[i];
+    }
+    return NULL;
+}
+
+static void tab_put(struct req **tab, uint32_t mask, struct req *r)
+{
+    uint32_t i = tab_hash(r->id) & mask;
+
+    while (tab[i] != NULL)
+        i = (i + 1) & mask;
+    tab[i] = r;
+}
+
+/* Insert r; the table grows to stay at most half full. Returns 0 or -1. */
+static int tab_insert(struct conn *c, struct req *r)
+{
+    uint32_t cap = c->tab ? c->tab_mask + 1 : 0;
+
+    if ((c->nreqs + 1) * 2 > cap) {
+        uint32_t ncap = cap ? cap * 2 : 8;
+        struct req **nt = calloc(ncap, sizeof *nt);
+
+        if (nt == NULL)
+            return -1;
+        for (uint32_t i = 0; i < cap; i++) {
+            if (c->tab[i] != NULL)
+                tab_put(nt, ncap - 1, c->tab[i]);
+        }
+        free(c->tab);
+        c->tab = nt;
+        c->tab_mask = ncap - 1;
+    }
+    tab_put(c->tab, c->tab_mask, r);
+    c->nreqs++;
+    return 0;
+}
+
+/* Remove r, shifting later entries of its probe run back (no tombstones). */
+static void tab_remove(struct conn *c, struct req *r)
+{
+    uint32_t mask = c->tab_mask, i, j, k;
+
+    for (i = tab_hash(r->id) & mask; c->tab[i] != r; i = (i + 1) & mask)
+        ;
+    c->tab[i] = NULL;
+    for (j = (i + 1) & mask; c->tab[j] != NULL; j = (j + 1) & mask) {
+        k = tab_hash(c->tab[j]->id) & mask;
+        /* move tab[j] into the hole at i unless its home k lies in (i, j] */
+        if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) {
+            c->tab[i] = c->tab[j];
+            c->tab[j] = NULL;
+            i = j;
+        }
+    }
+    c->nreqs--;
+    if (c->nreqs == 0 && mask + 1 > 64) { /* a burst is over: give the memory back */
+        free(c->tab);
+        c->tab = NULL;
+        c->tab_mask = 0;
+    }
+}
+
+/* ---- closing ---------------------------------------------------------- */
+
+void conn_free(struct conn *c)
+{
+    struct server *srv;
+
+    if (c == NULL)
+        return;
+    srv = c->srv;
+    for (uint32_t i = 0; c->tab != NULL && i <= c->tab_mask; i++) {
+        struct req *r = c->tab[i];
+
+        if (r != NULL) {
+            c->tab[i] = NULL;
+            req_free(r); /* aborted: nothing to send, the peer is gone */
+        }
+    }
+    free(c->tab);
+    if (c->flush_queued) {
+        struct conn **pp = &srv->flush_head;
+
+        while (*pp != c)
+            pp = &(*pp)->flush_next;
+        *pp = c->flush_next;
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->nconns--;
+    event_free(c->rev);
+    event_free(c->wev);
+    evbuffer_free(c->out);
+    buf_free(&c->partial);
+    close(c->fd);
+    log_debug("conn %llu: closed", (unsigned long long)c->seq);
+    free(c);
+    server_check_idle(srv);
+}
+
+void conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    event_del(c->rev);
+    server_queue_flush(c->srv, c);
+}
+
+/* A broken peer: one log line, then close without further ado. */
+static int conn_protocol_error(struct conn *c, const char *what, unsigned id)
+{
+    log_warn("conn %llu (%s): protocol error: %s (request id %u); closing", (unsigned long long)c->seq,
+             c->peer, what, id);
+    return DISPATCH_CLOSE;
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+int conn_send(struct conn *c, const void *data, size_t len)
+{
+    if (evbuffer_add(c->out, data, len) < 0) {
+        log_error("conn %llu: out of memory for output; closing", (unsigned long long)c->seq);
+        conn_close(c);
+        return -1;
+    }
+    server_queue_flush(c->srv, c);
+    return 0;
+}
+
+size_t conn_pending(const struct conn *c)
+{
+    return evbuffer_get_length(c->out);
+}
+
+void conn_wait_drain(struct conn *c, struct req *r)
+{
+    r->drain_next = c->drain_head;
+    c->drain_head = r;
+    r->in_drain = 1;
+}
+
+void conn_cancel_drain(struct conn *c, struct req *r)
+{
+    struct req **pp = &c->drain_head;
+
+    if (!r->in_drain)
+        return;
+    while (*pp != r)
+        pp = &(*pp)->drain_next;
+    *pp = r->drain_next;
+    r->drain_next = NULL;
+    r->in_drain = 0;
+}
+
+/* Output went below the low-water mark: wake the writers and read again. */
+static void conn_on_low_water(struct conn *c)
+{
+    struct req *r = c->drain_head, *next;
+
+    c->drain_head = NULL;
+    for (; r != NULL; r = next) {
+        next = r->drain_next;
+        r->drain_next = NULL;
+        r->in_drain = 0;
+        req_drained(r);
+    }
+    if (c->read_paused && !c->closing) {
+        c->read_paused = 0;
+        event_add(c->rev, NULL);
+    }
+}
+
+void conn_flush(struct conn *c)
+{
+    size_t left;
+    int n;
+
+    while ((left = evbuffer_get_length(c->out)) > 0) {
+        n = evbuffer_write(c->out, c->fd);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                break;
+            log_info("conn %llu (%s): write failed: %s", (unsigned long long)c->seq, c->peer,
+                     strerror(errno));
+            conn_free(c);
+            return;
+        }
+    }
+    if (left > 0) {
+        event_add(c->wev, NULL);
+    } else if (c->closing) {
+        conn_free(c);
+        return;
+    }
+    if (left <= c->srv->cfg.high_water / 2)
+        conn_on_low_water(c);
+}
+
+static void conn_on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_flush(arg);
+}
+
+void conn_end_request(struct conn *c, struct req *r)
+{
+    tab_remove(c, r);
+    if (!r->keep_conn)
+        c->close_when_idle = 1;
+    req_free(r);
+    if (c->close_when_idle && c->nreqs == 0)
+        conn_close(c);
+}
+
+/* ---- input ------------------------------------------------------------- */
+
+static void conn_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct server *srv = c->srv;
+    size_t keep = c->partial.len;
+    ssize_t n;
+
+    (void)what;
+    /* the partial record goes first, then new bytes right after it */
+    if (keep > 0)
+        memcpy(srv->rbuf, c->partial.data, keep);
+    n = read(fd, srv->rbuf + keep, SERVER_RBUF - keep);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        if (n < 0)
+            log_info("conn %llu (%s): read failed: %s", (unsigned long long)c->seq, c->peer,
+                     strerror(errno));
+        else if (c->nreqs > 0)
+            log_info("conn %llu (%s): closed by peer with %u requests in flight",
+                     (unsigned long long)c->seq, c->peer, c->nreqs);
+        conn_free(c);
+        return;
+    }
+    c->partial.len = 0;
+    conn_parse(c, srv->rbuf, keep + (size_t)n);
+}
+
+int conn_feed(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct buf all = { 0 };
+    int rc;
+
+    if (buf_append(&all, c->partial.data, c->partial.len) < 0 ||
+        buf_append(&all, data, len) < 0) {
+        buf_free(&all);
+        conn_free(c);
+        return -1;
+    }
+    c->partial.len = 0;
+    rc = conn_parse(c, all.data, all.len);
+    buf_free(&all);
+    return rc;
+}
+
+/* Decode and dispatch every whole record in p; keep the tail. Frees c and
+ * returns -1 when the connection turned out broken. */
+static int conn_parse(struct conn *c, const uint8_t *p, size_t len)
+{
+    struct fcgi_record rec;
+    size_t off = 0;
+    ssize_t n;
+
+    while (!c->closing && (n = fcgi_parse_record(p + off, len - off, &rec)) > 0) {
+        off += (size_t)n;
+        if (conn_dispatch(c, &rec) == DISPATCH_CLOSE) {
+            conn_free(c);
+            return -1;
+        }
+    }
+    if (c->closing)
+        return 0;
+    if (n == -1) {
+        conn_protocol_error(c, "bad version byte", 0);
+        conn_free(c);
+        return -1;
+    }
+    if (off < len && buf_append(&c->partial, p + off, len - off) < 0) {
+        log_error("conn %llu: out of memory; closing", (unsigned long long)c->seq);
+        conn_free(c);
+        return -1;
+    }
+    if (!c->read_paused &&
+        conn_pending(c) > c->srv->cfg.high_water * CONN_READ_PAUSE_FACTOR) {
+        c->read_paused = 1; /* the peer does not read its responses */
+        event_del(c->rev);
+    }
+    /* a connection shrinks back to nothing once its partial record is gone */
+    if (c->partial.len == 0 && c->partial.cap > 0)
+        buf_free(&c->partial);
+    return 0;
+}
+
+/* ---- records ----------------------------------------------------------- */
+
+/* FCGI_GET_VALUES (§4.1): answer the variables we know, in the order asked. */
+static int conn_get_values(struct conn *c, const struct fcgi_record *rec)
+{
+    const struct config *cfg = &c->srv->cfg;
+    uint8_t out[FCGI_HEADER_LEN + 256];
+    size_t off = FCGI_HEADER_LEN, pos = 0;
+    struct fcgi_nv nv;
+    char val[16];
+    ssize_t n;
+
+    while (pos < rec->clen) {
+        if ((n = fcgi_parse_nv(rec->content + pos, rec->clen - pos, &nv)) < 0)
+            return conn_protocol_error(c, "malformed GET_VALUES", 0);
+        pos += (size_t)n;
+        if (nv.nlen == 14 && memcmp(nv.name, "FCGI_MAX_CONNS", 14) == 0)
+            snprintf(val, sizeof val, "%u", cfg->max_conns);
+        else if (nv.nlen == 13 && memcmp(nv.name, "FCGI_MAX_REQS", 13) == 0)
+            snprintf(val, sizeof val, "%u", cfg->max_reqs);
+        else if (nv.nlen == 15 && memcmp(nv.name, "FCGI_MPXS_CONNS", 15) == 0)
+            snprintf(val, sizeof val, "1");
+        else
+            continue;
+        if (off + fcgi_nv_size(nv.nlen, strlen(val)) > sizeof out)
+            break; /* asked the same names over and over: enough */
+        off += fcgi_put_nv(out + off, nv.name, nv.nlen, val, strlen(val));
+    }
+    fcgi_put_header(out, FCGI_GET_VALUES_RESULT, 0, off - FCGI_HEADER_LEN, 0);
+    conn_send(c, out, off);
+    return DISPATCH_OK;
+}
+
+static int conn_begin(struct conn *c, const struct fcgi_record *rec)
+{
+    struct server *srv = c->srv;
+    unsigned role, flags;
+    uint8_t end[16];
+    struct req *r;
+
+    if (rec->id == FCGI_NULL_REQUEST_ID || fcgi_parse_begin(rec, &role, &flags) < 0)
+        return conn_protocol_error(c, "malformed BEGIN_REQUEST", rec->id);
+    if (tab_find(c, rec->id) != NULL)
+        return conn_protocol_error(c, "BEGIN_REQUEST for an active id", rec->id);
+    if (role != FCGI_RESPONDER) {
+        log_info("conn %llu: request %u has role %u; only RESPONDER is served",
+                 (unsigned long long)c->seq, rec->id, role);
+        fcgi_put_end_request(end, rec->id, 0, FCGI_UNKNOWN_ROLE);
+        conn_send(c, end, sizeof end);
+        return DISPATCH_OK;
+    }
+    if (srv->stopping || srv->nreqs >= srv->cfg.max_reqs || c->nreqs >= srv->cfg.max_conn_reqs) {
+        log_warn("conn %llu: request %u refused: %s (%u in flight, %u on this connection)",
+                 (unsigned long long)c->seq, rec->id,
+                 srv->stopping ? "shutting down" : "overloaded", srv->nreqs, c->nreqs);
+        fcgi_put_end_request(end, rec->id, 0, FCGI_OVERLOADED);
+        conn_send(c, end, sizeof end);
+        if (!(flags & FCGI_KEEP_CONN) && c->nreqs == 0)
+            conn_close(c);
+        return DISPATCH_OK;
+    }
+    if ((r = req_new(c, rec->id, flags & FCGI_KEEP_CONN)) == NULL || tab_insert(c, r) < 0) {
+        req_free(r);
+        log_error("conn %llu: out of memory for a request; closing", (unsigned long long)c->seq);
+        return DISPATCH_CLOSE;
+    }
+    return DISPATCH_OK;
+}
+
+static int conn_params(struct conn *c, struct req *r, const struct fcgi_record *rec)
+{
+    struct fcgi_nv nv;
+    size_t off = 0;
+    ssize_t n;
+
+    if (r->params_done)
+        return conn_protocol_error(c, "PARAMS after the params stream ended", r->id);
+    if (rec->clen > 0) {
+        if (r->rejected)
+            return DISPATCH_OK;
+        if (c->pending_params + rec->clen > SERVER_MAX_PENDING_PARAMS)
+            return conn_protocol_error(c, "over 1 MiB of params held for requests not started",
+                                       r->id);
+        if (req_add_params(r, rec->content, rec->clen) < 0) {
+            c->pending_params -= r->params.len;
+            buf_free(&r->params);
+            r->rejected = 1; /* answered once the stream ends */
+            return DISPATCH_OK;
+        }
+        c->pending_params += rec->clen;
+        return DISPATCH_OK;
+    }
+    r->params_done = 1;
+    c->pending_params -= r->params.len;
+    if (r->rejected) {
+        log_warn("conn %llu: request %u: params over --max-params (%zu bytes); answered 431",
+                 (unsigned long long)c->seq, r->id, c->srv->cfg.max_params);
+        req_reject(r, 431, "Request Header Fields Too Large\n");
+        return DISPATCH_OK;
+    }
+    while (off < r->params.len) { /* validate once, so lookups never meet garbage */
+        if ((n = fcgi_parse_nv(r->params.data + off, r->params.len - off, &nv)) < 0)
+            return conn_protocol_error(c, "malformed name-value pair in PARAMS", r->id);
+        off += (size_t)n;
+    }
+    req_start(r); /* may end and free r */
+    return DISPATCH_OK;
+}
+
+static int conn_stdin(struct conn *c, struct req *r, const struct fcgi_record *rec)
+{
+    if (!r->params_done)
+        return conn_protocol_error(c, "STDIN before the params stream ended", r->id);
+    if (r->stdin_done)
+        return conn_protocol_error(c, "STDIN after the stdin stream ended", r->id);
+    req_add_stdin(r, rec->content, rec->clen); /* may wake the handler later, never now */
+    return DISPATCH_OK;
+}
+
+static int conn_unknown_type(struct conn *c, const struct fcgi_record *rec)
+{
+    uint8_t out[16];
+
+    log_info("conn %llu: record of type %u (%s) answered UNKNOWN_TYPE",
+             (unsigned long long)c->seq, rec->type, fcgi_type_name(rec->type));
+    fcgi_put_unknown_type(out, rec->type);
+    return conn_send(c, out, sizeof out) < 0 ? DISPATCH_CLOSE : DISPATCH_OK;
+}
+
+/* Route one record. Returns DISPATCH_CLOSE when the connection must close. */
+static int conn_dispatch(struct conn *c, const struct fcgi_record *rec)
+{
+    struct req *r;
+
+    switch (rec->type) {
+    case FCGI_GET_VALUES:
+        return conn_get_values(c, rec);
+    case FCGI_BEGIN_REQUEST:
+        return conn_begin(c, rec);
+    case FCGI_ABORT_REQUEST:
+    case FCGI_PARAMS:
+    case FCGI_STDIN:
+    case FCGI_DATA:
+        break;
+    default:
+        return conn_unknown_type(c, rec);
+    }
+    /* §3.3: records for an inactive request id are ignored */
+    if ((r = tab_find(c, rec->id)) == NULL) {
+        log_debug("conn %llu: %s for inactive id %u ignored", (unsigned long long)c->seq,
+                  fcgi_type_name(rec->type), rec->id);
+        return DISPATCH_OK;
+    }
+    switch (rec->type) {
+    case FCGI_ABORT_REQUEST:
+        if (!r->params_done)
+            c->pending_params -= r->params.len;
+        req_abort(r);
+        return DISPATCH_OK;
+    case FCGI_PARAMS:
+        return conn_params(c, r, rec);
+    case FCGI_STDIN:
+        return conn_stdin(c, r, rec);
+    default: /* FCGI_DATA: only the FILTER role reads it, and we serve RESPONDER */
+        return DISPATCH_OK;
+    }
+}

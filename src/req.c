@@ -1,0 +1,452 @@
+/*
+ * req.c: request lifecycle, body buffering and response framing (see req.h).
+ *
+ * The coroutine rule: a request's coroutine yields only inside an afcgi call
+ * that parked it on exactly one wait (req_park), and it is resumed only from
+ * its wake event's callback or, for the first run, from the connection's read
+ * callback; never from inside another coroutine.
+ */
+#include "req.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "api.h"
+#include "conn.h"
+#include "fcgi.h"
+#include "log.h"
+#include "server.h"
+#include "vm.h"
+
+#define OUT_ROOM FCGI_HEADER_LEN   /* r->out starts with room for one record header */
+#define DIRECT_WRITE 16384         /* larger writes skip r->out and go straight out */
+
+static void req_on_wake(evutil_socket_t fd, short what, void *arg);
+static void req_resume(struct req *r, int nargs);
+static void req_finish(struct req *r);
+
+struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
+{
+    struct server *srv = c->srv;
+    struct req *r = calloc(1, sizeof *r);
+
+    if (r == NULL)
+        return NULL;
+    r->conn = c;
+    r->srv = srv;
+    r->id = id;
+    r->keep_conn = keep_conn != 0;
+    r->co_ref = LUA_NOREF;
+    r->status = 200;
+    if (server_slot_alloc(srv, r) < 0) {
+        free(r);
+        return NULL;
+    }
+    srv->nreqs++;
+    srv->total_reqs++;
+    return r;
+}
+
+void req_free(struct req *r)
+{
+    struct server *srv;
+
+    if (r == NULL)
+        return;
+    srv = r->srv;
+    if (r->in_drain)
+        conn_cancel_drain(r->conn, r);
+    if (r->wake != NULL)
+        event_free(r->wake); /* also cancels a pending sleep or wake-up */
+    if (r->vm != NULL) {
+        /* a coroutine that did not return normally may hold anything: the GC
+         * takes it; a finished one goes back to the pool */
+        vm_recycle(r->vm, r->co, r->co_ref, r->co != NULL && lua_status(r->co) == 0 &&
+                                                 lua_gettop(r->co) == 0);
+        vm_release(r->vm);
+    }
+    if (r->in != NULL)
+        evbuffer_free(r->in);
+    buf_free(&r->params);
+    buf_free(&r->hdrs);
+    buf_free(&r->out);
+    server_slot_release(srv, r);
+    srv->nreqs--;
+    free(r);
+    server_check_idle(srv);
+}
+
+int req_add_params(struct req *r, const uint8_t *p, size_t n)
+{
+    if (n > r->srv->cfg.max_params - r->params.len || r->params.len > r->srv->cfg.max_params)
+        return -1;
+    return buf_append(&r->params, p, n);
+}
+
+int req_param(const struct req *r, const char *name, size_t nlen, const char **value,
+              size_t *vlen)
+{
+    const uint8_t *v;
+
+    if (fcgi_nv_find(r->params.data, r->params.len, name, nlen, &v, vlen) != 1)
+        return 0;
+    *value = (const char *)v;
+    return 1;
+}
+
+/* ---- running the handler --------------------------------------------- */
+
+void req_start(struct req *r)
+{
+    struct vm *vm = r->srv->vm;
+    int nargs;
+
+    r->started = 1;
+    vm_retain(vm);
+    r->vm = vm;
+    if ((nargs = vm_prepare(vm, r)) < 0) {
+        log_error("request %u: out of memory starting the handler", r->id);
+        r->failed = 1;
+        req_finish(r);
+        return;
+    }
+    req_resume(r, nargs);
+}
+
+/* Log a handler failure with the coroutine's traceback. */
+static void req_log_failure(struct req *r, const char *why)
+{
+    lua_State *co = r->co;
+    const char *msg = lua_tostring(co, -1);
+    const char *path = "?";
+    size_t plen = 1;
+
+    if (msg == NULL)
+        msg = why;
+    if (!req_param(r, "DOCUMENT_URI", 12, &path, &plen) &&
+        !req_param(r, "SCRIPT_NAME", 11, &path, &plen)) {
+        path = "?";
+        plen = 1;
+    }
+    luaL_traceback(co, co, msg, 0);
+    log_error("conn %llu request %u %.*s: handler error: %s", (unsigned long long)r->conn->seq,
+              r->id, (int)plen, path, lua_tostring(co, -1));
+    lua_pop(co, 1);
+    r->failed = 1;
+}
+
+/* Resume r's coroutine with nargs values on its stack. May free r. */
+static void req_resume(struct req *r, int nargs)
+{
+    struct server *srv = r->srv;
+    int rc;
+
+    r->wait = REQ_WAIT_NONE;
+    srv->current = r;
+    rc = lua_resume(r->co, nargs);
+    srv->current = NULL;
+    if (rc == LUA_YIELD) {
+        if (r->wait != REQ_WAIT_NONE)
+            return; /* parked in an afcgi call; its wake event brings it back */
+        lua_settop(r->co, 0);
+        lua_pushliteral(r->co, "coroutine.yield called in the handler's own coroutine "
+                               "(use afcgi.sleep, or wrap it in coroutine.wrap)");
+        req_log_failure(r, NULL);
+    } else if (rc != 0) {
+        req_log_failure(r, "error object is not a string");
+    } else {
+        lua_settop(r->co, 0); /* returned: values are ignored */
+    }
+    req_finish(r);
+}
+
+static void req_on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct req *r = arg;
+
+    (void)fd;
+    (void)what;
+    req_resume(r, api_wake_results(r));
+}
+
+void req_park(struct req *r, enum req_wait wait)
+{
+    r->wait = wait;
+    if (r->wait == REQ_WAIT_DRAIN)
+        conn_wait_drain(r->conn, r);
+}
+
+/* The wake event, created on first use. Raises nothing; NULL on no memory. */
+static struct event *req_wake_event(struct req *r)
+{
+    if (r->wake == NULL)
+        r->wake = event_new(r->srv->base, -1, 0, req_on_wake, r);
+    return r->wake;
+}
+
+static void req_wake_now(struct req *r)
+{
+    struct event *ev = req_wake_event(r);
+
+    if (ev != NULL)
+        event_active(ev, EV_TIMEOUT, 1);
+    else
+        log_error("request %u: out of memory for its wake event", r->id);
+}
+
+void req_park_sleep(struct req *r, double seconds)
+{
+    struct event *ev = req_wake_event(r);
+    struct timeval tv;
+
+    r->wait = REQ_WAIT_SLEEP;
+    if (ev == NULL)
+        return; /* logged; it will never wake, and ends with its connection */
+    if (!(seconds > 0))
+        seconds = 0;
+    if (seconds > 1e8)
+        seconds = 1e8;
+    tv.tv_sec = (time_t)seconds;
+    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+    event_add(ev, &tv);
+}
+
+void req_drained(struct req *r)
+{
+    if (r->wait == REQ_WAIT_DRAIN)
+        req_wake_now(r);
+}
+
+/* ---- request body ----------------------------------------------------- */
+
+void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
+{
+    if (n == 0) {
+        r->stdin_done = 1;
+    } else if (r->too_large) {
+        return; /* dropped: the handler is told "too large" */
+    } else if (n > r->srv->cfg.max_body - r->in_total || r->in_total > r->srv->cfg.max_body) {
+        r->too_large = 1;
+        if (r->in != NULL)
+            evbuffer_drain(r->in, evbuffer_get_length(r->in));
+        log_info("request %u: body over --max-body (%zu bytes)", r->id, r->srv->cfg.max_body);
+    } else {
+        if (r->in == NULL && (r->in = evbuffer_new()) == NULL) {
+            r->too_large = 1; /* no memory to hold it: the handler sees an error */
+            return;
+        }
+        if (evbuffer_add(r->in, p, n) < 0) {
+            r->too_large = 1;
+            return;
+        }
+        r->in_total += n;
+    }
+    if ((r->wait == REQ_WAIT_BODY && (r->stdin_done || r->too_large)) ||
+        r->wait == REQ_WAIT_READ)
+        req_wake_now(r);
+}
+
+/* ---- response --------------------------------------------------------- */
+
+static const char *req_reason(unsigned status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Status";
+    }
+}
+
+int req_add_header(struct req *r, const char *name, size_t nlen, const char *value,
+                   size_t vlen)
+{
+    if (nlen == 12 && strncasecmp(name, "Content-Type", 12) == 0)
+        r->has_ctype = 1;
+    if (buf_reserve(&r->hdrs, nlen + vlen + 4) < 0)
+        return -1;
+    buf_append(&r->hdrs, name, nlen);
+    buf_append(&r->hdrs, ": ", 2);
+    buf_append(&r->hdrs, value, vlen);
+    buf_append(&r->hdrs, "\r\n", 2);
+    return 0;
+}
+
+/* Put the CGI header block at the start of r->out (after the record room). */
+static int req_send_headers(struct req *r)
+{
+    char status[64];
+    int n = snprintf(status, sizeof status, "Status: %u %s\r\n", r->status,
+                     req_reason(r->status));
+    static const char ctype[] = "Content-Type: text/html\r\n";
+
+    r->headers_sent = 1;
+    if (buf_reserve(&r->out, OUT_ROOM + (size_t)n + sizeof ctype + r->hdrs.len + 2) < 0)
+        return -1;
+    r->out.len = OUT_ROOM;
+    buf_append(&r->out, status, (size_t)n);
+    if (!r->has_ctype)
+        buf_append(&r->out, ctype, sizeof ctype - 1);
+    buf_append(&r->out, r->hdrs.data, r->hdrs.len);
+    buf_append(&r->out, "\r\n", 2);
+    buf_free(&r->hdrs);
+    return 0;
+}
+
+/* Send p as STDOUT records of at most FCGI_MAX_CONTENT bytes. */
+static int req_send_stdout(struct req *r, const uint8_t *p, size_t n)
+{
+    uint8_t hdr[FCGI_HEADER_LEN];
+
+    while (n > 0) {
+        size_t k = n < FCGI_MAX_CONTENT ? n : FCGI_MAX_CONTENT;
+
+        fcgi_put_header(hdr, FCGI_STDOUT, r->id, k, 0);
+        if (conn_send(r->conn, hdr, sizeof hdr) < 0 || conn_send(r->conn, p, k) < 0)
+            return -1;
+        p += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* Move what r->out holds to the connection. With 'last', the empty STDOUT
+ * and END_REQUEST follow in the same copy. */
+static int req_emit(struct req *r, int last)
+{
+    size_t content = r->out.len > OUT_ROOM ? r->out.len - OUT_ROOM : 0;
+    uint8_t tail[FCGI_HEADER_LEN + 16];
+    int rc = 0;
+
+    fcgi_put_header(tail, FCGI_STDOUT, r->id, 0, 0);
+    fcgi_put_end_request(tail + FCGI_HEADER_LEN, r->id, r->failed ? 1 : 0,
+                         FCGI_REQUEST_COMPLETE);
+    if (content > 0 && content <= FCGI_MAX_CONTENT) {
+        /* the common case: header, content (and tail) in one piece */
+        fcgi_put_header(r->out.data, FCGI_STDOUT, r->id, content, 0);
+        if (last && buf_append(&r->out, tail, sizeof tail) == 0) {
+            last = 0;
+        }
+        rc = conn_send(r->conn, r->out.data, r->out.len);
+    } else if (content > 0) {
+        rc = req_send_stdout(r, r->out.data + OUT_ROOM, content);
+    }
+    if (last && rc == 0)
+        rc = conn_send(r->conn, tail, sizeof tail);
+    if (r->out.cap > 4 * FCGI_MAX_CONTENT)
+        buf_free(&r->out); /* after a burst, do not keep the memory */
+    r->out.len = 0;
+    return rc;
+}
+
+int req_write(struct req *r, const char *p, size_t n)
+{
+    if (!r->headers_sent && req_send_headers(r) < 0)
+        return -1;
+    if (r->out.len < OUT_ROOM) {
+        if (buf_reserve(&r->out, OUT_ROOM + (n < DIRECT_WRITE ? n : 0)) < 0)
+            return -1;
+        r->out.len = OUT_ROOM;
+    }
+    if (n >= DIRECT_WRITE) {
+        if (req_emit(r, 0) < 0)
+            return -1;
+        return req_send_stdout(r, (const uint8_t *)p, n);
+    }
+    if (buf_append(&r->out, p, n) < 0)
+        return -1;
+    if (r->out.len - OUT_ROOM >= FCGI_MAX_CONTENT - DIRECT_WRITE)
+        return req_emit(r, 0);
+    return 0;
+}
+
+int req_congested(const struct req *r)
+{
+    return conn_pending(r->conn) > r->srv->cfg.high_water;
+}
+
+int req_flush(struct req *r)
+{
+    if (!r->headers_sent && req_send_headers(r) < 0)
+        return -1;
+    if (req_emit(r, 0) < 0)
+        return -1;
+    return req_congested(r);
+}
+
+/* Replace whatever was prepared with a short plain-text answer. */
+static void req_simple_response(struct req *r, unsigned status, const char *body)
+{
+    buf_free(&r->hdrs);
+    r->out.len = 0;
+    r->has_ctype = 0;
+    r->status = status;
+    req_add_header(r, "Content-Type", 12, "text/plain", 10);
+    req_write(r, body, strlen(body));
+}
+
+/* The handler is done (returned, raised, or could not start): send the rest
+ * and END_REQUEST, then free r through its connection. */
+static void req_finish(struct req *r)
+{
+    if (r->failed && !r->headers_sent)
+        req_simple_response(r, 500, "500 Internal Server Error\n");
+    else if (!r->headers_sent)
+        req_send_headers(r);
+    req_emit(r, 1);
+    conn_end_request(r->conn, r);
+}
+
+void req_reject(struct req *r, unsigned status, const char *body)
+{
+    char line[64];
+
+    snprintf(line, sizeof line, "%u %s\n", status, req_reason(status));
+    req_simple_response(r, status, body != NULL ? body : line);
+    req_emit(r, 1);
+    conn_end_request(r->conn, r);
+}
+
+void req_abort(struct req *r)
+{
+    uint8_t end[16];
+
+    log_info("conn %llu request %u: aborted by the web server", (unsigned long long)r->conn->seq,
+             r->id);
+    fcgi_put_end_request(end, r->id, 0, FCGI_REQUEST_COMPLETE);
+    conn_send(r->conn, end, sizeof end);
+    conn_end_request(r->conn, r); /* frees the wake event: it never runs again */
+}

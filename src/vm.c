@@ -1,0 +1,221 @@
+/*
+ * vm.c: a generation of the app in its own LuaJIT state (see vm.h).
+ */
+#include "vm.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "api.h"
+#include "log.h"
+#include "req.h"
+
+#define VM_POOL_MAX 256 /* finished coroutines kept for reuse */
+
+static int vm_on_panic(lua_State *L)
+{
+    /* an error outside any protected call is a bug in afcgi: no recovery */
+    log_error("PANIC: unprotected error in Lua: %s", lua_tostring(L, -1));
+    abort();
+    return 0;
+}
+
+static int vm_msghandler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+
+    if (msg == NULL)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int vm_docall(lua_State *L, int nargs, int nres)
+{
+    int base = lua_gettop(L) - nargs; /* function index */
+    int rc;
+
+    lua_pushcfunction(L, vm_msghandler);
+    lua_insert(L, base);
+    rc = lua_pcall(L, nargs, nres, base);
+    lua_remove(L, base); /* the message handler */
+    return rc == 0 ? 0 : -1;
+}
+
+/* Directory part of path into out ("." when none). */
+static void dir_of(const char *path, char *out, size_t len)
+{
+    const char *slash = strrchr(path, '/');
+
+    if (slash == NULL)
+        snprintf(out, len, ".");
+    else if (slash == path)
+        snprintf(out, len, "/");
+    else
+        snprintf(out, len, "%.*s", (int)(slash - path), path);
+}
+
+/* Prepend the app's directory and afcgi's own modules to package.path:
+ * next to the binary in a checkout (lua/), or the installed share/lua/5.1. */
+static void vm_set_path(lua_State *L, const char *app)
+{
+    char exe[PATH_MAX], exedir[PATH_MAX], appdir[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+
+    if (n < 0)
+        n = 0;
+    exe[n] = '\0';
+    dir_of(exe, exedir, sizeof exedir);
+    dir_of(app, appdir, sizeof appdir);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/lua/?.lua;%s/lua/?/init.lua;"
+                       "%s/../share/lua/5.1/?.lua;%s/../share/lua/5.1/?/init.lua;%s",
+                    appdir, appdir, exedir, exedir, exedir, exedir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+/* Called protected: open libraries and the API, then load and run the app
+ * script. Leaves the handler on the stack, wrapped in a function if it is a
+ * callable table or userdata. */
+static int vm_load(lua_State *L)
+{
+    const char *app = lua_touserdata(L, 1);
+
+    lua_settop(L, 0);
+    luaL_openlibs(L);
+    vm_set_path(L, app);
+    api_open(L);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "afcgi.request"); /* the Lua half of req and res */
+    lua_call(L, 1, 0);
+    if (luaL_loadfile(L, app) != 0)
+        return lua_error(L); /* "app.lua:3: '=' expected near 'x'" */
+    lua_call(L, 0, 1);
+    if (lua_type(L, -1) == LUA_TFUNCTION)
+        return 1;
+    if (luaL_getmetafield(L, -1, "__call")) {
+        lua_pop(L, 1);
+        luaL_loadstring(L, "local h = ... return function(req, res) return h(req, res) end");
+        lua_insert(L, -2);
+        lua_call(L, 1, 1);
+        return 1;
+    }
+    return luaL_error(L, "%s: must return the handler (a function or a callable table), "
+                         "got %s", app, luaL_typename(L, -1));
+}
+
+/* First line of a message (the traceback follows it). */
+static void first_line(const char *msg, char *err, size_t errlen)
+{
+    const char *nl = strchr(msg, '\n');
+    int len = nl ? (int)(nl - msg) : (int)strlen(msg);
+
+    snprintf(err, errlen, "%.*s", len, msg);
+}
+
+struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err, size_t errlen)
+{
+    struct vm *vm = calloc(1, sizeof *vm);
+    lua_State *L = NULL;
+
+    if (vm == NULL || (L = luaL_newstate()) == NULL) {
+        snprintf(err, errlen, "out of memory creating a Lua state");
+        goto fail;
+    }
+    lua_atpanic(L, vm_on_panic);
+    vm->L = L;
+    vm->srv = srv;
+    vm->gen = gen;
+    vm->refs = 1;
+    vm->handler_ref = vm->req_mt_ref = vm->res_mt_ref = LUA_NOREF;
+    lua_pushlightuserdata(L, vm);
+    lua_setfield(L, LUA_REGISTRYINDEX, "afcgi.vm"); /* api_open finds it here */
+    lua_pushcfunction(L, vm_load);
+    lua_pushlightuserdata(L, (void *)app);
+    if (vm_docall(L, 1, 1) != 0) {
+        first_line(lua_tostring(L, -1), err, errlen);
+        log_debug("loading %s failed: %s", app, lua_tostring(L, -1));
+        goto fail;
+    }
+    vm->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    vm->pool = calloc(VM_POOL_MAX, sizeof *vm->pool);
+    vm->pool_refs = calloc(VM_POOL_MAX, sizeof *vm->pool_refs);
+    if (vm->pool == NULL || vm->pool_refs == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    return vm;
+
+fail:
+    if (L != NULL)
+        lua_close(L);
+    if (vm != NULL) {
+        free(vm->pool);
+        free(vm->pool_refs);
+        free(vm);
+    }
+    return NULL;
+}
+
+void vm_retain(struct vm *vm)
+{
+    vm->refs++;
+}
+
+void vm_release(struct vm *vm)
+{
+    if (vm == NULL || --vm->refs > 0)
+        return;
+    log_debug("code generation %u closed", vm->gen);
+    lua_close(vm->L); /* also frees the pooled coroutines */
+    free(vm->pool);
+    free(vm->pool_refs);
+    free(vm);
+}
+
+int vm_prepare(struct vm *vm, struct req *r)
+{
+    lua_State *L = vm->L, *co;
+    int ref;
+
+    if (vm->npool > 0) {
+        vm->npool--;
+        co = vm->pool[vm->npool];
+        ref = vm->pool_refs[vm->npool];
+    } else {
+        if (!lua_checkstack(L, 2))
+            return -1;
+        co = lua_newthread(L);                 /* pushes the thread on L */
+        ref = luaL_ref(L, LUA_REGISTRYINDEX);  /* pops it; the registry anchors it */
+    }
+    r->co = co;
+    r->co_ref = ref;
+    if (!lua_checkstack(co, 3))
+        return -1;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->handler_ref);
+    api_push_args(co, vm, r);
+    return 2;
+}
+
+void vm_recycle(struct vm *vm, lua_State *co, int ref, int reusable)
+{
+    if (co == NULL)
+        return;
+    if (reusable && vm->npool < VM_POOL_MAX) {
+        lua_settop(co, 0);
+        vm->pool[vm->npool] = co;
+        vm->pool_refs[vm->npool] = ref;
+        vm->npool++;
+        return;
+    }
+    luaL_unref(vm->L, LUA_REGISTRYINDEX, ref); /* the GC takes the coroutine */
+}

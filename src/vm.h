@@ -1,0 +1,50 @@
+/*
+ * vm.h: one generation of the loaded app, in its own LuaJIT state. A request
+ * pins the generation it started in; a generation that is no longer current
+ * is closed when its last request ends.
+ */
+#ifndef AFCGI_VM_H
+#define AFCGI_VM_H
+
+#include <stddef.h>
+
+typedef struct lua_State lua_State;
+struct server;
+struct req;
+
+struct vm {
+    lua_State *L;             /* owned */
+    struct server *srv;       /* borrowed */
+    unsigned gen;             /* generation number, 1 for the first load */
+    unsigned refs;            /* requests pinning it, plus 1 while current */
+    int handler_ref;          /* the app's handler, in L's registry */
+    int req_mt_ref;           /* metatables of req and res tables */
+    int res_mt_ref;
+    lua_State **pool;         /* finished coroutines kept for reuse */
+    int *pool_refs;
+    unsigned npool;
+};
+
+/* Load 'app' into a new state. On failure returns NULL and writes a one-line
+ * reason (with file:line for script errors) into err. refs starts at 1. */
+struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err,
+                  size_t errlen);
+
+void vm_retain(struct vm *vm);
+
+/* Drop one reference; closes the state at zero. NULL-safe. */
+void vm_release(struct vm *vm);
+
+/* Give r a coroutine with the handler and its (req, res) arguments pushed.
+ * Returns the number of arguments, or -1 when out of memory. */
+int vm_prepare(struct vm *vm, struct req *r);
+
+/* The request is done with its coroutine. 'reusable' when it returned
+ * normally; otherwise the reference is dropped and the GC takes it. */
+void vm_recycle(struct vm *vm, lua_State *co, int ref, int reusable);
+
+/* Run f(L) protected with a traceback; used for loading. Returns 0, or -1
+ * with the message on top of L's stack. */
+int vm_docall(lua_State *L, int nargs, int nres);
+
+#endif
