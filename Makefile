@@ -43,11 +43,11 @@ $(BUILD)/%.o: src/%.c src/*.h | $(BUILD)
 $(BUILD):
 	mkdir -p $@
 
-# ASan + UBSan build of the server, same sources, own object directory.
+# ASan + UBSan build of the server (./afcgi-asan), same sources, own object directory.
 asan:
 	$(MAKE) BUILD=build/asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
-	    LDFLAGS="-fsanitize=address,undefined" build/asan/afcgi
-build/asan/afcgi: $(SERVER_OBJS)
+	    LDFLAGS="-fsanitize=address,undefined" afcgi-asan
+afcgi-asan: $(SERVER_OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 # Debian packages the build, the tests and the demo need.
@@ -67,7 +67,7 @@ spec: all
 	AFCGI_BIN=$(CURDIR)/afcgi $(BUSTED) $(BUSTED_FLAGS)
 
 spec-asan: asan
-	AFCGI_BIN=$(CURDIR)/build/asan/afcgi ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	AFCGI_BIN=$(CURDIR)/afcgi-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(BUSTED) $(BUSTED_FLAGS)
 
 test: deps
@@ -80,4 +80,4 @@ install: afcgi
 	install -m 644 lua/afcgi/*.lua $(DESTDIR)$(LUADIR)/afcgi/
 
 clean:
-	rm -rf build afcgi afcgi-bench
+	rm -rf build afcgi afcgi-asan afcgi-bench

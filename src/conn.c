@@ -363,7 +363,7 @@ static int conn_parse(struct conn *c, const uint8_t *p, size_t len)
 {
     struct fcgi_record rec;
     size_t off = 0;
-    ssize_t n;
+    ssize_t n = -2;
 
     while (!c->closing && (n = fcgi_parse_record(p + off, len - off, &rec)) > 0) {
         off += (size_t)n;

@@ -28,6 +28,7 @@
 #include "vm.h"
 
 #define SLOTS_MAX (1u << 20)
+#define SERVER_MAX_CALLBACKS 64 /* between two polls for I/O */
 
 static void server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                              int salen, void *arg);
@@ -388,6 +389,7 @@ struct server *server_new(const struct config *cfg, char *err, size_t errlen)
 {
     static const int sigs[4] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP };
     struct server *srv = calloc(1, sizeof *srv);
+    struct event_config *ecfg;
     char names[2048] = "";
 
     if (srv == NULL) {
@@ -395,7 +397,15 @@ struct server *server_new(const struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     srv->cfg = *cfg;
-    srv->base = event_base_new();
+    if ((ecfg = event_config_new()) != NULL) {
+        /* Poll for I/O again after this many callbacks even when more are
+         * active: a handler that writes to a fast client wakes itself through
+         * the flush queue, and without this bound it would starve every
+         * other socket (an ABORT_REQUEST would wait until its buffer filled). */
+        event_config_set_max_dispatch_interval(ecfg, NULL, SERVER_MAX_CALLBACKS, 0);
+        srv->base = event_base_new_with_config(ecfg);
+        event_config_free(ecfg);
+    }
     srv->rbuf = malloc(SERVER_RBUF);
     if (srv->base == NULL || srv->rbuf == NULL) {
         snprintf(err, errlen, "cannot create the event loop");

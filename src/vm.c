@@ -113,13 +113,22 @@ static int vm_load(lua_State *L)
                          "got %s", app, luaL_typename(L, -1));
 }
 
-/* First line of a message (the traceback follows it). */
-static void first_line(const char *msg, char *err, size_t errlen)
+/* The message without its traceback, folded onto one line. */
+static void one_line(const char *msg, char *err, size_t errlen)
 {
-    const char *nl = strchr(msg, '\n');
-    int len = nl ? (int)(nl - msg) : (int)strlen(msg);
+    const char *end = strstr(msg, "\nstack traceback:");
+    size_t n = end ? (size_t)(end - msg) : strlen(msg), o = 0;
 
-    snprintf(err, errlen, "%.*s", len, msg);
+    for (size_t i = 0; i < n && o + 1 < errlen; i++) {
+        char ch = msg[i] == '\n' || msg[i] == '\t' ? ' ' : msg[i];
+
+        if (ch == ' ' && o > 0 && err[o - 1] == ' ')
+            continue;
+        err[o++] = ch;
+    }
+    while (o > 0 && err[o - 1] == ' ')
+        o--;
+    err[o] = '\0';
 }
 
 struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err, size_t errlen)
@@ -142,7 +151,7 @@ struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err, 
     lua_pushcfunction(L, vm_load);
     lua_pushlightuserdata(L, (void *)app);
     if (vm_docall(L, 1, 1) != 0) {
-        first_line(lua_tostring(L, -1), err, errlen);
+        one_line(lua_tostring(L, -1), err, errlen);
         log_debug("loading %s failed: %s", app, lua_tostring(L, -1));
         goto fail;
     }
