@@ -4,8 +4,8 @@
 
 CC       ?= cc
 PKGS      = luajit libevent
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null || echo -I/usr/include/luajit-2.1)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lluajit-5.1 -levent)
 
 OPT      ?= -O2
 CSTD      = -std=c99 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
@@ -51,28 +51,49 @@ afcgi-asan: $(SERVER_OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 # Debian packages the build, the tests and the demo need.
+# Installing them must not start nginx as a system service: a policy-rc.d
+# that answers 101 keeps the packages' scripts from starting anything.
 DEB_PKGS = build-essential pkg-config luajit2 libluajit2-5.1-dev libevent-dev lua-cjson \
-           lua-busted lua-socket lua-posix luarocks nginx-light
+           lua-busted lua-socket lua-posix luarocks nginx
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "installing:" $$missing; \
 	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    rc=/usr/sbin/policy-rc.d; added=; \
+	    if [ ! -e $$rc ]; then printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$rc >/dev/null && \
+	        $$SUDO chmod 755 $$rc && added=1; fi; \
 	    $$SUDO apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	        $$missing; status=$$?; \
+	    [ -z "$$added" ] || $$SUDO rm -f $$rc; \
+	    exit $$status; \
 	fi
 
-spec: all
-	AFCGI_BIN=$(CURDIR)/afcgi $(BUSTED) $(BUSTED_FLAGS)
+# Runs busted and ends with one plain "spec: N passed, N failed" line.
+SHELL := /bin/bash
+RUN_SPECS = set -o pipefail; $(BUSTED) $(BUSTED_FLAGS) 2>&1 | tee build/spec.out; rc=$$?; \
+	awk '/successes \/ .* failures/ { print "spec: " $$1 " passed, " $$4 + $$7 " failed" }' \
+	    build/spec.out; exit $$rc
 
-spec-asan: asan
-	AFCGI_BIN=$(CURDIR)/afcgi-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(BUSTED) $(BUSTED_FLAGS)
+spec: all | $(BUILD)
+	@echo "== specs on ./afcgi"
+	@export AFCGI_BIN=$(CURDIR)/afcgi; $(RUN_SPECS)
+
+spec-asan: asan | $(BUILD)
+	@echo "== specs on ./afcgi-asan (AddressSanitizer + UBSan)"
+	@export AFCGI_BIN=$(CURDIR)/afcgi-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1; $(RUN_SPECS)
 
 test: deps
 	$(MAKE) spec
 	$(MAKE) spec-asan
+
+# The quick start: the examples behind a real nginx on http://127.0.0.1:8080/.
+demo: deps
+	$(MAKE) afcgi
+	examples/demo.sh
 
 install: afcgi
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/afcgi
