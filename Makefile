@@ -27,7 +27,7 @@ LUADIR   ?= $(PREFIX)/share/lua/5.1
 BUSTED   ?= busted
 BUSTED_FLAGS ?=
 
-.PHONY: all clean test check spec asan spec-asan deps install demo
+.PHONY: all clean test check spec asan spec-asan deps install demo fuzz fuzz-build fuzz-replay fuzz-save
 
 all: afcgi afcgi-bench
 
@@ -54,7 +54,7 @@ afcgi-asan: $(SERVER_OBJS)
 # Installing them must not start nginx as a system service: a policy-rc.d
 # that answers 101 keeps the packages' scripts from starting anything.
 DEB_PKGS = build-essential pkg-config luajit2 libluajit2-5.1-dev libevent-dev lua-cjson \
-           lua-busted lua-socket lua-posix luarocks nginx
+           lua-busted lua-socket lua-posix luarocks nginx clang libclang-rt-14-dev valgrind
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
@@ -86,9 +86,13 @@ spec-asan: asan | $(BUILD)
 	@export AFCGI_BIN=$(CURDIR)/afcgi-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1; $(RUN_SPECS)
 
+# The whole suite, as CI runs it: specs on both builds, every kept fuzz input
+# replayed, then a short fuzzing pass of each target.
 test: deps
 	$(MAKE) spec
 	$(MAKE) spec-asan
+	$(MAKE) fuzz-replay
+	$(MAKE) fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
 # The quick start: the examples behind a real nginx on http://127.0.0.1:8080/.
 demo: deps
@@ -102,3 +106,52 @@ install: afcgi
 
 clean:
 	rm -rf build afcgi afcgi-asan afcgi-bench
+
+# ---- fuzzing (libFuzzer, clang) ------------------------------------------
+# make fuzz: each target runs FUZZ_SECONDS (default 60) from its corpus in
+# spec/fuzz/<target>/; new inputs go to build/fuzz/corpus-<target>/.
+# make fuzz-replay: runs every kept input once (the crash regression check).
+# make fuzz-save: merges the new inputs into the kept corpus.
+FUZZ_SECONDS ?= 60
+CI_FUZZ_SECONDS ?= 15
+FUZZ_CC      ?= clang
+FUZZ_TARGETS  = record nv conn
+FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+                $(CSTD) -Wall -Wextra -Werror $(PKG_CFLAGS) \
+                -DFUZZ_APP='"$(CURDIR)/spec/fixtures/fuzz_app.lua"' -DFUZZ_LUA_DIR='"$(CURDIR)/lua"'
+FUZZ_CORE     = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/server.c
+
+build/fuzz/record: src/fuzz_record.c src/fcgi.c src/fcgi.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ src/fuzz_record.c src/fcgi.c
+build/fuzz/nv: src/fuzz_nv.c src/fcgi.c src/fcgi.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ src/fuzz_nv.c src/fcgi.c
+build/fuzz/conn: src/fuzz_conn.c $(FUZZ_CORE) src/*.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ src/fuzz_conn.c $(FUZZ_CORE) $(PKG_LIBS) -lm
+
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
+
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus-$$t spec/fuzz/$$t; \
+	    echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	    build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -close_fd_mask=2 \
+	        -print_final_stats=1 build/fuzz/corpus-$$t spec/fuzz/$$t 2>&1 \
+	        | grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|==[0-9]+==|SUMMARY)' ; \
+	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
+fuzz-replay: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	    n=$$(ls spec/fuzz/$$t | wc -l); \
+	    build/fuzz/$$t -runs=0 -close_fd_mask=2 spec/fuzz/$$t >/dev/null 2>build/fuzz/replay-$$t.log \
+	        || { cat build/fuzz/replay-$$t.log; exit 1; }; \
+	    echo "fuzz-replay $$t: $$n inputs, no crash"; \
+	done
+
+fuzz-save: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	    build/fuzz/$$t -merge=1 -close_fd_mask=2 spec/fuzz/$$t build/fuzz/corpus-$$t 2>/dev/null; \
+	done

@@ -4,17 +4,17 @@
 #ifndef AFCGI_API_H
 #define AFCGI_API_H
 
-typedef struct lua_State lua_State;
+struct lua_State;
 struct vm;
 struct req;
 
 /* Register module "afcgi" in package.preload and create the req/res
  * metatables (stored in vm->req_mt_ref / res_mt_ref). Raises on no memory;
  * call protected. */
-int api_open(lua_State *L);
+int api_open(struct lua_State *L);
 
 /* Push the req and res tables for r onto co. */
-void api_push_args(lua_State *co, struct vm *vm, struct req *r);
+void api_push_args(struct lua_State *co, struct vm *vm, struct req *r);
 
 /* Push the results of the wait r was parked on, now satisfied, onto its
  * coroutine. Returns how many. Called from the loop, just before resuming. */

@@ -16,7 +16,7 @@ struct server;
 struct vm;
 struct event;
 struct evbuffer;
-typedef struct lua_State lua_State;
+struct lua_State;
 
 /* What a parked coroutine waits for. Exactly one at a time. */
 enum req_wait {
@@ -35,7 +35,7 @@ struct req {
 
     uint16_t id;              /* FastCGI request id */
     uint32_t slot, serial;    /* handle from Lua, see server_slot_find */
-    lua_State *co;            /* the handler's coroutine; anchored by co_ref */
+    struct lua_State *co;            /* the handler's coroutine; anchored by co_ref */
     int co_ref;               /* registry ref in vm->L, or LUA_NOREF */
     struct event *wake;       /* created on first wait; owned */
     enum req_wait wait;

@@ -132,7 +132,7 @@ static int server_listen(struct server *srv, char *names, size_t nameslen, char 
 {
     size_t used = 0;
 
-    srv->lsn = calloc(srv->cfg.nlisten, sizeof *srv->lsn);
+    srv->lsn = calloc(srv->cfg.nlisten + 1, sizeof *srv->lsn);
     if (srv->lsn == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;

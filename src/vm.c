@@ -63,24 +63,28 @@ static void dir_of(const char *path, char *out, size_t len)
 }
 
 /* Prepend the app's directory and afcgi's own modules to package.path:
- * next to the binary in a checkout (lua/), or the installed share/lua/5.1. */
+ * $AFCGI_LUA_DIR when set, else next to the binary in a checkout (lua/), or
+ * the installed share/lua/5.1. */
 static void vm_set_path(lua_State *L, const char *app)
 {
     char exe[PATH_MAX], exedir[PATH_MAX], appdir[PATH_MAX];
+    const char *env = getenv("AFCGI_LUA_DIR");
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
 
-    if (n < 0)
-        n = 0;
-    exe[n] = '\0';
+    exe[n < 0 ? 0 : n] = '\0';
     dir_of(exe, exedir, sizeof exedir);
     dir_of(app, appdir, sizeof appdir);
     lua_getglobal(L, "package");
-    lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/lua/?.lua;%s/lua/?/init.lua;"
-                       "%s/../share/lua/5.1/?.lua;%s/../share/lua/5.1/?/init.lua;%s",
-                    appdir, appdir, exedir, exedir, exedir, exedir, lua_tostring(L, -1));
-    lua_setfield(L, -3, "path");
-    lua_pop(L, 2);
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", appdir, appdir);
+    if (env != NULL && env[0] != '\0')
+        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", env, env);
+    else
+        lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/../share/lua/5.1/?.lua;"
+                           "%s/../share/lua/5.1/?/init.lua;", exedir, exedir, exedir, exedir);
+    lua_getfield(L, -3, "path");
+    lua_concat(L, 3);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
 }
 
 /* Called protected: open libraries and the API, then load and run the app

@@ -8,19 +8,19 @@
 
 #include <stddef.h>
 
-typedef struct lua_State lua_State;
+struct lua_State;
 struct server;
 struct req;
 
 struct vm {
-    lua_State *L;             /* owned */
+    struct lua_State *L;             /* owned */
     struct server *srv;       /* borrowed */
     unsigned gen;             /* generation number, 1 for the first load */
     unsigned refs;            /* requests pinning it, plus 1 while current */
     int handler_ref;          /* the app's handler, in L's registry */
     int req_mt_ref;           /* metatables of req and res tables */
     int res_mt_ref;
-    lua_State **pool;         /* finished coroutines kept for reuse */
+    struct lua_State **pool;         /* finished coroutines kept for reuse */
     int *pool_refs;
     unsigned npool;
 };
@@ -41,10 +41,10 @@ int vm_prepare(struct vm *vm, struct req *r);
 
 /* The request is done with its coroutine. 'reusable' when it returned
  * normally; otherwise the reference is dropped and the GC takes it. */
-void vm_recycle(struct vm *vm, lua_State *co, int ref, int reusable);
+void vm_recycle(struct vm *vm, struct lua_State *co, int ref, int reusable);
 
 /* Run f(L) protected with a traceback; used for loading. Returns 0, or -1
  * with the message on top of L's stack. */
-int vm_docall(lua_State *L, int nargs, int nres);
+int vm_docall(struct lua_State *L, int nargs, int nres);
 
 #endif
