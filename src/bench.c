@@ -10,7 +10,8 @@
  * record (conn_encode). Requests are copies of a per-connection template
  * (BEGIN_REQUEST + PARAMS, built once per connect) followed by the shared
  * STDIN records, with only the request id patched in. Reads go into one
- * fixed 256 KiB buffer per connection, decoded in place with fcgi.h.
+ * 256 KiB buffer per worker, decoded in place with fcgi.h; a connection keeps
+ * only the partial record left at the end of a read.
  *
  * Records are built and decoded only through fcgi.h (FastCGI 1.0). Latency
  * goes into a log-linear histogram (hist_*), 2048 sub-buckets per power of
@@ -35,6 +36,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,10 +45,11 @@
 
 #define BENCH_VERSION   "0.1.0"
 #define BENCH_NAME      "afcgi-bench"
-#define BENCH_IN_SIZE   (256u * 1024u)  /* read buffer: holds any record 3 times over */
+#define BENCH_IN_SIZE   (256u * 1024u)  /* per-worker read buffer: any record 3 times over */
 #define BENCH_LINE_MAX  32              /* header bytes kept per line: enough for Status */
 #define BENCH_TICK_MS   100             /* timeout scan and stop-flag poll period */
 #define BENCH_RETRY_MS  50              /* delay before reconnecting after a failed connect */
+#define BENCH_RATE_SLACK_NS 100000u    /* open loop: arm the schedule timer at most this often */
 #define BENCH_MAX_THREADS 64
 #define BENCH_MAX_CONNS 1000000u
 #define BENCH_MAX_BODY  (1024ul * 1024ul * 1024ul)
@@ -128,6 +131,8 @@ struct bench_stats {
     uint64_t lat_min, lat_max;
     double lat_sum, lat_sq;
     uint64_t *hist;             /* HIST_SIZE counters, owned */
+    uint64_t lag_n, lag_max;    /* open loop: send time minus scheduled time */
+    double lag_sum;
 };
 
 enum slot_state { SLOT_FREE, SLOT_BUSY, SLOT_ABORTING };
@@ -169,8 +174,7 @@ struct bench_conn {
     uint64_t fail_since;        /* first of consecutive failed connects, 0 if none */
     uint32_t nconnects;
 
-    uint8_t *in;                /* BENCH_IN_SIZE bytes */
-    size_t in_len;
+    struct bench_buf in;        /* a partial record kept between reads, usually empty */
     struct bench_buf out;
     struct bench_buf tmpl;      /* BEGIN_REQUEST + PARAMS records, id 0 */
     struct bench_rec *recs;     /* the records of one request: tmpl, then stdin_recs */
@@ -210,11 +214,16 @@ struct bench_worker {
     double rate, phase;         /* open loop: req/s of this worker, ns offset */
     uint64_t rate_sent, rate_due;
     int rate_done;
+    int rate_fd;                /* timerfd of the schedule, -1 when closed loop */
+    uint64_t rate_armed;        /* absolute ns it is armed for, 0 = disarmed */
+    uint64_t rate_last_fire;    /* when it last fired */
+    int rate_fired;             /* it fired and stays readable until re-armed */
     struct bench_conn *ready_head, *ready_tail;
 
     struct bench_conn **dirty;  /* conns with something to send this turn */
     unsigned ndirty;
     struct bench_buf scratch;   /* name-value stream while building a template */
+    uint8_t *rbuf;              /* BENCH_IN_SIZE bytes: every read of every conn lands here */
     struct bench_stats st;
 };
 
@@ -357,6 +366,30 @@ static void recs_append(struct bench_buf *b, unsigned type, const uint8_t *p, si
     }
 }
 
+/*
+ * Append a name-value stream as PARAMS records, cut between pairs where
+ * possible: php-fpm decodes each record on its own, like nginx sends them.
+ * Only a pair larger than one record is split (FastCGI 1.0 §3.4 allows it).
+ */
+static void recs_append_params(struct bench_buf *b, const uint8_t *p, size_t len)
+{
+    struct fcgi_nv nv;
+    size_t off = 0, start = 0;
+    ssize_t n;
+
+    while (off < len) {
+        n = fcgi_parse_nv(p + off, len - off, &nv);
+        if (n < 0)                          /* cannot happen: we encoded it */
+            break;
+        if (off + (size_t)n - start > FCGI_MAX_CONTENT && off > start) {
+            recs_append(b, FCGI_PARAMS, p + start, off - start);
+            start = off;
+        }
+        off += (size_t)n;
+    }
+    recs_append(b, FCGI_PARAMS, p + start, len - start);
+}
+
 /* Append the empty record that ends a stream (FastCGI 1.0 §3.3). */
 static void recs_end(struct bench_buf *b, unsigned type)
 {
@@ -428,6 +461,10 @@ static void stats_merge(struct bench_stats *to, const struct bench_stats *from)
 {
     unsigned i;
 
+    to->lag_n += from->lag_n;
+    to->lag_sum += from->lag_sum;
+    if (from->lag_max > to->lag_max)
+        to->lag_max = from->lag_max;
     if (from->completed && (!to->completed || from->lat_min < to->lat_min))
         to->lat_min = from->lat_min;
     if (from->lat_max > to->lat_max)
@@ -665,6 +702,12 @@ static void worker_dispatch(struct bench_worker *w)
         }
         conn_issue(c, t0);
         w->rate_sent++;
+        if (t0 >= w->t_measure) {           /* how late the tool itself is */
+            w->st.lag_n++;
+            w->st.lag_sum += (double)(w->now - t0);
+            if (w->now - t0 > w->st.lag_max)
+                w->st.lag_max = w->now - t0;
+        }
         ready_remove(c);
         ready_add(c);                       /* to the tail, if it still has room */
     }
@@ -757,12 +800,46 @@ static void worker_flush(struct bench_worker *w)
     w->ndirty = 0;
 }
 
+/*
+ * Arm the schedule's timerfd for the first request not yet due (due ones
+ * waiting for a free slot go out on completions), disarm it at the end. A syscall
+ * only when that time changes: libevent's EVENT_BASE_FLAG_PRECISE_TIMER
+ * would cost one timerfd_settime per loop turn instead, and arming a timer
+ * microseconds away costs ~10 us of CPU on a VM (a clock reprogram). So the
+ * timer fires at most every BENCH_RATE_SLACK_NS: below 10k req/s per
+ * worker every send is on time; above, requests falling due in between go
+ * out with the next event of any kind, usually a response. The reported
+ * schedule lag shows what this costs in accuracy.
+ */
+static void worker_arm_rate(struct bench_worker *w)
+{
+    struct itimerspec its;
+    uint64_t next = 0;
+
+    if (w->rate_fd < 0)
+        return;
+    if (!w->rate_done && !w->stopping) {
+        next = rate_time(w, w->rate_due);   /* first request not due yet */
+        if (next < w->rate_last_fire + BENCH_RATE_SLACK_NS)
+            next = w->rate_last_fire + BENCH_RATE_SLACK_NS;
+    }
+    if (!w->rate_fired && (next == w->rate_armed || (next && w->rate_armed && w->rate_armed <= next)))
+        return;                             /* the pending wake-up is early enough */
+    memset(&its, 0, sizeof its);
+    its.it_value.tv_sec = (time_t)(next / 1000000000u);
+    its.it_value.tv_nsec = (long)(next % 1000000000u);
+    timerfd_settime(w->rate_fd, TFD_TIMER_ABSTIME, &its, NULL);  /* also clears readiness */
+    w->rate_armed = next;
+    w->rate_fired = 0;
+}
+
 /* Run after every callback: send what is due, write, check the end. */
 static void worker_after(struct bench_worker *w)
 {
     worker_dispatch(w);
     worker_flush(w);
     worker_check_done(w);
+    worker_arm_rate(w);
 }
 
 /* ---- connections: lifecycle ------------------------------------------- */
@@ -787,7 +864,7 @@ static void conn_build_template(struct bench_conn *c, const char *raddr, const c
     buf_reserve(t, 16);
     fcgi_put_begin_request(t->data, 0, FCGI_RESPONDER, cfg->keep_conn ? FCGI_KEEP_CONN : 0);
     t->len = 16;
-    recs_append(t, FCGI_PARAMS, nv->data, nv->len);
+    recs_append_params(t, nv->data, nv->len);
     recs_end(t, FCGI_PARAMS);
     c->nrecs = 0;
     c->req_size = 0;
@@ -916,7 +993,7 @@ static void conn_close(struct bench_conn *c)
     c->fd = -1;
     if (c->state != CONN_DEAD)
         c->state = CONN_DOWN;
-    c->in_len = 0;
+    c->in.off = c->in.len = 0;
     c->out.off = c->out.len = 0;
     c->npending = 0;
     ready_remove(c);
@@ -961,7 +1038,7 @@ static void slot_header_line(struct bench_slot *s)
         return;
     }
     s->line[s->line_len < BENCH_LINE_MAX ? s->line_len : BENCH_LINE_MAX - 1] = '\0';
-    if (strncasecmp(p, "status:", 7) != 0)
+    if ((p[0] | 0x20) != 's' || strncasecmp(p, "status:", 7) != 0)
         goto next;
     for (p += 7; *p == ' ' || *p == '\t'; p++)
         ;
@@ -1050,16 +1127,20 @@ static int conn_on_record(struct bench_conn *c, const struct fcgi_record *rec)
     }
 }
 
-/* Decode every whole record in c->in. Returns 0, or 1 when c was closed or failed. */
-static int conn_parse(struct bench_conn *c)
+/*
+ * Decode every whole record in buf[0..*len), then move the partial record left
+ * over to the front and set *len to its size. Returns 0, or 1 when c was
+ * closed or failed (buf is then meaningless).
+ */
+static int conn_parse(struct bench_conn *c, uint8_t *buf, size_t *len)
 {
     struct fcgi_record rec;
     size_t off = 0;
     ssize_t n;
     int rc = 0;
 
-    while ((n = fcgi_parse_record(c->in + off, c->in_len - off, &rec)) > 0) {
-        off += (size_t)n;                   /* rec borrows from c->in until the move below */
+    while ((n = fcgi_parse_record(buf + off, *len - off, &rec)) > 0) {
+        off += (size_t)n;                   /* rec borrows from buf until the move below */
         if ((rc = conn_on_record(c, &rec)) != 0)
             break;
     }
@@ -1069,32 +1150,42 @@ static int conn_parse(struct bench_conn *c)
     }
     if (rc > 0)
         return 1;
-    memmove(c->in, c->in + off, c->in_len - off);
-    c->in_len -= off;
+    memmove(buf, buf + off, *len - off);
+    *len -= off;
     return 0;
 }
 
+/*
+ * Read into the worker's big buffer, behind the partial record this
+ * connection kept from its last read; keep the new partial record, if any.
+ */
 static void conn_on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct bench_conn *c = arg;
     struct bench_worker *w = c->w;
-    size_t room;
+    uint8_t *buf = w->rbuf;
+    size_t len = c->in.len, room;
     ssize_t n;
     int round = 0;
 
     (void)what;
     w->now = now_ns();
+    if (len > 0)
+        memcpy(buf, c->in.data, len);
+    c->in.len = 0;
     do {
-        room = BENCH_IN_SIZE - c->in_len;
-        n = read(fd, c->in + c->in_len, room);
+        room = BENCH_IN_SIZE - len;
+        n = read(fd, buf + len, room);
         if (n <= 0)
             break;
         if (w->now >= w->t_measure)
             w->st.bytes_in += (uint64_t)n;
-        c->in_len += (size_t)n;
-        if (conn_parse(c))
+        len += (size_t)n;
+        if (conn_parse(c, buf, &len))
             goto out;
     } while ((size_t)n == room && ++round < 4);
+    if (len > 0)
+        buf_append(&c->in, buf, len);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
         conn_fail(c, ERR_READ);             /* closed or reset under us */
 out:
@@ -1209,17 +1300,17 @@ static void worker_on_rate(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     w->now = now_ns();
-    worker_after(w);                        /* dispatches what is due */
-    if (!w->rate_done && !w->stopping)
-        timer_at(w->ev_rate, w->now, rate_time(w, w->rate_due));
+    w->rate_fired = 1;
+    w->rate_last_fire = w->now;
+    worker_after(w);                        /* dispatches what is due, re-arms */
 }
 
 static void worker_on_signal(evutil_socket_t fd, short what, void *arg)
 {
     struct bench_worker *w = arg;
 
-    (void)fd;
     (void)what;
+    fprintf(stderr, BENCH_NAME ": stopped by signal %d; reporting what was measured\n", (int)fd);
     __atomic_store_n(&w->run->stop, 1, __ATOMIC_SEQ_CST);
     worker_stop(w);
 }
@@ -1236,7 +1327,6 @@ static void conn_init(struct bench_worker *w, struct bench_conn *c, unsigned gin
     c->gindex = gindex;
     c->fd = -1;
     c->state = CONN_DOWN;
-    c->in = xrealloc(NULL, BENCH_IN_SIZE);
     c->slots = xcalloc(cfg->mpx, sizeof *c->slots);
     c->free_stack = xcalloc(cfg->mpx, sizeof *c->free_stack);
     c->pending = xcalloc(cfg->mpx, sizeof *c->pending);
@@ -1262,7 +1352,7 @@ static void conn_free(struct bench_conn *c)
     free(c->ev_write);
     if (c->ev_retry)
         event_free(c->ev_retry);
-    free(c->in);
+    buf_free(&c->in);
     free(c->slots);
     free(c->free_stack);
     free(c->pending);
@@ -1283,18 +1373,14 @@ static void worker_init(struct bench_run *run, struct bench_worker *w, unsigned 
                         unsigned first_conn, uint64_t t_start)
 {
     const struct bench_config *cfg = &run->cfg;
-    struct event_config *ec = event_config_new();
     unsigned i;
 
     w->run = run;
     w->cfg = cfg;
     w->index = idx;
     w->nconns = (unsigned)share(cfg->conns, cfg->threads, idx);
-    if (ec && cfg->rate > 0)
-        event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
-    w->base = ec ? event_base_new_with_config(ec) : NULL;
-    event_config_free(ec);
-    if (!w->base)
+    w->rate_fd = -1;
+    if (!(w->base = event_base_new()))
         die(1, "cannot create an event loop");
     w->t_start = w->now = t_start;
     w->t_measure = t_start + (uint64_t)(cfg->warmup * NS_PER_S);
@@ -1304,6 +1390,7 @@ static void worker_init(struct bench_run *run, struct bench_worker *w, unsigned 
     w->rate = cfg->rate * w->nconns / cfg->conns;
     w->phase = cfg->rate > 0 ? idx * NS_PER_S / cfg->rate : 0;
     w->st.hist = xcalloc(HIST_SIZE, sizeof *w->st.hist);
+    w->rbuf = xrealloc(NULL, BENCH_IN_SIZE);
     w->dirty = xcalloc(w->nconns, sizeof *w->dirty);
     w->conns = xcalloc(w->nconns, sizeof *w->conns);
     for (i = 0; i < w->nconns; i++) {
@@ -1323,8 +1410,11 @@ static void worker_arm(struct bench_worker *w)
         timer_at(w->ev_end, now_ns(), w->t_end);
     }
     if (w->cfg->rate > 0) {
-        w->ev_rate = evtimer_new(w->base, worker_on_rate, w);
-        timer_at(w->ev_rate, now_ns(), rate_time(w, 0));
+        w->rate_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (w->rate_fd < 0)
+            die(1, "timerfd_create: %s", strerror(errno));
+        w->ev_rate = event_new(w->base, w->rate_fd, EV_READ | EV_PERSIST, worker_on_rate, w);
+        event_add(w->ev_rate, NULL);        /* armed by worker_arm_rate */
     }
     if (w->index == 0) {
         w->ev_sigint = evsignal_new(w->base, SIGINT, worker_on_signal, w);
@@ -1363,15 +1453,20 @@ static void worker_free(struct bench_worker *w)
             event_free(*evs[i]);
         *evs[i] = NULL;
     }
+    if (w->rate_fd >= 0)
+        close(w->rate_fd);
+    w->rate_fd = -1;
     free(w->conns);
     free(w->dirty);
     free(w->st.hist);
+    free(w->rbuf);
     buf_free(&w->scratch);
     if (w->base)
         event_base_free(w->base);
     w->conns = NULL;
     w->dirty = NULL;
     w->st.hist = NULL;
+    w->rbuf = NULL;
     w->base = NULL;
 }
 
@@ -1652,8 +1747,10 @@ static void target_parse(struct bench_config *cfg, const char *arg)
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
-    if (cfg->host[0] == '\0' || (rc = getaddrinfo(cfg->host, port, &hints, &res)) != 0)
-        die(2, "%s: cannot resolve: %s", arg, cfg->host[0] ? gai_strerror(rc) : "no host");
+    if (cfg->host[0] == '\0')
+        die(2, "%s: no host", arg);
+    if ((rc = getaddrinfo(cfg->host, port, &hints, &res)) != 0)
+        die(2, "%s: cannot resolve: %s", arg, gai_strerror(rc));
     memcpy(&cfg->addr, res->ai_addr, res->ai_addrlen);
     cfg->addrlen = res->ai_addrlen;
     getnameinfo(res->ai_addr, res->ai_addrlen, cfg->server_addr, sizeof cfg->server_addr, NULL,
@@ -1858,6 +1955,8 @@ struct bench_result {
     double elapsed;             /* seconds of the measured window */
     uint64_t inflight;          /* requests still in flight at the end */
     uint64_t backlog;           /* open loop: due but never sent */
+    unsigned long held;         /* --hold: requests written */
+    double cpu_user, cpu_sys;   /* seconds of CPU this process used */
 };
 
 static void json_string(const char *s)
@@ -1921,6 +2020,8 @@ static void report_text(const struct bench_result *r)
         printf(", %llu in flight at the end", (unsigned long long)r->inflight);
     if (r->backlog)
         printf(", %llu due but unsent", (unsigned long long)r->backlog);
+    if (r->held)
+        printf(", %lu held", r->held);
     printf("\n  throughput  %.1f req/s over %.3f s\n", (double)st->completed / el, r->elapsed);
     printf("  latency    ");
     for (i = 0; i < sizeof pcts / sizeof pcts[0]; i++)
@@ -1929,12 +2030,17 @@ static void report_text(const struct bench_result *r)
     printf("              min %.3fms  mean %.3fms  stdev %.3fms\n",
            (double)st->lat_min / 1e6, st->completed ? st->lat_sum / (double)st->completed / 1e6 : 0,
            res_stdev(st) / 1e6);
+    if (st->lag_n)
+        printf("  schedule    sent %.3fms late on average, %.3fms at most (included above)\n",
+               st->lag_sum / (double)st->lag_n / 1e6, (double)st->lag_max / 1e6);
     printf("  errors     ");
     for (i = 0; i < ERR_MAX; i++)
         printf(" %s %llu%s", err_names[i], (unsigned long long)st->err[i], i + 1 < ERR_MAX ? "," : "");
     printf("\n  transfer    in %.2f MiB (%.2f MiB/s), out %.2f MiB (%.2f MiB/s)\n",
            (double)st->bytes_in / mib, (double)st->bytes_in / mib / el,
            (double)st->bytes_out / mib, (double)st->bytes_out / mib / el);
+    printf("  bench cpu   %.2f s user, %.2f s sys (whole run, warm-up included)\n", r->cpu_user,
+           r->cpu_sys);
 }
 
 static void report_json(const struct bench_config *cfg, const struct bench_result *r)
@@ -1966,8 +2072,11 @@ static void report_json(const struct bench_config *cfg, const struct bench_resul
            (double)stats_percentile(st, st->completed, 99.9) / 1e3, (double)st->lat_max / 1e3);
     for (i = 0; i < ERR_MAX; i++)
         printf("%s\"%s\":%llu", i ? "," : "", err_names[i], (unsigned long long)st->err[i]);
-    printf("},\"bytes_in\":%llu,\"bytes_out\":%llu}\n", (unsigned long long)st->bytes_in,
-           (unsigned long long)st->bytes_out);
+    printf("},\"bytes_in\":%llu,\"bytes_out\":%llu,\"held\":%lu,\"cpu_user_s\":%.3f,"
+           "\"cpu_sys_s\":%.3f,\"send_lag_us\":{\"mean\":%.3f,\"max\":%.3f}}\n",
+           (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out, r->held,
+           r->cpu_user, r->cpu_sys, st->lag_n ? st->lag_sum / (double)st->lag_n / 1e3 : 0,
+           (double)st->lag_max / 1e3);
 }
 
 /* ---- main ------------------------------------------------------------- */
@@ -2008,6 +2117,7 @@ static void run_workers(struct bench_run *run)
 
 static void run_collect(struct bench_run *run, struct bench_result *r)
 {
+    struct rusage ru;
     struct bench_worker *w;
     uint64_t t_measure = run->workers[0].t_measure, t_last = t_measure;
     unsigned i;
@@ -2024,6 +2134,11 @@ static void run_collect(struct bench_run *run, struct bench_result *r)
             t_last = w->t_stopped;
     }
     r->elapsed = (double)(t_last - t_measure) / NS_PER_S;
+    r->held = __atomic_load_n(&run->held, __ATOMIC_SEQ_CST);
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        r->cpu_user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+        r->cpu_sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    }
 }
 
 int main(int argc, char **argv)
@@ -2053,7 +2168,7 @@ int main(int argc, char **argv)
     else
         report_text(&res);
     if (cfg->hold)      /* held until -d ended: success is all N in flight, no error */
-        status = res.st.failed || res.st.err[ERR_CONNECT] || run->held < cfg->hold;
+        status = res.st.failed || res.st.err[ERR_CONNECT] || res.held < cfg->hold;
     else
         status = res.st.failed || res.st.err[ERR_CONNECT] || res.st.completed == 0;
     for (i = 0; i < cfg->threads; i++)
