@@ -823,7 +823,8 @@ static void worker_arm_rate(struct bench_worker *w)
         if (next < w->rate_last_fire + BENCH_RATE_SLACK_NS)
             next = w->rate_last_fire + BENCH_RATE_SLACK_NS;
     }
-    if (!w->rate_fired && (next == w->rate_armed || (next && w->rate_armed && w->rate_armed <= next)))
+    if (!w->rate_fired
+        && (next == w->rate_armed || (next && w->rate_armed && w->rate_armed <= next)))
         return;                             /* the pending wake-up is early enough */
     memset(&its, 0, sizeof its);
     its.it_value.tv_sec = (time_t)(next / 1000000000u);
@@ -1532,13 +1533,20 @@ static const char usage_text[] =
 "\n"
 "The report gives requests completed (END_REQUEST received) and valid, req/s,\n"
 "latency min/mean/stdev/p50/p90/p99/p99.9/max of completed requests, errors by\n"
-"kind, and bytes in/out. Error kinds: connect (failed connection attempts), read\n"
-"(connection closed or reset with the request in flight), protocol (malformed or\n"
-"unexpected record, protocolStatus CANT_MPX_CONN or UNKNOWN_ROLE), status, body,\n"
-"timeout, overloaded (protocolStatus OVERLOADED).\n"
+"kind, bytes in/out and the tool's own CPU time; with -R, how late sends were\n"
+"against the schedule (that lag is part of the latency: if it is large, add -c\n"
+"or -m, or the tool is short of CPU). Error kinds: connect (failed connection\n"
+"attempts), read (connection closed or reset with the request in flight),\n"
+"protocol (malformed or unexpected record, protocolStatus CANT_MPX_CONN or\n"
+"UNKNOWN_ROLE), status, body, timeout, overloaded (protocolStatus OVERLOADED).\n"
 "\n"
-"Exit status: 0 when every request was valid, 1 when any error was counted or\n"
-"nothing completed, 2 for bad options or an unusable target.\n";
+"php-fpm: pass -P SCRIPT_FILENAME=..., keep -m 1 (it does not multiplex) and\n"
+"-c at most pm.max_children (each child serves one connection at a time).\n"
+"PARAMS records are cut between name-value pairs, as php-fpm needs.\n"
+"\n"
+"Exit status: 0 when every request was valid (--hold: and all N were written),\n"
+"1 when any error was counted or nothing completed, 2 for bad options or an\n"
+"unusable target.\n";
 
 enum {
     OPT_HOLD = 256, OPT_TIMEOUT, OPT_NO_KEEP, OPT_EXPECT_STATUS, OPT_EXPECT_BODY, OPT_JSON
@@ -1699,56 +1707,66 @@ static void params_raw(struct bench_config *cfg, const char *arg)
         cfg->fixed_rport = 1;
 }
 
-/* Resolve TARGET into cfg->addr and the SERVER_* / HTTP_HOST values. */
-static void target_parse(struct bench_config *cfg, const char *arg)
+/* unix:/path. The params get a made-up TCP server address: PHP and CGI apps expect one. */
+static void target_unix(struct bench_config *cfg, const char *arg)
 {
-    struct addrinfo hints, *res = NULL;
     struct sockaddr_un *un = (struct sockaddr_un *)&cfg->addr;
-    const char *colon, *port;
-    size_t hlen;
-    int rc;
 
-    cfg->target = arg;
-    if (strncmp(arg, "unix:", 5) == 0) {
-        if (arg[5] == '\0' || strlen(arg + 5) >= sizeof un->sun_path)
-            die(2, "%s: bad unix socket path", arg);
-        un->sun_family = AF_UNIX;
-        strcpy(un->sun_path, arg + 5);
-        cfg->addrlen = sizeof *un;
-        snprintf(cfg->host, sizeof cfg->host, "localhost");
-        snprintf(cfg->http_host, sizeof cfg->http_host, "localhost");
-        snprintf(cfg->server_addr, sizeof cfg->server_addr, "127.0.0.1");
-        snprintf(cfg->server_port, sizeof cfg->server_port, "80");
-        return;
-    }
+    if (arg[5] == '\0' || strlen(arg + 5) >= sizeof un->sun_path)
+        die(2, "%s: bad unix socket path", arg);
+    un->sun_family = AF_UNIX;
+    strcpy(un->sun_path, arg + 5);
+    cfg->addrlen = sizeof *un;
+    snprintf(cfg->host, sizeof cfg->host, "localhost");
+    snprintf(cfg->http_host, sizeof cfg->http_host, "localhost");
+    snprintf(cfg->server_addr, sizeof cfg->server_addr, "127.0.0.1");
+    snprintf(cfg->server_port, sizeof cfg->server_port, "80");
+}
+
+/* Split host:port or [v6addr]:port into cfg->host; returns the port string. */
+static const char *target_split(struct bench_config *cfg, const char *arg)
+{
+    const char *colon, *host = arg;
+    size_t hlen;
+
     if (arg[0] == '[') {
         colon = strchr(arg, ']');
         if (!colon || colon[1] != ':')
             die(2, "%s: expected [v6addr]:port", arg);
-        hlen = (size_t)(colon - arg - 1);
-        if (hlen >= sizeof cfg->host)
-            die(2, "%s: host name too long", arg);
-        memcpy(cfg->host, arg + 1, hlen);
-        cfg->host[hlen] = '\0';
-        port = colon + 2;
+        host = arg + 1;
+        hlen = (size_t)(colon - host);
+        colon++;
     } else {
         colon = strrchr(arg, ':');
-        if (!colon || colon == arg || memchr(arg, ':', (size_t)(colon - arg)))
+        if (!colon || memchr(arg, ':', (size_t)(colon - arg)))
             die(2, "%s: expected host:port, [v6addr]:port or unix:/path", arg);
         hlen = (size_t)(colon - arg);
-        if (hlen >= sizeof cfg->host)
-            die(2, "%s: host name too long", arg);
-        memcpy(cfg->host, arg, hlen);
-        cfg->host[hlen] = '\0';
-        port = colon + 1;
     }
-    opt_uint("port", port, 1, 65535);
+    if (hlen == 0 || hlen >= sizeof cfg->host)
+        die(2, "%s: bad host name", arg);
+    memcpy(cfg->host, host, hlen);
+    cfg->host[hlen] = '\0';
+    opt_uint("port", colon + 1, 1, 65535);
+    return colon + 1;
+}
+
+/* Resolve TARGET into cfg->addr and the SERVER_* / HTTP_HOST values. */
+static void target_parse(struct bench_config *cfg, const char *arg)
+{
+    struct addrinfo hints, *res = NULL;
+    const char *port;
+    int rc;
+
+    cfg->target = arg;
+    if (strncmp(arg, "unix:", 5) == 0) {
+        target_unix(cfg, arg);
+        return;
+    }
+    port = target_split(cfg, arg);
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
-    if (cfg->host[0] == '\0')
-        die(2, "%s: no host", arg);
     if ((rc = getaddrinfo(cfg->host, port, &hints, &res)) != 0)
         die(2, "%s: cannot resolve: %s", arg, gai_strerror(rc));
     memcpy(&cfg->addr, res->ai_addr, res->ai_addrlen);
@@ -2035,7 +2053,8 @@ static void report_text(const struct bench_result *r)
                st->lag_sum / (double)st->lag_n / 1e6, (double)st->lag_max / 1e6);
     printf("  errors     ");
     for (i = 0; i < ERR_MAX; i++)
-        printf(" %s %llu%s", err_names[i], (unsigned long long)st->err[i], i + 1 < ERR_MAX ? "," : "");
+        printf(" %s %llu%s", err_names[i], (unsigned long long)st->err[i],
+               i + 1 < ERR_MAX ? "," : "");
     printf("\n  transfer    in %.2f MiB (%.2f MiB/s), out %.2f MiB (%.2f MiB/s)\n",
            (double)st->bytes_in / mib, (double)st->bytes_in / mib / el,
            (double)st->bytes_out / mib, (double)st->bytes_out / mib / el);
