@@ -27,7 +27,7 @@ LUADIR   ?= $(PREFIX)/share/lua/5.1
 BUSTED   ?= busted
 BUSTED_FLAGS ?=
 
-.PHONY: all clean test check spec asan spec-asan deps install demo fuzz fuzz-build fuzz-replay fuzz-save
+.PHONY: all clean test check spec asan spec-asan spec-valgrind deps install demo fuzz fuzz-build fuzz-replay fuzz-save
 
 all: afcgi afcgi-bench
 
@@ -91,6 +91,7 @@ spec-asan: asan | $(BUILD)
 test: deps
 	$(MAKE) spec
 	$(MAKE) spec-asan
+	$(MAKE) spec-valgrind
 	$(MAKE) fuzz-replay
 	$(MAKE) fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
@@ -155,3 +156,14 @@ fuzz-save: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
 	    build/fuzz/$$t -merge=1 -close_fd_mask=2 spec/fuzz/$$t build/fuzz/corpus-$$t 2>/dev/null; \
 	done
+
+# The integration specs with ./afcgi under valgrind memcheck: any memory
+# error or definite/indirect leak in any server process fails the target.
+spec-valgrind: afcgi | $(BUILD)
+	@echo "== specs on ./afcgi under valgrind memcheck"
+	@rm -rf build/valgrind && mkdir -p build/valgrind
+	@export AFCGI_BIN=$(CURDIR)/spec/support/valgrind-afcgi VALGRIND_LOGS=$(CURDIR)/build/valgrind; \
+	    $(RUN_SPECS)
+	@n=$$(ls build/valgrind | wc -l); bad=$$(grep -l '==[0-9]*== .' build/valgrind/* || true); \
+	if [ -n "$$bad" ]; then cat $$bad; echo "valgrind: reports in $$bad"; exit 1; fi; \
+	echo "valgrind: $$n server processes, no memory errors, no definite or indirect leaks"

@@ -131,7 +131,7 @@ describe("a connection closed by the client", function()
         srv:wait_log("tag=control", 5, mark)
         assert.is_nil(srv:log():find("tag=gone", 1, true), "an aborted handler ran after its sleep")
         if helpers.asan then
-            print("  (RSS not compared under ASan: its quarantine holds freed memory)")
+            print("  (RSS not compared under ASan or valgrind: their allocators hold freed memory)")
         else
             -- 10000 aborted requests after warming up: 2 MiB is ~200 bytes each
             local growth = rss[rounds] - rss[3]

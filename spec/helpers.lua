@@ -29,8 +29,10 @@ function M.bin()
     return bin
 end
 
--- True under the ASan build: its quarantine makes RSS figures meaningless.
+-- True under the ASan build or valgrind: their allocators hold freed memory,
+-- which makes RSS figures meaningless.
 M.asan = (os.getenv("AFCGI_BIN") or ""):find("asan") ~= nil or os.getenv("ASAN_OPTIONS") ~= nil
+    or os.getenv("VALGRIND_LOGS") ~= nil
 
 function M.fixture(name) return abspath("spec/fixtures/" .. name .. ".lua") end
 

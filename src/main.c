@@ -182,6 +182,8 @@ int main(int argc, char **argv)
     if ((srv = server_new(&cfg, err, sizeof err)) == NULL)
         die("%s", err);
     rc = server_run(srv);
+    signal(SIGTERM, SIG_IGN); /* a second stop signal must not turn exit 0 into a kill */
+    signal(SIGINT, SIG_IGN);
     log_notice("exiting");
     server_free(srv);
     return rc;

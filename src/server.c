@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <math.h>
 #include <netdb.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -40,8 +41,9 @@ static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg);
 
 /* ---- addresses ---------------------------------------------------------- */
 
-/* Format a socket address as host:port, [v6]:port or unix:/path. */
-static void addr_format(const struct sockaddr *sa, char *out, size_t len)
+/* Format a socket address of salen bytes as host:port, [v6]:port or
+ * unix:/path ("unix:" alone for an unnamed client socket). */
+static void addr_format(const struct sockaddr *sa, socklen_t salen, char *out, size_t len)
 {
     char host[INET6_ADDRSTRLEN];
 
@@ -58,7 +60,10 @@ static void addr_format(const struct sockaddr *sa, char *out, size_t len)
     } else if (sa->sa_family == AF_UNIX) {
         const struct sockaddr_un *un = (const void *)sa;
 
-        snprintf(out, len, "unix:%s", un->sun_path[0] ? un->sun_path : "(client)");
+        size_t plen = salen > offsetof(struct sockaddr_un, sun_path)
+                           ? salen - offsetof(struct sockaddr_un, sun_path) : 0;
+
+        snprintf(out, len, "unix:%.*s", (int)strnlen(un->sun_path, plen), un->sun_path);
     } else {
         snprintf(out, len, "(family %d)", sa->sa_family);
     }
@@ -157,7 +162,7 @@ static int server_listen(struct server *srv, char *names, size_t nameslen, char 
         srv->nlsn++;
         evconnlistener_set_error_cb(srv->lsn[i], server_on_accept_error);
         if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-            addr_format((struct sockaddr *)&ss, name, sizeof name);
+            addr_format((struct sockaddr *)&ss, sl, name, sizeof name);
         else
             snprintf(name, sizeof name, "%s", a);
         used += (size_t)snprintf(names + used, nameslen - used, "%s%s", used ? " " : "", name);
@@ -177,8 +182,7 @@ static void server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struc
     int one = 1;
 
     (void)l;
-    (void)salen;
-    addr_format(sa, peer, sizeof peer);
+    addr_format(sa, (socklen_t)salen, peer, sizeof peer);
     if (srv->nconns >= srv->cfg.max_conns || srv->stopping) {
         log_warn("connection from %s refused: %s (%u open)", peer,
                  srv->stopping ? "shutting down" : "--max-conns reached", srv->nconns);
