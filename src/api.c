@@ -278,9 +278,13 @@ static int api_l_status(lua_State *L)         /* res:status([code]) */
     return 0;
 }
 
+/* 1 for the characters of an HTTP token (RFC 9110 §5.6.2). */
 static int api_token_char(unsigned char ch)
 {
-    return ch > 32 && ch < 127 && !strchr("()<>@,;:\\\"/[]?={}", ch);
+    static const char tchar[] = "!#$%&'*+-.^_`|~";
+
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch != '\0' && memchr(tchar, ch, sizeof tchar - 1) != NULL);
 }
 
 static int api_l_header(lua_State *L)         /* res:header(name, value) */

@@ -305,19 +305,34 @@ int req_add_header(struct req *r, const char *name, size_t nlen, const char *val
     return 0;
 }
 
+/* "Status: 200 OK\r\n" into out (at least 64 bytes); returns its length. */
+static size_t req_status_line(unsigned status, char *out)
+{
+    const char *reason = req_reason(status);
+    size_t rlen = strlen(reason);
+
+    memcpy(out, "Status: ", 8);
+    out[8] = (char)('0' + status / 100 % 10);
+    out[9] = (char)('0' + status / 10 % 10);
+    out[10] = (char)('0' + status % 10);
+    out[11] = ' ';
+    memcpy(out + 12, reason, rlen);
+    memcpy(out + 12 + rlen, "\r\n", 2);
+    return 14 + rlen;
+}
+
 /* Put the CGI header block at the start of r->out (after the record room). */
 static int req_send_headers(struct req *r)
 {
-    char status[64];
-    int n = snprintf(status, sizeof status, "Status: %u %s\r\n", r->status,
-                     req_reason(r->status));
     static const char ctype[] = "Content-Type: text/html\r\n";
+    char status[64];
+    size_t n = req_status_line(r->status, status);
 
     r->headers_sent = 1;
-    if (buf_reserve(&r->out, OUT_ROOM + (size_t)n + sizeof ctype + r->hdrs.len + 2) < 0)
+    if (buf_reserve(&r->out, OUT_ROOM + n + sizeof ctype + r->hdrs.len + 2) < 0)
         return -1;
     r->out.len = OUT_ROOM;
-    buf_append(&r->out, status, (size_t)n);
+    buf_append(&r->out, status, n);
     if (!r->has_ctype)
         buf_append(&r->out, ctype, sizeof ctype - 1);
     buf_append(&r->out, r->hdrs.data, r->hdrs.len);
