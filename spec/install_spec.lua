@@ -49,15 +49,18 @@ describe("luarocks make rocks/afcgi-scm-1.rockspec", function()
 
     after_each(helpers.cleanup)
 
-    -- Starts the tree's afcgi on app with cwd rundir (an empty directory), so
-    -- neither ./lua nor ./afcgi of the checkout can be found by accident.
+    -- Starts the tree's afcgi on app with cwd rundir (an empty directory) and
+    -- without AFCGI_LUA_DIR (which would point it at another lua/), so the
+    -- checkout's lua/ cannot be found by accident.
     local function start_installed(app)
-        local old_bin = os.getenv("AFCGI_BIN")
+        local old_bin, old_dir = os.getenv("AFCGI_BIN"), os.getenv("AFCGI_LUA_DIR")
         stdlib.setenv("AFCGI_BIN", tree .. "/bin/afcgi")
+        stdlib.setenv("AFCGI_LUA_DIR", nil)
         assert(unistd.chdir(rundir))
         local ok, srv = pcall(helpers.start_server, app)
         assert(unistd.chdir(ROOT))
         stdlib.setenv("AFCGI_BIN", old_bin)
+        stdlib.setenv("AFCGI_LUA_DIR", old_dir)
         if not ok then error(srv, 2) end
         return srv
     end
