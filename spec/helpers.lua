@@ -112,6 +112,11 @@ local function spawn(argv, opts)
         local fds = {}
         for name in dirent.files("/proc/self/fd") do fds[#fds + 1] = tonumber(name) end
         for _, fd in ipairs(fds) do if fd > 2 then unistd.close(fd) end end
+        if opts.rlimit_nofile then       -- e.g. to exhaust the server's descriptors
+            local n = opts.rlimit_nofile
+            require("posix.sys.resource").setrlimit(require("posix.sys.resource").RLIMIT_NOFILE,
+                                                    { rlim_cur = n, rlim_max = n })
+        end
         local args = {}
         for i = 2, #argv do args[#args + 1] = argv[i] end
         args[0] = argv[1]
@@ -134,7 +139,7 @@ local Process = {}
 Process.__index = Process
 
 local function new_process(argv, opts)
-    local pid, fd = spawn(argv, { stdout = "null" })
+    local pid, fd = spawn(argv, { stdout = "null", rlimit_nofile = opts and opts.rlimit_nofile })
     return setmetatable({ pid = pid, fd = fd, argv = argv, buf = {}, text = "",
                           eof = false, opts = opts or {} }, Process)
 end

@@ -302,6 +302,8 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
 
 void conn_end_request(struct conn *c, struct req *r)
 {
+    if (!r->params_done)
+        c->pending_params -= r->params.len; /* ended before its handler ran */
     tab_remove(c, r);
     if (!r->keep_conn)
         c->close_when_idle = 1;
@@ -550,8 +552,6 @@ static int conn_dispatch(struct conn *c, const struct fcgi_record *rec)
     }
     switch (rec->type) {
     case FCGI_ABORT_REQUEST:
-        if (!r->params_done)
-            c->pending_params -= r->params.len;
         req_abort(r);
         return DISPATCH_OK;
     case FCGI_PARAMS:

@@ -32,6 +32,11 @@ static void usage(FILE *out)
           "      --high-water SIZE     output a connection buffers before writers wait,\n"
           "                            default 256k\n"
           "      --shutdown-timeout S  seconds SIGTERM waits for requests, default 10\n"
+          "      --request-timeout S   seconds a request may take from BEGIN_REQUEST to its\n"
+          "                            end; then 408 (still receiving) or 504; default 0: none\n"
+          "      --lua-memory SIZE     memory one code generation's Lua state may hold while\n"
+          "                            handlers run; past it the allocating handler fails,\n"
+          "                            default 1g; 0: no limit\n"
           "      --log-level LEVEL     error, warn, notice, info or debug; default notice\n"
           "  -h, --help                this text\n"
           "  -V, --version             print the version\n"
@@ -85,7 +90,7 @@ static double parse_seconds(const char *opt, const char *s)
 
 enum {
     OPT_MAX_CONNS = 256, OPT_MAX_REQS, OPT_MAX_CONN_REQS, OPT_MAX_PARAMS, OPT_MAX_BODY,
-    OPT_HIGH_WATER, OPT_SHUTDOWN_TIMEOUT, OPT_LOG_LEVEL
+    OPT_HIGH_WATER, OPT_SHUTDOWN_TIMEOUT, OPT_LOG_LEVEL, OPT_REQUEST_TIMEOUT, OPT_LUA_MEMORY
 };
 
 int main(int argc, char **argv)
@@ -100,6 +105,8 @@ int main(int argc, char **argv)
         { "high-water", required_argument, NULL, OPT_HIGH_WATER },
         { "shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+        { "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
+        { "lua-memory", required_argument, NULL, OPT_LUA_MEMORY },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -114,6 +121,7 @@ int main(int argc, char **argv)
         .max_body = 8 * 1024 * 1024,
         .high_water = 256 * 1024,
         .shutdown_timeout = 10,
+        .lua_memory = 1ull << 30,
     };
     enum log_level level;
     struct server *srv;
@@ -148,6 +156,13 @@ int main(int argc, char **argv)
             break;
         case OPT_SHUTDOWN_TIMEOUT:
             cfg.shutdown_timeout = parse_seconds("--shutdown-timeout", optarg);
+            break;
+        case OPT_REQUEST_TIMEOUT:
+            cfg.request_timeout = parse_seconds("--request-timeout", optarg);
+            break;
+        case OPT_LUA_MEMORY:
+            cfg.lua_memory = strcmp(optarg, "0") == 0
+                                 ? 0 : (size_t)parse_num("--lua-memory", optarg, 1, 1ull << 40);
             break;
         case OPT_LOG_LEVEL:
             if (log_parse_level(optarg, &level) < 0)

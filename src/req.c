@@ -31,6 +31,7 @@
 static void req_on_wake(evutil_socket_t fd, short what, void *arg);
 static void req_resume(struct req *r, int nargs);
 static void req_finish(struct req *r);
+static void req_log_path(const struct req *r, const char **path, int *plen);
 
 struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
 {
@@ -49,6 +50,7 @@ struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
         free(r);
         return NULL;
     }
+    server_track(srv, r);
     srv->nreqs++;
     srv->total_reqs++;
     return r;
@@ -70,6 +72,8 @@ void req_free(struct req *r)
          * takes it; a finished one goes back to the pool */
         vm_recycle(r->vm, r->co, r->co_ref, r->co != NULL && lua_status(r->co) == 0 &&
                                                  lua_gettop(r->co) == 0);
+        if (r->vm_collect)
+            vm_collect(r->vm);
         vm_release(r->vm);
     }
     if (r->in != NULL)
@@ -78,6 +82,7 @@ void req_free(struct req *r)
     buf_free(&r->hdrs);
     buf_free(&r->out);
     server_slot_release(srv, r);
+    server_untrack(srv, r);
     srv->nreqs--;
     free(r);
     server_check_idle(srv);
@@ -125,19 +130,15 @@ static void req_log_failure(struct req *r, const char *why)
 {
     lua_State *co = r->co;
     const char *msg = lua_tostring(co, -1);
-    const char *path = "?";
-    size_t plen = 1;
+    const char *path;
+    int plen;
 
     if (msg == NULL)
         msg = why;
-    if (!req_param(r, "DOCUMENT_URI", 12, &path, &plen) &&
-        !req_param(r, "SCRIPT_NAME", 11, &path, &plen)) {
-        path = "?";
-        plen = 1;
-    }
+    req_log_path(r, &path, &plen);
     luaL_traceback(co, co, msg, 0);
     log_error("conn %llu request %u %.*s: handler error: %s", (unsigned long long)r->conn->seq,
-              r->id, (int)plen, path, lua_tostring(co, -1));
+              r->id, plen, path, lua_tostring(co, -1));
     lua_pop(co, 1);
     r->failed = 1;
 }
@@ -161,6 +162,8 @@ static void req_resume(struct req *r, int nargs)
         req_log_failure(r, NULL);
     } else if (rc != 0) {
         req_log_failure(r, "error object is not a string");
+        if (rc == LUA_ERRMEM)
+            r->vm_collect = 1; /* give its garbage back once it is freed */
     } else {
         lua_settop(r->co, 0); /* returned: values are ignored */
     }
@@ -451,6 +454,45 @@ void req_reject(struct req *r, unsigned status, const char *body)
 
     snprintf(line, sizeof line, "%u %s\n", status, req_reason(status));
     req_simple_response(r, status, body != NULL ? body : line);
+    req_emit(r, 1);
+    conn_end_request(r->conn, r);
+}
+
+/* A path for logs: DOCUMENT_URI or SCRIPT_NAME, else "?". */
+static void req_log_path(const struct req *r, const char **path, int *plen)
+{
+    size_t n;
+
+    if (req_param(r, "DOCUMENT_URI", 12, path, &n) || req_param(r, "SCRIPT_NAME", 11, path, &n)) {
+        *plen = n > 200 ? 200 : (int)n;
+    } else {
+        *path = "?";
+        *plen = 1;
+    }
+}
+
+void req_expire(struct req *r)
+{
+    static const char *const waits[] = { "running", "afcgi.sleep", "the request body",
+                                         "the request body", "the client to read" };
+    int receiving = !r->params_done || r->wait == REQ_WAIT_BODY || r->wait == REQ_WAIT_READ;
+    unsigned status = receiving ? 408 : 504;
+    const char *path;
+    int plen;
+
+    req_log_path(r, &path, &plen);
+    log_warn("conn %llu request %u %.*s: --request-timeout (%g s) passed while %s%s; "
+             "answered %u", (unsigned long long)r->conn->seq, r->id, plen, path,
+             r->srv->cfg.request_timeout, r->params_done ? "waiting for " : "receiving params",
+             r->params_done ? waits[r->wait] : "", status);
+    if (r->in_drain)
+        conn_cancel_drain(r->conn, r);
+    if (r->wake != NULL)
+        event_del(r->wake); /* the coroutine stays parked until req_free drops it */
+    r->wait = REQ_WAIT_NONE;
+    if (!r->headers_sent)
+        req_simple_response(r, status, status == 408 ? "408 Request Timeout\n"
+                                                     : "504 Gateway Timeout\n");
     req_emit(r, 1);
     conn_end_request(r->conn, r);
 }

@@ -32,6 +32,8 @@ struct req {
     struct server *srv;       /* borrowed */
     struct vm *vm;            /* pinned generation once started; NULL before */
     struct req *drain_next;   /* conn->drain_head list, while in_drain */
+    struct req *older, *newer; /* srv->oldest..newest, for --request-timeout */
+    double begin_time;        /* when BEGIN_REQUEST arrived (loop time, seconds) */
 
     uint16_t id;              /* FastCGI request id */
     uint32_t slot, serial;    /* handle from Lua, see server_slot_find */
@@ -59,6 +61,7 @@ struct req {
     unsigned in_drain : 1;
     unsigned failed : 1;      /* the handler raised */
     unsigned rejected : 1;    /* answered without running (params too large) */
+    unsigned vm_collect : 1;  /* ran out of Lua memory: full GC when freed */
 };
 
 /* A new request on c, registered in a server slot. NULL when out of memory. */
@@ -78,6 +81,10 @@ void req_add_stdin(struct req *r, const uint8_t *p, size_t n);
 
 /* FCGI_ABORT_REQUEST: answer END_REQUEST and free r; its coroutine never runs again. */
 void req_abort(struct req *r);
+
+/* --request-timeout passed: answer 408 (still receiving) or 504, release
+ * everything and free r; its coroutine never runs again. */
+void req_expire(struct req *r);
 
 /* Answer without running a handler (status line and a short body), then end. */
 void req_reject(struct req *r, unsigned status, const char *body);

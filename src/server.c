@@ -38,6 +38,7 @@ static void server_on_flush(evutil_socket_t fd, short what, void *arg);
 static void server_on_signal(evutil_socket_t sig, short what, void *arg);
 static void server_on_stop_timeout(evutil_socket_t fd, short what, void *arg);
 static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg);
+static void server_on_timeout(evutil_socket_t fd, short what, void *arg);
 
 /* ---- addresses ---------------------------------------------------------- */
 
@@ -302,6 +303,73 @@ struct req *server_slot_find(struct server *srv, double handle)
     return r != NULL && (double)r->serial == serial ? r : NULL;
 }
 
+/* ---- request timeout -------------------------------------------------- */
+
+static double server_now(struct server *srv)
+{
+    struct timeval tv;
+
+    event_base_gettimeofday_cached(srv->base, &tv);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static void server_arm_timeout(struct server *srv)
+{
+    double wait;
+    struct timeval tv;
+
+    if (srv->oldest == NULL || evtimer_pending(srv->timeout_ev, NULL))
+        return;
+    wait = srv->oldest->begin_time + srv->cfg.request_timeout - server_now(srv);
+    if (wait < 0)
+        wait = 0;
+    tv.tv_sec = (time_t)wait;
+    tv.tv_usec = (suseconds_t)((wait - (double)tv.tv_sec) * 1e6) + 1000; /* never early */
+    evtimer_add(srv->timeout_ev, &tv);
+}
+
+void server_track(struct server *srv, struct req *r)
+{
+    r->begin_time = server_now(srv);
+    if (srv->cfg.request_timeout <= 0)
+        return;
+    r->older = srv->newest;
+    r->newer = NULL;
+    if (srv->newest)
+        srv->newest->newer = r;
+    else
+        srv->oldest = r;
+    srv->newest = r;
+    server_arm_timeout(srv);
+}
+
+void server_untrack(struct server *srv, struct req *r)
+{
+    if (srv->cfg.request_timeout <= 0)
+        return;
+    if (r->older)
+        r->older->newer = r->newer;
+    else
+        srv->oldest = r->newer;
+    if (r->newer)
+        r->newer->older = r->older;
+    else
+        srv->newest = r->older;
+    r->older = r->newer = NULL;
+}
+
+static void server_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    double now = server_now(srv);
+
+    (void)fd;
+    (void)what;
+    while (srv->oldest != NULL && srv->oldest->begin_time + srv->cfg.request_timeout <= now)
+        req_expire(srv->oldest); /* unlinks it */
+    server_arm_timeout(srv);
+}
+
 /* ---- stopping --------------------------------------------------------- */
 
 static void server_close_listeners(struct server *srv)
@@ -418,6 +486,12 @@ struct server *server_new(const struct config *cfg, char *err, size_t errlen)
     srv->flush_ev = event_new(srv->base, -1, 0, server_on_flush, srv);
     srv->stop_ev = evtimer_new(srv->base, server_on_stop_timeout, srv);
     srv->accept_ev = evtimer_new(srv->base, server_on_accept_retry, srv);
+    srv->timeout_ev = evtimer_new(srv->base, server_on_timeout, srv);
+    if (srv->flush_ev == NULL || srv->stop_ev == NULL || srv->accept_ev == NULL ||
+        srv->timeout_ev == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     for (int i = 0; i < 4; i++) {
         srv->sig_ev[i] = evsignal_new(srv->base, sigs[i], server_on_signal, srv);
         if (srv->sig_ev[i] == NULL || evsignal_add(srv->sig_ev[i], NULL) < 0) {
@@ -461,6 +535,8 @@ void server_free(struct server *srv)
         event_free(srv->stop_ev);
     if (srv->accept_ev)
         event_free(srv->accept_ev);
+    if (srv->timeout_ev)
+        event_free(srv->timeout_ev);
     free(srv->lsn);
     free(srv->slots);
     free(srv->free_slots);

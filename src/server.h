@@ -28,6 +28,8 @@ struct config {
     size_t max_body;            /* request body bytes */
     size_t high_water;          /* per-connection output high-water mark */
     double shutdown_timeout;    /* seconds */
+    double request_timeout;     /* seconds from BEGIN_REQUEST to the end; 0: none */
+    size_t lua_memory;          /* bytes one code generation may allocate; 0: no limit */
 };
 
 /* Bytes of params one connection may hold for requests that have not started. */
@@ -43,6 +45,8 @@ struct server {
     struct event *flush_ev;          /* writes the output of queued connections */
     struct event *stop_ev;           /* shutdown deadline */
     struct event *accept_ev;         /* re-enables listeners after EMFILE */
+    struct event *timeout_ev;        /* fires at the oldest request's deadline */
+    struct req *oldest, *newest;     /* every request, in order of arrival; borrowed */
     struct conn *flush_head;         /* connections with output queued; borrowed */
     struct conn *conns;              /* every open connection; owned */
     struct req *current;             /* request whose coroutine is running, or NULL */
@@ -80,6 +84,11 @@ void server_queue_flush(struct server *srv, struct conn *c);
 
 /* A request ended or a connection closed: finish a graceful stop if idle. */
 void server_check_idle(struct server *srv);
+
+/* Track a new request for --request-timeout (all requests share one
+ * timeout, so arrival order is deadline order), and forget an ended one. */
+void server_track(struct server *srv, struct req *r);
+void server_untrack(struct server *srv, struct req *r);
 
 /* Allocate a slot for r (sets r->slot, r->serial). Returns 0 or -1. */
 int server_slot_alloc(struct server *srv, struct req *r);

@@ -16,8 +16,33 @@
 #include "api.h"
 #include "log.h"
 #include "req.h"
+#include "server.h"
 
 #define VM_POOL_MAX 256 /* finished coroutines kept for reuse */
+
+/* The state's allocator: counts what it holds and, while a handler runs,
+ * refuses to grow past --lua-memory, so a runaway handler gets a "not
+ * enough memory" error in its own coroutine. Outside handlers (loading,
+ * pushing results between resumes) it never refuses: those pushes are not
+ * protected, and they are bounded by the other limits. */
+static void *vm_alloc(void *ud, void *p, size_t osize, size_t nsize)
+{
+    struct vm *vm = ud;
+    void *q;
+
+    if (nsize == 0) {
+        free(p);
+        vm->mem_used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && vm->mem_limit > 0 && vm->mem_used - osize + nsize > vm->mem_limit &&
+        vm->srv->current != NULL)
+        return NULL;
+    if ((q = realloc(p, nsize)) == NULL)
+        return nsize <= osize ? p : NULL; /* Lua counts on shrinking never failing */
+    vm->mem_used = vm->mem_used - osize + nsize;
+    return q;
+}
 
 static int vm_on_panic(lua_State *L)
 {
@@ -140,13 +165,16 @@ struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err, 
     struct vm *vm = calloc(1, sizeof *vm);
     lua_State *L = NULL;
 
-    if (vm == NULL || (L = luaL_newstate()) == NULL) {
+    if (vm != NULL) {
+        vm->srv = srv;
+        vm->mem_limit = srv->cfg.lua_memory;
+    }
+    if (vm == NULL || (L = lua_newstate(vm_alloc, vm)) == NULL) {
         snprintf(err, errlen, "out of memory creating a Lua state");
         goto fail;
     }
     lua_atpanic(L, vm_on_panic);
     vm->L = L;
-    vm->srv = srv;
     vm->gen = gen;
     vm->refs = 1;
     vm->handler_ref = vm->req_mt_ref = vm->res_mt_ref = LUA_NOREF;
@@ -177,6 +205,24 @@ fail:
         free(vm);
     }
     return NULL;
+}
+
+static int vm_gc(lua_State *L)
+{
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
+
+void vm_collect(struct vm *vm)
+{
+    size_t before = vm->mem_used;
+
+    if (lua_cpcall(vm->L, vm_gc, NULL) != 0) {
+        log_error("garbage collection: %s", lua_tostring(vm->L, -1));
+        lua_pop(vm->L, 1);
+    }
+    log_info("generation %u: full collection after a memory error, %zu KiB -> %zu KiB",
+             vm->gen, before / 1024, vm->mem_used / 1024);
 }
 
 void vm_retain(struct vm *vm)

@@ -23,6 +23,8 @@ struct vm {
     struct lua_State **pool;         /* finished coroutines kept for reuse */
     int *pool_refs;
     unsigned npool;
+    size_t mem_used;          /* bytes the state holds now */
+    size_t mem_limit;         /* --lua-memory; 0: none */
 };
 
 /* Load 'app' into a new state. On failure returns NULL and writes a one-line
@@ -42,6 +44,9 @@ int vm_prepare(struct vm *vm, struct req *r);
 /* The request is done with its coroutine. 'reusable' when it returned
  * normally; otherwise the reference is dropped and the GC takes it. */
 void vm_recycle(struct vm *vm, struct lua_State *co, int ref, int reusable);
+
+/* A full garbage collection, protected (finalizers may raise; logged). */
+void vm_collect(struct vm *vm);
 
 /* Run f(L) protected with a traceback; used for loading. Returns 0, or -1
  * with the message on top of L's stack. */

@@ -1,0 +1,115 @@
+-- Faults: a worker under hostile or broken traffic keeps serving everyone
+-- else, holds bounded memory and descriptors, and logs what happened.
+local helpers = require "helpers"
+local fc = require "fcgi_client"
+local socket = require "socket"
+
+local function ok_body(c, id)
+    local r = c:request(id, "/")
+    assert.equal(200, r.status)
+    return r.body
+end
+
+describe("faults", function()
+    after_each(helpers.cleanup)
+
+    it("answers 408 to a client that sends its body too slowly for --request-timeout", function()
+        local srv = helpers.start_server("faults", { args = { "--request-timeout", "0.5" } })
+        local c = helpers.connect(srv)
+        c:begin(1)
+        c:params(1, fc.cgi_params("POST", "/body", nil, 100))
+        local t0 = socket.gettime()
+        c:stdin(1, "x")                    -- one byte, then nothing more
+        local r = c:read_response(1, 5)
+        local took = socket.gettime() - t0
+        assert.equal(408, r.status)
+        assert.is_true(took >= 0.45 and took < 2, ("answered after %.3f s"):format(took))
+        srv:wait_log("request%-timeout.*answered 408", 5)
+        assert.equal("ok", ok_body(c, 2))  -- the connection stays usable
+    end)
+
+    it("answers 504 to a handler still sleeping at --request-timeout and frees it", function()
+        local srv = helpers.start_server("faults", { args = { "--request-timeout", "0.3" } })
+        local c = helpers.connect(srv)
+        assert.equal("ok", ok_body(c, 100))  -- accepted: its descriptor is counted
+        local fds = helpers.fd_count(srv.pid)
+        for id = 1, 50 do
+            c:begin(id); c:params(id, fc.cgi_params("GET", "/sleep?ms=60000")); c:stdin(id, "")
+        end
+        for id = 1, 50 do assert.equal(504, c:read_response(id, 5).status) end
+        assert.equal("ok", ok_body(c, 51))
+        assert.equal(fds, helpers.fd_count(srv.pid))
+    end)
+
+    it("fails only the handler that allocates without end, and takes its memory back", function()
+        local srv = helpers.start_server("faults", { args = { "--lua-memory", "64m" } })
+        local c = helpers.connect(srv)
+        local before = helpers.rss_kb(srv.pid)
+        local r = c:request(1, "/hog", nil, { timeout = 20 })
+        assert.equal(500, r.status)
+        srv:wait_log("handler error: not enough memory", 5)
+        assert.equal("ok", ok_body(c, 2))
+        if not helpers.asan then
+            assert.is_true(helpers.rss_kb(srv.pid) < before + 100 * 1024,
+                           "RSS grew past the 64 MiB limit")
+        end
+    end)
+
+    it("keeps serving while a handler raises errors in a loop", function()
+        local srv = helpers.start_server("faults")
+        local c = helpers.connect(srv)
+        for id = 1, 500 do
+            assert.equal(500, c:request(id, "/error").status)
+        end
+        local rss = helpers.rss_kb(srv.pid)
+        for id = 501, 1500 do
+            assert.equal(500, c:request(id % 65535 + 1, "/error").status)
+        end
+        if not helpers.asan then
+            assert.is_true(helpers.rss_kb(srv.pid) < rss + 8 * 1024, "RSS grows with errors")
+        end
+        assert.equal("ok", ok_body(c, 2000))
+    end)
+
+    it("holds at most about --high-water for a client that never reads 100 MB", function()
+        local srv = helpers.start_server("faults", { args = { "--high-water", "256k" } })
+        local stuck = helpers.connect(srv)
+        local before = helpers.rss_kb(srv.pid)
+        stuck:begin(1); stuck:params(1, fc.cgi_params("GET", "/big?mb=100")); stuck:stdin(1, "")
+        -- other connections are served promptly while the writer waits
+        local other = helpers.connect(srv)
+        local t0 = socket.gettime()
+        for id = 1, 20 do assert.equal("ok", ok_body(other, id)) end
+        assert.is_true(socket.gettime() - t0 < 1, "other connections were held up")
+        -- the writer is parked: kernel buffers plus the high-water mark, not 100 MB
+        helpers.wait_until(function()
+            return helpers.rss_kb(srv.pid) > before
+        end, 5, "the big response to start")
+        if not helpers.asan then
+            assert.is_true(helpers.rss_kb(srv.pid) < before + 16 * 1024,
+                           ("RSS %d kB over %d kB"):format(helpers.rss_kb(srv.pid), before))
+        end
+        stuck:close()
+        assert.equal("ok", ok_body(other, 21))
+    end)
+
+    it("recovers from descriptor exhaustion without spinning or dying", function()
+        local srv = helpers.start_server("faults", { rlimit_nofile = 48 })
+        local conns = {}
+        for i = 1, 60 do                     -- more than the server may open
+            local ok, c = pcall(fc.connect, srv.addr, { timeout = 2 })
+            if ok then conns[i] = c end
+        end
+        srv:wait_log("accept failed: Too many open files", 5)
+        for _, c in pairs(conns) do c:close() end
+        local c = helpers.wait_until(function()
+            local ok, conn = pcall(fc.connect, srv.addr, { timeout = 1 })
+            if not ok then return nil end
+            local rok, r = pcall(conn.request, conn, 1, "/", nil, { timeout = 1 })
+            if rok and r.status == 200 then return conn end
+            conn:close()
+        end, 10, "the server to serve again after its descriptors came back")
+        assert.equal("ok", ok_body(c, 2))
+        c:close()
+    end)
+end)
