@@ -93,6 +93,34 @@ describe("faults", function()
         assert.equal("ok", ok_body(other, 21))
     end)
 
+    it("gives back memory and descriptors of a connection dropped with 10,000 requests", function()
+        local srv = helpers.start_server("faults", {
+            args = { "--max-reqs", "20000", "--max-conn-reqs", "20000" } })
+        local probe = helpers.connect(srv)
+        assert.equal("ok", ok_body(probe, 1))
+        local fds, rss = helpers.fd_count(srv.pid), { helpers.rss_kb(srv.pid) }
+        for round = 2, 5 do
+            local c = fc.connect(srv.addr)
+            c:cork()
+            for id = 1, 10000 do
+                c:begin(id); c:params(id, fc.cgi_params("GET", "/sleep?ms=60000")); c:stdin(id, "")
+            end
+            c:uncork()
+            c:get_values({ "FCGI_MPXS_CONNS" })    -- all 10,000 have been read
+            c:close()
+            assert.equal("ok", ok_body(probe, round + 1))
+            helpers.wait_until(function() return helpers.fd_count(srv.pid) == fds end, 5,
+                               "the dropped connection's descriptor to be closed")
+            assert.equal("ok", ok_body(probe, round + 10)) -- after the collection it queued
+            rss[round] = helpers.rss_kb(srv.pid)
+        end
+        print(("  10,000 requests dropped per round; RSS kB before, then after each: %s"):format(
+            table.concat(rss, " ")))
+        if not helpers.asan then
+            assert.is_true(rss[5] - rss[1] < 4096, "RSS does not come back: " .. table.concat(rss, " "))
+        end
+    end)
+
     it("recovers from descriptor exhaustion without spinning or dying", function()
         local srv = helpers.start_server("faults", { rlimit_nofile = 48 })
         local conns = {}

@@ -28,6 +28,9 @@
 /* Output above this many high-water marks stops reading new records. */
 #define CONN_READ_PAUSE_FACTOR 4
 
+/* A connection closing with this many requests triggers a full collection. */
+#define CONN_MANY_ABORTED 1000
+
 enum { DISPATCH_OK = 0, DISPATCH_CLOSE = -1 };
 
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);
@@ -161,6 +164,8 @@ void conn_free(struct conn *c)
     if (c == NULL)
         return;
     srv = c->srv;
+    if (c->nreqs >= CONN_MANY_ABORTED)
+        server_compact(srv); /* thousands of coroutines just became garbage */
     for (uint32_t i = 0; c->tab != NULL && i <= c->tab_mask; i++) {
         struct req *r = c->tab[i];
 

@@ -5,6 +5,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <netdb.h>
 #include <stddef.h>
@@ -39,6 +40,7 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg);
 static void server_on_stop_timeout(evutil_socket_t fd, short what, void *arg);
 static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg);
 static void server_on_timeout(evutil_socket_t fd, short what, void *arg);
+static void server_on_compact(evutil_socket_t fd, short what, void *arg);
 
 /* ---- addresses ---------------------------------------------------------- */
 
@@ -370,6 +372,23 @@ static void server_on_timeout(evutil_socket_t fd, short what, void *arg)
     server_arm_timeout(srv);
 }
 
+/* ---- memory ------------------------------------------------------------ */
+
+void server_compact(struct server *srv)
+{
+    event_active(srv->compact_ev, EV_TIMEOUT, 1);
+}
+
+static void server_on_compact(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    (void)fd;
+    (void)what;
+    vm_collect(srv->vm);
+    malloc_trim(0);
+}
+
 /* ---- stopping --------------------------------------------------------- */
 
 static void server_close_listeners(struct server *srv)
@@ -487,8 +506,9 @@ struct server *server_new(const struct config *cfg, char *err, size_t errlen)
     srv->stop_ev = evtimer_new(srv->base, server_on_stop_timeout, srv);
     srv->accept_ev = evtimer_new(srv->base, server_on_accept_retry, srv);
     srv->timeout_ev = evtimer_new(srv->base, server_on_timeout, srv);
+    srv->compact_ev = event_new(srv->base, -1, 0, server_on_compact, srv);
     if (srv->flush_ev == NULL || srv->stop_ev == NULL || srv->accept_ev == NULL ||
-        srv->timeout_ev == NULL) {
+        srv->timeout_ev == NULL || srv->compact_ev == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -537,6 +557,8 @@ void server_free(struct server *srv)
         event_free(srv->accept_ev);
     if (srv->timeout_ev)
         event_free(srv->timeout_ev);
+    if (srv->compact_ev)
+        event_free(srv->compact_ev);
     free(srv->lsn);
     free(srv->slots);
     free(srv->free_slots);

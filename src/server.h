@@ -46,6 +46,7 @@ struct server {
     struct event *stop_ev;           /* shutdown deadline */
     struct event *accept_ev;         /* re-enables listeners after EMFILE */
     struct event *timeout_ev;        /* fires at the oldest request's deadline */
+    struct event *compact_ev;        /* full GC and malloc_trim, after mass aborts */
     struct req *oldest, *newest;     /* every request, in order of arrival; borrowed */
     struct conn *flush_head;         /* connections with output queued; borrowed */
     struct conn *conns;              /* every open connection; owned */
@@ -81,6 +82,10 @@ void server_free(struct server *srv);
 
 /* Queue c so its output is written at the end of this loop turn. */
 void server_queue_flush(struct server *srv, struct conn *c);
+
+/* Many requests were just freed at once: at the end of this loop turn, run
+ * a full Lua collection and hand free heap memory back to the system. */
+void server_compact(struct server *srv);
 
 /* A request ended or a connection closed: finish a graceful stop if idle. */
 void server_check_idle(struct server *srv);

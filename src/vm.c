@@ -221,7 +221,7 @@ void vm_collect(struct vm *vm)
         log_error("garbage collection: %s", lua_tostring(vm->L, -1));
         lua_pop(vm->L, 1);
     }
-    log_info("generation %u: full collection after a memory error, %zu KiB -> %zu KiB",
+    log_info("generation %u: full collection, %zu KiB -> %zu KiB",
              vm->gen, before / 1024, vm->mem_used / 1024);
 }
 
