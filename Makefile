@@ -11,11 +11,11 @@ OPT      ?= -O2
 CSTD      = -std=c99 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
 WARN      = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   += $(OPT) -g $(CSTD) $(WARN) $(PKG_CFLAGS)
-LDLIBS   += $(PKG_LIBS) -lm
+LDLIBS   += $(PKG_LIBS) -lm -pthread
 
 BUILD    ?= build/release
 SERVER_SRCS = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c \
-              src/server.c src/main.c
+              src/server.c src/watchdog.c src/main.c
 BENCH_SRCS  = src/fcgi.c src/bench.c
 SERVER_OBJS = $(SERVER_SRCS:src/%.c=$(BUILD)/%.o)
 BENCH_OBJS  = $(BENCH_SRCS:src/%.c=$(BUILD)/%.o)
@@ -120,7 +120,8 @@ FUZZ_TARGETS  = record nv conn
 FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 $(CSTD) -Wall -Wextra -Werror $(PKG_CFLAGS) \
                 -DFUZZ_APP='"$(CURDIR)/spec/fixtures/fuzz_app.lua"' -DFUZZ_LUA_DIR='"$(CURDIR)/lua"'
-FUZZ_CORE     = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/server.c
+FUZZ_CORE     = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/server.c \
+                src/watchdog.c
 
 build/fuzz/record: src/fuzz_record.c src/fcgi.c src/fcgi.h
 	@mkdir -p build/fuzz
@@ -130,7 +131,7 @@ build/fuzz/nv: src/fuzz_nv.c src/fcgi.c src/fcgi.h
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ src/fuzz_nv.c src/fcgi.c
 build/fuzz/conn: src/fuzz_conn.c $(FUZZ_CORE) src/*.h
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ src/fuzz_conn.c $(FUZZ_CORE) $(PKG_LIBS) -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ src/fuzz_conn.c $(FUZZ_CORE) $(PKG_LIBS) -lm -pthread
 
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
 

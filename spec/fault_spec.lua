@@ -3,6 +3,7 @@
 local helpers = require "helpers"
 local fc = require "fcgi_client"
 local socket = require "socket"
+local psignal = require "posix.signal"
 
 local function ok_body(c, id)
     local r = c:request(id, "/")
@@ -119,6 +120,30 @@ describe("faults", function()
         if not helpers.asan then
             assert.is_true(rss[5] - rss[1] < 4096, "RSS does not come back: " .. table.concat(rss, " "))
         end
+    end)
+
+    it("interrupts a handler that runs past --cpu-timeout and serves the others after", function()
+        local srv = helpers.start_server("faults", { args = { "--cpu-timeout", "0.5" } })
+        local c = helpers.connect(srv)
+        c:begin(2); c:params(2, fc.cgi_params("GET", "/sleep?ms=100")); c:stdin(2, "")
+        local r = c:request(1, "/spin", nil, { timeout = 10 })
+        assert.equal(500, r.status)
+        srv:wait_log("cpu timeout: the handler ran", 5)
+        assert.equal("slept", c:read_response(2, 5).body)
+        assert.equal("ok", ok_body(c, 3))
+    end)
+
+    it("exits with status 70 when a compiled loop cannot be interrupted", function()
+        local srv = helpers.start_server("faults", { args = { "--cpu-timeout", "0.5" },
+                                                      manual = true })
+        helpers.defer(function() srv:stop(psignal.SIGKILL, 2) end)
+        local c = helpers.connect(srv)
+        c:begin(2); c:params(2, fc.cgi_params("GET", "/sleep?ms=60000")); c:stdin(2, "")
+        c:begin(1); c:params(1, fc.cgi_params("GET", "/tight")); c:stdin(1, "")
+        -- the request waiting beside it ends with an error, it does not hang
+        assert.is_true(c:closed_by_peer(10), "the connection stayed open")
+        srv:wait_log("could not stop it", 5)
+        assert.equal(70, (srv:stop(false, 5)))
     end)
 
     it("recovers from descriptor exhaustion without spinning or dying", function()

@@ -34,6 +34,9 @@ static void usage(FILE *out)
           "      --shutdown-timeout S  seconds SIGTERM waits for requests, default 10\n"
           "      --request-timeout S   seconds a request may take from BEGIN_REQUEST to its\n"
           "                            end; then 408 (still receiving) or 504; default 0: none\n"
+          "      --cpu-timeout S       seconds a handler may run without yielding before it\n"
+          "                            is interrupted (500, traceback logged); default 10;\n"
+          "                            0: none\n"
           "      --lua-memory SIZE     memory one code generation's Lua state may hold while\n"
           "                            handlers run; past it the allocating handler fails,\n"
           "                            default 1g; 0: no limit\n"
@@ -90,7 +93,8 @@ static double parse_seconds(const char *opt, const char *s)
 
 enum {
     OPT_MAX_CONNS = 256, OPT_MAX_REQS, OPT_MAX_CONN_REQS, OPT_MAX_PARAMS, OPT_MAX_BODY,
-    OPT_HIGH_WATER, OPT_SHUTDOWN_TIMEOUT, OPT_LOG_LEVEL, OPT_REQUEST_TIMEOUT, OPT_LUA_MEMORY
+    OPT_HIGH_WATER, OPT_SHUTDOWN_TIMEOUT, OPT_LOG_LEVEL, OPT_REQUEST_TIMEOUT, OPT_LUA_MEMORY,
+    OPT_CPU_TIMEOUT
 };
 
 int main(int argc, char **argv)
@@ -107,6 +111,7 @@ int main(int argc, char **argv)
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
         { "lua-memory", required_argument, NULL, OPT_LUA_MEMORY },
+        { "cpu-timeout", required_argument, NULL, OPT_CPU_TIMEOUT },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -122,6 +127,7 @@ int main(int argc, char **argv)
         .high_water = 256 * 1024,
         .shutdown_timeout = 10,
         .lua_memory = 1ull << 30,
+        .cpu_timeout = 10,
     };
     enum log_level level;
     struct server *srv;
@@ -159,6 +165,9 @@ int main(int argc, char **argv)
             break;
         case OPT_REQUEST_TIMEOUT:
             cfg.request_timeout = parse_seconds("--request-timeout", optarg);
+            break;
+        case OPT_CPU_TIMEOUT:
+            cfg.cpu_timeout = parse_seconds("--cpu-timeout", optarg);
             break;
         case OPT_LUA_MEMORY:
             cfg.lua_memory = strcmp(optarg, "0") == 0

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "server.h"
 #include "vm.h"
+#include "watchdog.h"
 
 #define OUT_ROOM FCGI_HEADER_LEN   /* r->out starts with room for one record header */
 #define DIRECT_WRITE 16384         /* larger writes skip r->out and go straight out */
@@ -151,7 +152,9 @@ static void req_resume(struct req *r, int nargs)
 
     r->wait = REQ_WAIT_NONE;
     srv->current = r;
+    watchdog_enter(srv->wd, r->co);
     rc = lua_resume(r->co, nargs);
+    watchdog_leave(srv->wd);
     srv->current = NULL;
     if (rc == LUA_YIELD) {
         if (r->wait != REQ_WAIT_NONE)

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "req.h"
 #include "vm.h"
+#include "watchdog.h"
 
 #define SLOTS_MAX (1u << 20)
 #define SERVER_MAX_CALLBACKS 64 /* between two polls for I/O */
@@ -519,6 +520,10 @@ struct server *server_new(const struct config *cfg, char *err, size_t errlen)
             goto fail;
         }
     }
+    if (cfg->cpu_timeout > 0 && (srv->wd = watchdog_start(cfg->cpu_timeout)) == NULL) {
+        snprintf(err, errlen, "cannot start the cpu watchdog");
+        goto fail;
+    }
     if ((srv->vm = vm_new(srv, cfg->app, 1, err, errlen)) == NULL)
         goto fail;
     if (server_listen(srv, names, sizeof names, err, errlen) < 0)
@@ -545,6 +550,7 @@ void server_free(struct server *srv)
     while (srv->conns != NULL)
         conn_free(srv->conns);
     vm_release(srv->vm);
+    watchdog_stop(srv->wd);
     for (int i = 0; i < 4; i++) {
         if (srv->sig_ev[i])
             event_free(srv->sig_ev[i]);

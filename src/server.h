@@ -16,6 +16,7 @@ struct evconnlistener;
 struct conn;
 struct req;
 struct vm;
+struct watchdog;
 
 struct config {
     const char **listen;        /* addresses as given; NULL-terminated */
@@ -30,6 +31,7 @@ struct config {
     double shutdown_timeout;    /* seconds */
     double request_timeout;     /* seconds from BEGIN_REQUEST to the end; 0: none */
     size_t lua_memory;          /* bytes one code generation may allocate; 0: no limit */
+    double cpu_timeout;         /* seconds a handler may run without yielding; 0: none */
 };
 
 /* Bytes of params one connection may hold for requests that have not started. */
@@ -51,6 +53,7 @@ struct server {
     struct conn *flush_head;         /* connections with output queued; borrowed */
     struct conn *conns;              /* every open connection; owned */
     struct req *current;             /* request whose coroutine is running, or NULL */
+    struct watchdog *wd;             /* --cpu-timeout; owned, NULL when off */
 
     /* Requests are found from Lua by slot and serial, so a handle kept past
      * the end of its request can never reach freed memory. */

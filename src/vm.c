@@ -17,6 +17,7 @@
 #include "log.h"
 #include "req.h"
 #include "server.h"
+#include "watchdog.h"
 
 #define VM_POOL_MAX 256 /* finished coroutines kept for reuse */
 
@@ -164,6 +165,7 @@ struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err, 
 {
     struct vm *vm = calloc(1, sizeof *vm);
     lua_State *L = NULL;
+    int rc;
 
     if (vm != NULL) {
         vm->srv = srv;
@@ -182,7 +184,10 @@ struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err, 
     lua_setfield(L, LUA_REGISTRYINDEX, "afcgi.vm"); /* api_open finds it here */
     lua_pushcfunction(L, vm_load);
     lua_pushlightuserdata(L, (void *)app);
-    if (vm_docall(L, 1, 1) != 0) {
+    watchdog_enter(srv->wd, L); /* a script that loops at load time is stopped too */
+    rc = vm_docall(L, 1, 1);
+    watchdog_leave(srv->wd);
+    if (rc != 0) {
         one_line(lua_tostring(L, -1), err, errlen);
         log_debug("loading %s failed: %s", app, lua_tostring(L, -1));
         goto fail;
