@@ -21,6 +21,8 @@
 #include "fcgi.h"
 #include "req.h"
 #include "server.h"
+#include "task.h"
+#include "thread.h"
 #include "vm.h"
 
 #define AFCGI_VERSION "0.1.0"
@@ -49,17 +51,23 @@ static struct req *api_req(lua_State *L)
     return r;
 }
 
-/* 1 if L is r's own coroutine, running now: only then may a call yield. */
-static int api_in_own_coroutine(lua_State *L, const struct req *r)
+/* The running task if L is its coroutine and it serves r; only such a task
+ * may yield for r. NULL otherwise. */
+static struct task *api_own_task(lua_State *L, const struct req *r)
 {
-    return r->srv->current == r && r->co == L;
+    struct task *t = task_current(r->srv, L);
+
+    return t != NULL && t->req == r ? t : NULL;
 }
 
-static void api_must_yield_here(lua_State *L, const struct req *r, const char *fname)
+static struct task *api_must_yield_here(lua_State *L, const struct req *r, const char *fname)
 {
-    if (!api_in_own_coroutine(L, r))
-        luaL_error(L, "%s called outside its request's coroutine "
-                      "(not from a coroutine.wrap inside the handler)", fname);
+    struct task *t = api_own_task(L, r);
+
+    if (t == NULL)
+        luaL_error(L, "%s called outside its request's coroutines "
+                      "(not from a coroutine.wrap, a timer or another request)", fname);
+    return t;
 }
 
 static int api_push_err(lua_State *L, const char *err)
@@ -74,11 +82,12 @@ static int api_push_err(lua_State *L, const char *err)
 static int api_l_sleep(lua_State *L)          /* afcgi.sleep(seconds) */
 {
     double s = luaL_checknumber(L, 1);
-    struct req *r = api_vm(L)->srv->current;
+    struct task *t = task_current(api_vm(L)->srv, L);
 
-    if (r == NULL || r->co != L)
-        return luaL_error(L, "afcgi.sleep called outside a request's coroutine");
-    req_park_sleep(r, s);
+    if (t == NULL)
+        return luaL_error(L, "afcgi.sleep called outside a handler, light thread or timer "
+                             "(not from a coroutine.wrap)");
+    task_park_sleep(t, s);
     return lua_yield(L, 0);
 }
 
@@ -138,6 +147,23 @@ static void api_push_params(lua_State *L, const struct req *r)
     }
 }
 
+/* A field computed in Lua: core.req_fields[k](req), cached in req when not
+ * nil. Returns 1 when it left the final value (or nil) on the stack. */
+static int api_push_field(lua_State *L, const char *k)
+{
+    lua_getfield(L, lua_upvalueindex(3), k);
+    if (lua_isnil(L, -1))
+        return 1;
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    if (!lua_isnil(L, -1)) {
+        lua_pushvalue(L, 2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, 1);
+    }
+    return 1;
+}
+
 /* req.<field>: methods first, then computed fields, cached in the table. */
 static int api_l_req_index(lua_State *L)
 {
@@ -160,8 +186,8 @@ static int api_l_req_index(lua_State *L)
         api_push_param(L, r, "QUERY_STRING", 1);
     else if (strcmp(k, "params") == 0)
         api_push_params(L, r);
-    else
-        return 1; /* nil */
+    else if (api_push_field(L, k))
+        return 1; /* nil, or a Lua field's value (already cached) */
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
     lua_rawset(L, 1); /* cache: params do not change */
@@ -221,8 +247,7 @@ static int api_l_read_body(lua_State *L)      /* body, err = req:read_body() */
         return api_push_err(L, "too large");
     if (r->stdin_done)
         return api_push_body(L, r);
-    api_must_yield_here(L, r, "req:read_body");
-    req_park(r, REQ_WAIT_BODY);
+    task_park(api_must_yield_here(L, r, "req:read_body"), TASK_WAIT_BODY);
     return lua_yield(L, 0);
 }
 
@@ -230,31 +255,42 @@ static int api_l_read(lua_State *L)           /* chunk, err = req:read([max]) */
 {
     struct req *r = api_req(L);
     lua_Integer max = luaL_optinteger(L, 2, 65536);
+    struct task *t;
 
     luaL_argcheck(L, max > 0, 2, "must be positive");
     if (r->too_large)
         return api_push_err(L, "too large");
     if ((r->in && evbuffer_get_length(r->in) > 0) || r->stdin_done)
         return api_push_chunk(L, r, (size_t)max);
-    api_must_yield_here(L, r, "req:read");
-    r->want = (size_t)max;
-    req_park(r, REQ_WAIT_READ);
+    t = api_must_yield_here(L, r, "req:read");
+    t->want = (size_t)max;
+    task_park(t, TASK_WAIT_READ);
     return lua_yield(L, 0);
 }
 
-int api_wake_results(struct req *r)
+int api_wake_results(struct task *t)
 {
-    lua_State *co = r->co;
+    lua_State *co = t->co;
+    struct req *r = t->req;
 
-    switch (r->wait) {
-    case REQ_WAIT_BODY:
+    switch (t->wait) {
+    case TASK_WAIT_BODY:
         return r->too_large ? api_push_err(co, "too large") : api_push_body(co, r);
-    case REQ_WAIT_READ:
-        return r->too_large ? api_push_err(co, "too large") : api_push_chunk(co, r, r->want);
-    case REQ_WAIT_DRAIN:
+    case TASK_WAIT_READ:
+        return r->too_large ? api_push_err(co, "too large") : api_push_chunk(co, r, t->want);
+    case TASK_WAIT_DRAIN:
         lua_pushboolean(co, 1);
         return 1;
-    default: /* REQ_WAIT_SLEEP */
+    case TASK_WAIT_THREADS:
+        if (t->woken_by == NULL) { /* the thread was killed meanwhile */
+            lua_pushboolean(co, 0);
+            lua_pushliteral(co, "killed");
+            return 2;
+        }
+        return thread_collect(t->woken_by, co);
+    case TASK_WAIT_START:
+        return t->nargs; /* already on its stack */
+    default: /* TASK_WAIT_SLEEP */
         return 0;
     }
 }
@@ -287,25 +323,106 @@ static int api_token_char(unsigned char ch)
            (ch != '\0' && memchr(tchar, ch, sizeof tchar - 1) != NULL);
 }
 
-static int api_l_header(lua_State *L)         /* res:header(name, value) */
+/* Validate the header name at index ni and value at vi (vi 0: no value);
+ * raise if invalid or too late. */
+static void api_check_header(lua_State *L, const struct req *r, int ni, int vi)
 {
-    struct req *r = api_req(L);
     size_t nlen, vlen, i;
-    const char *name = luaL_checklstring(L, 2, &nlen);
-    const char *value = luaL_checklstring(L, 3, &vlen);
+    const char *name = luaL_checklstring(L, ni, &nlen);
+    const char *value = vi ? luaL_checklstring(L, vi, &vlen) : NULL;
 
-    luaL_argcheck(L, nlen > 0, 2, "empty header name");
+    luaL_argcheck(L, nlen > 0, ni, "empty header name");
     for (i = 0; i < nlen; i++)
-        luaL_argcheck(L, api_token_char((unsigned char)name[i]), 2, "invalid header name");
-    for (i = 0; i < vlen; i++) {
+        luaL_argcheck(L, api_token_char((unsigned char)name[i]), ni, "invalid header name");
+    for (i = 0; value != NULL && i < vlen; i++) {
         unsigned char ch = (unsigned char)value[i];
 
-        luaL_argcheck(L, ch != '\r' && ch != '\n' && ch != '\0', 3,
+        luaL_argcheck(L, ch != '\r' && ch != '\n' && ch != '\0', vi,
                       "CR, LF or NUL in header value");
     }
     if (r->headers_sent)
-        return luaL_error(L, "res:header: headers already sent (the body has started)");
+        luaL_error(L, "headers already sent (the body has started)");
+}
+
+/* Add the validated header at indexes 2 and 3. */
+static int api_add_header(lua_State *L, struct req *r)
+{
+    size_t nlen, vlen;
+    const char *name = lua_tolstring(L, 2, &nlen);
+    const char *value = lua_tolstring(L, 3, &vlen);
+
     if (req_add_header(r, name, nlen, value, vlen) < 0)
+        return luaL_error(L, "out of memory");
+    return 0;
+}
+
+static int api_l_header(lua_State *L)         /* res:header(name, value) */
+{
+    struct req *r = api_req(L);
+
+    api_check_header(L, r, 2, 3);
+    return api_add_header(L, r);
+}
+
+static int api_l_set_header(lua_State *L)     /* res:set_header(name, value or nil) */
+{
+    struct req *r = api_req(L);
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 2, &nlen);
+
+    if (lua_isnoneornil(L, 3)) {
+        api_check_header(L, r, 2, 0);
+        req_remove_header(r, name, nlen);
+        return 0;
+    }
+    api_check_header(L, r, 2, 3);
+    req_remove_header(r, name, nlen);
+    return api_add_header(L, r);
+}
+
+static int api_l_exit(lua_State *L)           /* res:exit([status[, body]]) */
+{
+    struct req *r = api_req(L);
+    struct task *t = api_must_yield_here(L, r, "res:exit");
+    lua_Integer status = luaL_optinteger(L, 2, 0);
+    size_t blen;
+    const char *body = luaL_optlstring(L, 3, NULL, &blen);
+
+    luaL_argcheck(L, status == 0 || (status >= 100 && status <= 999), 2,
+                  "status must be 100..999");
+    if (status != 0 && !r->headers_sent) {
+        r->status = (unsigned)status;
+        if (body == NULL && status >= 400 && r->out.len == 0) {
+            lua_pushfstring(L, "%d %s\n", (int)status, req_reason((unsigned)status));
+            body = lua_tolstring(L, -1, &blen);
+            req_remove_header(r, "Content-Type", 12);
+            req_add_header(r, "Content-Type", 12, "text/plain", 10);
+        }
+    }
+    if (body != NULL && req_write(r, body, blen) < 0)
+        return luaL_error(L, "out of memory");
+    task_park(t, TASK_WAIT_EXIT); /* never resumed: the request ends */
+    return lua_yield(L, 0);
+}
+
+static int api_l_on_abort(lua_State *L)       /* req:on_abort(fn) */
+{
+    struct req *r = api_req(L);
+
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, r->abort_ref);
+    lua_settop(L, 2);
+    r->abort_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+static int api_l_set_timeout(lua_State *L)    /* req:set_timeout(seconds) */
+{
+    struct req *r = api_req(L);
+    double s = luaL_checknumber(L, 2);
+
+    luaL_argcheck(L, s > 0 && s < 1e8, 2, "seconds must be > 0");
+    if (req_set_deadline(r, s) < 0)
         return luaL_error(L, "out of memory");
     return 0;
 }
@@ -313,8 +430,10 @@ static int api_l_header(lua_State *L)         /* res:header(name, value) */
 /* Wait for the connection to drain when congested and allowed to yield. */
 static int api_maybe_drain(lua_State *L, struct req *r, int congested)
 {
-    if (congested && api_in_own_coroutine(L, r)) {
-        req_park(r, REQ_WAIT_DRAIN);
+    struct task *t = congested ? api_own_task(L, r) : NULL;
+
+    if (t != NULL) {
+        task_park(t, TASK_WAIT_DRAIN);
         return lua_yield(L, 0);
     }
     lua_pushboolean(L, 1);
@@ -362,6 +481,8 @@ static const luaL_Reg api_req_funcs[] = {
     { "param", api_l_param },
     { "read_body", api_l_read_body },
     { "read", api_l_read },
+    { "on_abort", api_l_on_abort },
+    { "set_timeout", api_l_set_timeout },
     { NULL, NULL },
 };
 
@@ -370,6 +491,8 @@ static const luaL_Reg api_res_funcs[] = {
     { "header", api_l_header },
     { "write", api_l_write },
     { "flush", api_l_flush },
+    { "set_header", api_l_set_header },
+    { "exit", api_l_exit },
     { NULL, NULL },
 };
 
@@ -397,16 +520,22 @@ int api_open(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, (lua_Integer)vm->gen);
     lua_setfield(L, -2, "generation");
+    api_task_open(L, vm);
+    lua_newtable(L);                          /* req_fields: Lua-computed req fields */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "req_fields");
 
     lua_newtable(L);                          /* req methods */
     api_setfuncs(L, vm, api_req_funcs);
     lua_createtable(L, 0, 2);                 /* req metatable */
     lua_pushlightuserdata(L, vm);
     lua_pushvalue(L, -3);
-    lua_pushcclosure(L, api_l_req_index, 2);  /* upvalues: vm, methods */
+    lua_pushvalue(L, -5);                     /* req_fields */
+    lua_pushcclosure(L, api_l_req_index, 3);  /* upvalues: vm, methods, req_fields */
     lua_setfield(L, -2, "__index");
     vm->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_setfield(L, -2, "req_methods");
+    lua_setfield(L, -3, "req_methods");
+    lua_pop(L, 1);                            /* req_fields */
 
     lua_newtable(L);                          /* res methods */
     api_setfuncs(L, vm, api_res_funcs);

@@ -7,17 +7,22 @@
 struct lua_State;
 struct vm;
 struct req;
+struct task;
 
 /* Register module "afcgi" in package.preload and create the req/res
  * metatables (stored in vm->req_mt_ref / res_mt_ref). Raises on no memory;
  * call protected. */
 int api_open(struct lua_State *L);
 
+/* Add the concurrency and log functions (api_task.c) to the module table
+ * on top of L. */
+void api_task_open(struct lua_State *L, struct vm *vm);
+
 /* Push the req and res tables for r onto co. */
 void api_push_args(struct lua_State *co, struct vm *vm, struct req *r);
 
-/* Push the results of the wait r was parked on, now satisfied, onto its
+/* Push the results of the wait t was parked on, now satisfied, onto its
  * coroutine. Returns how many. Called from the loop, just before resuming. */
-int api_wake_results(struct req *r);
+int api_wake_results(struct task *t);
 
 #endif

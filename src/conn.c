@@ -24,6 +24,7 @@
 #include "log.h"
 #include "req.h"
 #include "server.h"
+#include "task.h"
 
 /* Output above this many high-water marks stops reading new records. */
 #define CONN_READ_PAUSE_FACTOR 4
@@ -171,7 +172,8 @@ void conn_free(struct conn *c)
 
         if (r != NULL) {
             c->tab[i] = NULL;
-            req_free(r); /* aborted: nothing to send, the peer is gone */
+            req_aborted(r);
+            req_free(r); /* nothing to send: the peer is gone */
         }
     }
     free(c->tab);
@@ -234,37 +236,38 @@ size_t conn_pending(const struct conn *c)
     return evbuffer_get_length(c->out);
 }
 
-void conn_wait_drain(struct conn *c, struct req *r)
+void conn_wait_drain(struct conn *c, struct task *t)
 {
-    r->drain_next = c->drain_head;
-    c->drain_head = r;
-    r->in_drain = 1;
+    t->drain_next = c->drain_head;
+    c->drain_head = t;
+    t->in_drain = 1;
 }
 
-void conn_cancel_drain(struct conn *c, struct req *r)
+void conn_cancel_drain(struct conn *c, struct task *t)
 {
-    struct req **pp = &c->drain_head;
+    struct task **pp = &c->drain_head;
 
-    if (!r->in_drain)
+    if (!t->in_drain)
         return;
-    while (*pp != r)
+    while (*pp != t)
         pp = &(*pp)->drain_next;
-    *pp = r->drain_next;
-    r->drain_next = NULL;
-    r->in_drain = 0;
+    *pp = t->drain_next;
+    t->drain_next = NULL;
+    t->in_drain = 0;
 }
 
 /* Output went below the low-water mark: wake the writers and read again. */
 static void conn_on_low_water(struct conn *c)
 {
-    struct req *r = c->drain_head, *next;
+    struct task *t = c->drain_head, *next;
 
     c->drain_head = NULL;
-    for (; r != NULL; r = next) {
-        next = r->drain_next;
-        r->drain_next = NULL;
-        r->in_drain = 0;
-        req_drained(r);
+    for (; t != NULL; t = next) {
+        next = t->drain_next;
+        t->drain_next = NULL;
+        t->in_drain = 0;
+        if (t->wait == TASK_WAIT_DRAIN)
+            task_wake(t);
     }
     if (c->read_paused && !c->closing) {
         c->read_paused = 0;

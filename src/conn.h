@@ -15,6 +15,7 @@
 
 struct server;
 struct req;
+struct task;
 struct event;
 struct evbuffer;
 
@@ -33,7 +34,7 @@ struct conn {
     uint32_t tab_mask;
     unsigned nreqs;             /* active requests on this connection */
     size_t pending_params;      /* params bytes of requests not yet started */
-    struct req *drain_head;     /* requests waiting for output to drain; borrowed */
+    struct task *drain_head;    /* tasks waiting for output to drain; borrowed */
 
     uint64_t seq;               /* connection number, for logs */
     char peer[64];              /* client address, for logs */
@@ -66,11 +67,11 @@ void conn_flush(struct conn *c);
  * request without FCGI_KEEP_CONN has ended. */
 void conn_end_request(struct conn *c, struct req *r);
 
-/* Park r until the output drops below the low-water mark. */
-void conn_wait_drain(struct conn *c, struct req *r);
+/* Park t until the output drops below the low-water mark. */
+void conn_wait_drain(struct conn *c, struct task *t);
 
-/* Forget r as a drain waiter (it is ending). */
-void conn_cancel_drain(struct conn *c, struct req *r);
+/* Forget t as a drain waiter (it is ending). */
+void conn_cancel_drain(struct conn *c, struct task *t);
 
 /* Close gracefully: stop reading, write what is queued, then free. */
 void conn_close(struct conn *c);

@@ -1,10 +1,9 @@
 /*
  * req.c: request lifecycle, body buffering and response framing (see req.h).
  *
- * The coroutine rule: a request's coroutine yields only inside an afcgi call
- * that parked it on exactly one wait (req_park), and it is resumed only from
- * its wake event's callback or, for the first run, from the connection's read
- * callback; never from inside another coroutine.
+ * A request's handler runs as its main task (task.c); light threads are
+ * further tasks of the request (thread.c). Whichever way the request ends,
+ * req_free releases the tasks, buffers and events it holds.
  */
 #include "req.h"
 
@@ -12,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -23,14 +23,13 @@
 #include "fcgi.h"
 #include "log.h"
 #include "server.h"
+#include "thread.h"
+#include "timer.h"
 #include "vm.h"
-#include "watchdog.h"
 
 #define OUT_ROOM FCGI_HEADER_LEN   /* r->out starts with room for one record header */
 #define DIRECT_WRITE 16384         /* larger writes skip r->out and go straight out */
 
-static void req_on_wake(evutil_socket_t fd, short what, void *arg);
-static void req_resume(struct req *r, int nargs);
 static void req_finish(struct req *r);
 static void req_log_path(const struct req *r, const char **path, int *plen);
 
@@ -45,7 +44,11 @@ struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
     r->srv = srv;
     r->id = id;
     r->keep_conn = keep_conn != 0;
-    r->co_ref = LUA_NOREF;
+    r->main.kind = TASK_MAIN;
+    r->main.srv = srv;
+    r->main.req = r;
+    r->main.co_ref = LUA_NOREF;
+    r->abort_ref = LUA_NOREF;
     r->status = 200;
     if (server_slot_alloc(srv, r) < 0) {
         free(r);
@@ -64,19 +67,13 @@ void req_free(struct req *r)
     if (r == NULL)
         return;
     srv = r->srv;
-    if (r->in_drain)
-        conn_cancel_drain(r->conn, r);
-    if (r->wake != NULL)
-        event_free(r->wake); /* also cancels a pending sleep or wake-up */
-    if (r->vm != NULL) {
-        /* a coroutine that did not return normally may hold anything: the GC
-         * takes it; a finished one goes back to the pool */
-        vm_recycle(r->vm, r->co, r->co_ref, r->co != NULL && lua_status(r->co) == 0 &&
-                                                 lua_gettop(r->co) == 0);
-        if (r->vm_collect)
-            vm_collect(r->vm);
-        vm_release(r->vm);
-    }
+    while (r->threads != NULL)
+        thread_free(r->threads);
+    if (r->abort_ref != LUA_NOREF)
+        luaL_unref(r->main.vm->L, LUA_REGISTRYINDEX, r->abort_ref);
+    task_release(&r->main);
+    if (r->deadline != NULL)
+        event_free(r->deadline);
     if (r->in != NULL)
         evbuffer_free(r->in);
     buf_free(&r->params);
@@ -112,125 +109,110 @@ int req_param(const struct req *r, const char *name, size_t nlen, const char **v
 void req_start(struct req *r)
 {
     struct vm *vm = r->srv->vm;
-    int nargs;
+    lua_State *co;
 
     r->started = 1;
-    vm_retain(vm);
-    r->vm = vm;
-    if ((nargs = vm_prepare(vm, r)) < 0) {
+    if (task_bind(&r->main, vm) < 0) {
         log_error("request %u: out of memory starting the handler", r->id);
         r->failed = 1;
         req_finish(r);
         return;
     }
-    req_resume(r, nargs);
+    co = r->main.co;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->handler_ref);
+    api_push_args(co, vm, r);
+    task_resume(&r->main, 2);
 }
 
-/* Log a handler failure with the coroutine's traceback. */
-static void req_log_failure(struct req *r, const char *why)
+/* Log a task's failure with its coroutine's traceback. */
+static void req_log_failure(struct req *r, struct task *t)
 {
-    lua_State *co = r->co;
+    lua_State *co = t->co;
     const char *msg = lua_tostring(co, -1);
     const char *path;
     int plen;
 
     if (msg == NULL)
-        msg = why;
+        msg = "(error object is not a string)";
     req_log_path(r, &path, &plen);
     luaL_traceback(co, co, msg, 0);
     log_error("conn %llu request %u %.*s: handler error: %s", (unsigned long long)r->conn->seq,
               r->id, plen, path, lua_tostring(co, -1));
     lua_pop(co, 1);
-    r->failed = 1;
 }
 
-/* Resume r's coroutine with nargs values on its stack. May free r. */
-static void req_resume(struct req *r, int nargs)
+void req_task_ended(struct task *t)
 {
-    struct server *srv = r->srv;
-    int rc;
+    struct req *r = t->req;
 
-    r->wait = REQ_WAIT_NONE;
-    srv->current = r;
-    watchdog_enter(srv->wd, r->co);
-    rc = lua_resume(r->co, nargs);
-    watchdog_leave(srv->wd);
-    srv->current = NULL;
-    if (rc == LUA_YIELD) {
-        if (r->wait != REQ_WAIT_NONE)
-            return; /* parked in an afcgi call; its wake event brings it back */
-        lua_settop(r->co, 0);
-        lua_pushliteral(r->co, "coroutine.yield called in the handler's own coroutine "
-                               "(use afcgi.sleep, or wrap it in coroutine.wrap)");
-        req_log_failure(r, NULL);
-    } else if (rc != 0) {
-        req_log_failure(r, "error object is not a string");
-        if (rc == LUA_ERRMEM)
-            r->vm_collect = 1; /* give its garbage back once it is freed */
-    } else {
-        lua_settop(r->co, 0); /* returned: values are ignored */
+    if (t->kind == TASK_THREAD && t->wait != TASK_WAIT_EXIT) {
+        thread_ended(t);
+        return;
     }
+    /* the handler returned or raised, or a task called res:exit */
+    if (t->kind == TASK_MAIN && t->failed) {
+        req_log_failure(r, t);
+        r->failed = 1;
+    }
+    if (t->kind == TASK_MAIN && !t->failed && t->wait != TASK_WAIT_EXIT)
+        lua_settop(t->co, 0); /* returned: values are ignored */
+    if (r->threads != NULL)
+        log_debug("request %u: ending with light threads still running; they are dropped",
+                  r->id);
     req_finish(r);
 }
 
-static void req_on_wake(evutil_socket_t fd, short what, void *arg)
+void req_aborted(struct req *r)
 {
-    struct req *r = arg;
+    lua_State *L;
+    int ref;
 
+    if (r->abort_ref == LUA_NOREF)
+        return;
+    L = r->main.vm->L;
+    lua_createtable(L, 1, 0); /* { fn }: a timer call without arguments */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->abort_ref);
+    lua_rawseti(L, -2, 1);
+    ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (timer_new(r->srv, r->main.vm, 0, 0, ref) == NULL)
+        log_error("request %u: out of memory for its on_abort callback", r->id);
+}
+
+static void req_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
     (void)fd;
     (void)what;
-    req_resume(r, api_wake_results(r));
+    req_expire(arg);
 }
 
-void req_park(struct req *r, enum req_wait wait)
+int req_set_deadline(struct req *r, double seconds)
 {
-    r->wait = wait;
-    if (r->wait == REQ_WAIT_DRAIN)
-        conn_wait_drain(r->conn, r);
-}
-
-/* The wake event, created on first use. Raises nothing; NULL on no memory. */
-static struct event *req_wake_event(struct req *r)
-{
-    if (r->wake == NULL)
-        r->wake = event_new(r->srv->base, -1, 0, req_on_wake, r);
-    return r->wake;
-}
-
-static void req_wake_now(struct req *r)
-{
-    struct event *ev = req_wake_event(r);
-
-    if (ev != NULL)
-        event_active(ev, EV_TIMEOUT, 1);
-    else
-        log_error("request %u: out of memory for its wake event", r->id);
-}
-
-void req_park_sleep(struct req *r, double seconds)
-{
-    struct event *ev = req_wake_event(r);
     struct timeval tv;
 
-    r->wait = REQ_WAIT_SLEEP;
-    if (ev == NULL)
-        return; /* logged; it will never wake, and ends with its connection */
-    if (!(seconds > 0))
-        seconds = 0;
-    if (seconds > 1e8)
-        seconds = 1e8;
+    if (r->deadline == NULL &&
+        (r->deadline = evtimer_new(r->srv->base, req_on_deadline, r)) == NULL)
+        return -1;
     tv.tv_sec = (time_t)seconds;
     tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-    event_add(ev, &tv);
-}
-
-void req_drained(struct req *r)
-{
-    if (r->wait == REQ_WAIT_DRAIN)
-        req_wake_now(r);
+    return evtimer_add(r->deadline, &tv);
 }
 
 /* ---- request body ----------------------------------------------------- */
+
+/* Wake the task (main or thread) that waits for body bytes, if any. */
+static void req_wake_reader(struct req *r, struct task *t)
+{
+    if ((t->wait == TASK_WAIT_BODY && (r->stdin_done || r->too_large)) ||
+        t->wait == TASK_WAIT_READ)
+        task_wake(t);
+}
+
+static void req_wake_readers(struct req *r)
+{
+    req_wake_reader(r, &r->main);
+    for (struct task *t = r->threads; t != NULL; t = t->next)
+        req_wake_reader(r, t);
+}
 
 void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
 {
@@ -254,14 +236,12 @@ void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
         }
         r->in_total += n;
     }
-    if ((r->wait == REQ_WAIT_BODY && (r->stdin_done || r->too_large)) ||
-        r->wait == REQ_WAIT_READ)
-        req_wake_now(r);
+    req_wake_readers(r);
 }
 
 /* ---- response --------------------------------------------------------- */
 
-static const char *req_reason(unsigned status)
+const char *req_reason(unsigned status)
 {
     switch (status) {
     case 200: return "OK";
@@ -325,6 +305,26 @@ static size_t req_status_line(unsigned status, char *out)
     memcpy(out + 12, reason, rlen);
     memcpy(out + 12 + rlen, "\r\n", 2);
     return 14 + rlen;
+}
+
+void req_remove_header(struct req *r, const char *name, size_t nlen)
+{
+    size_t in = 0, out = 0;
+
+    while (in < r->hdrs.len) {
+        uint8_t *line = r->hdrs.data + in;
+        uint8_t *eol = memchr(line, '\n', r->hdrs.len - in);
+        size_t len = (size_t)(eol - line) + 1; /* lines always end in CRLF */
+
+        if (!(len > nlen && line[nlen] == ':' && strncasecmp((char *)line, name, nlen) == 0)) {
+            memmove(r->hdrs.data + out, line, len);
+            out += len;
+        }
+        in += len;
+    }
+    r->hdrs.len = out;
+    if (nlen == 12 && strncasecmp(name, "Content-Type", 12) == 0)
+        r->has_ctype = 0;
 }
 
 /* Put the CGI header block at the start of r->out (after the record room). */
@@ -476,28 +476,28 @@ static void req_log_path(const struct req *r, const char **path, int *plen)
 
 void req_expire(struct req *r)
 {
-    static const char *const waits[] = { "running", "afcgi.sleep", "the request body",
-                                         "the request body", "the client to read" };
-    int receiving = !r->params_done || r->wait == REQ_WAIT_BODY || r->wait == REQ_WAIT_READ;
+    static const char *const waits[] = {
+        "running", "afcgi.sleep", "the request body", "the request body",
+        "the client to read", "light threads", "a light thread to start", "its end",
+    };
+    enum task_wait w = r->main.wait;
+    int receiving = !r->params_done || w == TASK_WAIT_BODY || w == TASK_WAIT_READ;
     unsigned status = receiving ? 408 : 504;
     const char *path;
     int plen;
 
     req_log_path(r, &path, &plen);
-    log_warn("conn %llu request %u %.*s: --request-timeout (%g s) passed while %s%s; "
-             "answered %u", (unsigned long long)r->conn->seq, r->id, plen, path,
-             r->srv->cfg.request_timeout, r->params_done ? "waiting for " : "receiving params",
-             r->params_done ? waits[r->wait] : "", status);
-    if (r->in_drain)
-        conn_cancel_drain(r->conn, r);
-    if (r->wake != NULL)
-        event_del(r->wake); /* the coroutine stays parked until req_free drops it */
-    r->wait = REQ_WAIT_NONE;
+    log_warn("conn %llu request %u %.*s: timed out after %.3g s while %s%s; answered %u",
+             (unsigned long long)r->conn->seq, r->id, plen, path,
+             r->srv->cfg.request_timeout > 0 && r->deadline == NULL
+                 ? r->srv->cfg.request_timeout : 0.0,
+             r->params_done ? "waiting for " : "receiving params",
+             r->params_done ? waits[w] : "", status);
     if (!r->headers_sent)
         req_simple_response(r, status, status == 408 ? "408 Request Timeout\n"
                                                      : "504 Gateway Timeout\n");
     req_emit(r, 1);
-    conn_end_request(r->conn, r);
+    conn_end_request(r->conn, r); /* releases every task where it is parked */
 }
 
 void req_abort(struct req *r)
@@ -508,5 +508,6 @@ void req_abort(struct req *r)
              r->id);
     fcgi_put_end_request(end, r->id, 0, FCGI_REQUEST_COMPLETE);
     conn_send(r->conn, end, sizeof end);
-    conn_end_request(r->conn, r); /* frees the wake event: it never runs again */
+    req_aborted(r);
+    conn_end_request(r->conn, r); /* its tasks are released: they never run again */
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "task.h"
 
 struct conn;
 struct server;
@@ -18,30 +19,19 @@ struct event;
 struct evbuffer;
 struct lua_State;
 
-/* What a parked coroutine waits for. Exactly one at a time. */
-enum req_wait {
-    REQ_WAIT_NONE,
-    REQ_WAIT_SLEEP,   /* its wake event, as a timer */
-    REQ_WAIT_BODY,    /* the whole body (req:read_body) */
-    REQ_WAIT_READ,    /* some body bytes or its end (req:read) */
-    REQ_WAIT_DRAIN    /* the connection's output below the low-water mark */
-};
-
 struct req {
     struct conn *conn;        /* borrowed: the connection outlives its requests */
     struct server *srv;       /* borrowed */
-    struct vm *vm;            /* pinned generation once started; NULL before */
-    struct req *drain_next;   /* conn->drain_head list, while in_drain */
     struct req *older, *newer; /* srv->oldest..newest, for --request-timeout */
     double begin_time;        /* when BEGIN_REQUEST arrived (loop time, seconds) */
 
     uint16_t id;              /* FastCGI request id */
     uint32_t slot, serial;    /* handle from Lua, see server_slot_find */
-    struct lua_State *co;            /* the handler's coroutine; anchored by co_ref */
-    int co_ref;               /* registry ref in vm->L, or LUA_NOREF */
-    struct event *wake;       /* created on first wait; owned */
-    enum req_wait wait;
-    size_t want;              /* REQ_WAIT_READ: at most this many bytes */
+    struct task main;         /* the handler; main.vm pins the generation it runs in */
+    struct task *threads;     /* light threads it spawned; owned */
+    uint32_t thread_serial;
+    int abort_ref;            /* req:on_abort function in main.vm's registry, or LUA_NOREF */
+    struct event *deadline;   /* req:set_timeout; owned, NULL until set */
 
     struct buf params;        /* FCGI_PARAMS stream, name-value pairs */
     struct evbuffer *in;      /* body bytes not yet read by the handler; owned */
@@ -58,10 +48,8 @@ struct req {
     unsigned started : 1;     /* the handler has been started */
     unsigned headers_sent : 1;
     unsigned has_ctype : 1;
-    unsigned in_drain : 1;
     unsigned failed : 1;      /* the handler raised */
     unsigned rejected : 1;    /* answered without running (params too large) */
-    unsigned vm_collect : 1;  /* ran out of Lua memory: full GC when freed */
 };
 
 /* A new request on c, registered in a server slot. NULL when out of memory. */
@@ -89,26 +77,35 @@ void req_expire(struct req *r);
 /* Answer without running a handler (status line and a short body), then end. */
 void req_reject(struct req *r, unsigned status, const char *body);
 
-/* The connection's output drained: resume r if it waits for that. */
-void req_drained(struct req *r);
+/* A task of r ended (from task_resume): the handler (finish the request)
+ * or a light thread. May free r. */
+void req_task_ended(struct task *t);
 
-/* Park the running coroutine; the caller returns lua_yield(L, 0) next. */
-void req_park(struct req *r, enum req_wait wait);
+/* The web server is gone or gave up on r (ABORT_REQUEST, connection closed):
+ * run its on_abort callback, if any, as a timer. Call before freeing r. */
+void req_aborted(struct req *r);
 
-/* Park until 'seconds' have passed. */
-void req_park_sleep(struct req *r, double seconds);
+/* Expire r after 'seconds' (req:set_timeout). Returns 0, or -1 on no memory. */
+int req_set_deadline(struct req *r, double seconds);
 
 /* Response building, for the Lua API. Return 0, or -1 when out of memory. */
 int req_add_header(struct req *r, const char *name, size_t nlen, const char *value,
                    size_t vlen);
+
+/* Remove the header lines named 'name' (case-insensitive) not yet sent. */
+void req_remove_header(struct req *r, const char *name, size_t nlen);
+
 int req_write(struct req *r, const char *p, size_t n);
 
 /* Send what is buffered. Returns 1 if the connection is above its high-water
- * mark (the caller should park on REQ_WAIT_DRAIN), 0 if not, -1 on no memory. */
+ * mark (the caller should park on TASK_WAIT_DRAIN), 0 if not, -1 on no memory. */
 int req_flush(struct req *r);
 
 /* 1 if the connection's output is above the high-water mark. */
 int req_congested(const struct req *r);
+
+/* The reason phrase of an HTTP status ("Not Found"), "Status" if unknown. */
+const char *req_reason(unsigned status);
 
 /* Look up a param; returns 1 and sets value/vlen when present. */
 int req_param(const struct req *r, const char *name, size_t nlen, const char **value,

@@ -27,6 +27,7 @@
 #include "conn.h"
 #include "log.h"
 #include "req.h"
+#include "timer.h"
 #include "vm.h"
 #include "watchdog.h"
 
@@ -411,6 +412,7 @@ static void server_stop(struct server *srv)
         return;
     srv->stopping = 1;
     server_close_listeners(srv);
+    timer_free_all(srv);
     log_notice("shutting down: %u requests in flight on %u connections", srv->nreqs,
                srv->nconns);
     for (c = srv->conns; c != NULL; c = next) {
@@ -549,6 +551,7 @@ void server_free(struct server *srv)
     server_close_listeners(srv);
     while (srv->conns != NULL)
         conn_free(srv->conns);
+    timer_free_all(srv);
     vm_release(srv->vm);
     watchdog_stop(srv->wd);
     for (int i = 0; i < 4; i++) {

@@ -15,6 +15,7 @@ struct event;
 struct evconnlistener;
 struct conn;
 struct req;
+struct task;
 struct vm;
 struct watchdog;
 
@@ -52,7 +53,9 @@ struct server {
     struct req *oldest, *newest;     /* every request, in order of arrival; borrowed */
     struct conn *flush_head;         /* connections with output queued; borrowed */
     struct conn *conns;              /* every open connection; owned */
-    struct req *current;             /* request whose coroutine is running, or NULL */
+    struct task *current;            /* task whose coroutine is running, or NULL */
+    struct task *timers;             /* afcgi.timer / afcgi.every; owned */
+    uint32_t timer_serial;
     struct watchdog *wd;             /* --cpu-timeout; owned, NULL when off */
 
     /* Requests are found from Lua by slot and serial, so a handle kept past

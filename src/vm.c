@@ -17,6 +17,7 @@
 #include "log.h"
 #include "req.h"
 #include "server.h"
+#include "timer.h"
 #include "watchdog.h"
 
 #define VM_POOL_MAX 256 /* finished coroutines kept for reuse */
@@ -202,6 +203,8 @@ struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err, 
     return vm;
 
 fail:
+    if (vm != NULL)
+        timer_drop_vm(srv, vm); /* timers the script started before it failed */
     if (L != NULL)
         lua_close(L);
     if (vm != NULL) {
@@ -218,10 +221,16 @@ static int vm_gc(lua_State *L)
     return 0;
 }
 
+void vm_collect_later(struct vm *vm)
+{
+    vm->want_collect = 1;
+}
+
 void vm_collect(struct vm *vm)
 {
     size_t before = vm->mem_used;
 
+    vm->want_collect = 0;
     if (lua_cpcall(vm->L, vm_gc, NULL) != 0) {
         log_error("garbage collection: %s", lua_tostring(vm->L, -1));
         lua_pop(vm->L, 1);
@@ -246,28 +255,21 @@ void vm_release(struct vm *vm)
     free(vm);
 }
 
-int vm_prepare(struct vm *vm, struct req *r)
+int vm_take_coroutine(struct vm *vm, lua_State **co, int *ref)
 {
-    lua_State *L = vm->L, *co;
-    int ref;
+    lua_State *L = vm->L;
 
     if (vm->npool > 0) {
         vm->npool--;
-        co = vm->pool[vm->npool];
-        ref = vm->pool_refs[vm->npool];
+        *co = vm->pool[vm->npool];
+        *ref = vm->pool_refs[vm->npool];
     } else {
         if (!lua_checkstack(L, 2))
             return -1;
-        co = lua_newthread(L);                 /* pushes the thread on L */
-        ref = luaL_ref(L, LUA_REGISTRYINDEX);  /* pops it; the registry anchors it */
+        *co = lua_newthread(L);                /* pushes the thread on L */
+        *ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops it; the registry anchors it */
     }
-    r->co = co;
-    r->co_ref = ref;
-    if (!lua_checkstack(co, 3))
-        return -1;
-    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->handler_ref);
-    api_push_args(co, vm, r);
-    return 2;
+    return lua_checkstack(*co, LUA_MINSTACK) ? 0 : -1;
 }
 
 void vm_recycle(struct vm *vm, lua_State *co, int ref, int reusable)

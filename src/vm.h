@@ -25,6 +25,7 @@ struct vm {
     unsigned npool;
     size_t mem_used;          /* bytes the state holds now */
     size_t mem_limit;         /* --lua-memory; 0: none */
+    int want_collect;         /* a task ran out of memory: collect after it */
 };
 
 /* Load 'app' into a new state. On failure returns NULL and writes a one-line
@@ -37,9 +38,10 @@ void vm_retain(struct vm *vm);
 /* Drop one reference; closes the state at zero. NULL-safe. */
 void vm_release(struct vm *vm);
 
-/* Give r a coroutine with the handler and its (req, res) arguments pushed.
- * Returns the number of arguments, or -1 when out of memory. */
-int vm_prepare(struct vm *vm, struct req *r);
+/* A coroutine of vm, from the pool or new, anchored by *ref in the
+ * registry, with room for LUA_MINSTACK values. Returns 0, or -1 when out of
+ * memory (*co and *ref are then still to be recycled). */
+int vm_take_coroutine(struct vm *vm, struct lua_State **co, int *ref);
 
 /* The request is done with its coroutine. 'reusable' when it returned
  * normally; otherwise the reference is dropped and the GC takes it. */
@@ -47,6 +49,9 @@ void vm_recycle(struct vm *vm, struct lua_State *co, int ref, int reusable);
 
 /* A full garbage collection, protected (finalizers may raise; logged). */
 void vm_collect(struct vm *vm);
+
+/* Ask for vm_collect once the current task has released its coroutine. */
+void vm_collect_later(struct vm *vm);
 
 /* Run f(L) protected with a traceback; used for loading. Returns 0, or -1
  * with the message on top of L's stack. */

@@ -24,7 +24,9 @@
 struct watchdog {
     double seconds;
     pthread_t thread, loop;
-    int stop;                  /* atomic: the thread should end */
+    pthread_mutex_t lock;      /* guards stop, for the condition */
+    pthread_cond_t wakeup;     /* signalled to stop the thread at once */
+    int stop;                  /* the thread should end */
     unsigned long seq;         /* atomic: odd while a resume runs */
     struct lua_State *co;      /* atomic: the coroutine being resumed */
     unsigned long target;      /* atomic: the resume the hook is meant for */
@@ -60,15 +62,34 @@ static void watchdog_on_signal(int sig)
     errno = saved;
 }
 
+/* Sleep one tick, or less when told to stop. Returns 1 when stopping. */
+static int watchdog_sleep(struct watchdog *wd, double tick)
+{
+    struct timespec until;
+    int stop;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)tick;
+    until.tv_nsec += (long)((tick - (double)(time_t)tick) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&wd->lock);
+    while (!wd->stop && pthread_cond_timedwait(&wd->wakeup, &wd->lock, &until) == 0)
+        ;
+    stop = wd->stop;
+    pthread_mutex_unlock(&wd->lock);
+    return stop;
+}
+
 static void *watchdog_run(void *arg)
 {
     struct watchdog *wd = arg;
     double tick = wd->seconds / WATCHDOG_TICKS, stuck = 0;
-    struct timespec ts = { (time_t)tick, (long)((tick - (double)(time_t)tick) * 1e9) };
     unsigned long last = 0, seq;
 
-    while (!__atomic_load_n(&wd->stop, __ATOMIC_RELAXED)) {
-        nanosleep(&ts, NULL);
+    while (!watchdog_sleep(wd, tick)) {
         seq = __atomic_load_n(&wd->seq, __ATOMIC_RELAXED);
         stuck = (seq & 1) && seq == last ? stuck + tick : 0;
         last = seq;
@@ -98,6 +119,8 @@ struct watchdog *watchdog_start(double seconds)
         return NULL;
     wd->seconds = seconds;
     wd->loop = pthread_self();
+    pthread_mutex_init(&wd->lock, NULL);
+    pthread_cond_init(&wd->wakeup, NULL);
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = watchdog_on_signal;
     sa.sa_flags = SA_RESTART;
@@ -112,6 +135,8 @@ struct watchdog *watchdog_start(double seconds)
     if (rc != 0) {
         log_error("cannot start the cpu watchdog: %s", strerror(rc));
         the_watchdog = NULL;
+        pthread_cond_destroy(&wd->wakeup);
+        pthread_mutex_destroy(&wd->lock);
         free(wd);
         return NULL;
     }
@@ -122,8 +147,13 @@ void watchdog_stop(struct watchdog *wd)
 {
     if (wd == NULL)
         return;
-    __atomic_store_n(&wd->stop, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&wd->lock);
+    wd->stop = 1;
+    pthread_cond_signal(&wd->wakeup);
+    pthread_mutex_unlock(&wd->lock);
     pthread_join(wd->thread, NULL);
+    pthread_cond_destroy(&wd->wakeup);
+    pthread_mutex_destroy(&wd->lock);
     the_watchdog = NULL;
     signal(WATCHDOG_SIGNAL, SIG_DFL);
     free(wd);

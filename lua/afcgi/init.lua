@@ -1,11 +1,18 @@
--- afcgi: the module handlers require. Functions that wait (sleep) yield the
--- request's coroutine; the server keeps running every other request.
+-- afcgi: the module handlers require. Functions that wait (sleep, wait)
+-- yield the calling coroutine only; the server keeps running every other
+-- request meanwhile.
 local core = require "afcgi.core"
 
 local M = {
     version = core.version,
     sleep = core.sleep,   -- afcgi.sleep(seconds)
     now = core.now,       -- t = afcgi.now(): seconds since the epoch, this loop turn
+    spawn = core.spawn,   -- th = afcgi.spawn(fn, ...): a light thread of this request
+    wait = core.wait,     -- ok, res... = afcgi.wait(th, ...): the first of them to end
+    kill = core.kill,     -- ok, err = afcgi.kill(th)
+    timer = core.timer,   -- tm = afcgi.timer(delay, fn, ...): once, tied to no request
+    every = core.every,   -- tm = afcgi.every(interval, fn, ...): periodically; tm:cancel()
+    log = core.log,       -- afcgi.log(level, ...): error, warn, notice, info or debug
 }
 
 return M
