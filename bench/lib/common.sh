@@ -1,0 +1,148 @@
+# bench/lib/common.sh: messages, the scratch directory, and the processes the
+# harness starts. Every server runs in its own session (setsid), so all of its
+# processes (php-fpm's children, nginx's workers, Go's threads) are found by
+# session id; spawn-fcgi puts each child in a session of its own, so a server
+# is a list of session ids. CPU time and memory are summed over the server's
+# processes, and stopping a server signals each of its PIDs, never a name.
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "bench: $*"; exit 1; }
+
+CLK_TCK=$(getconf CLK_TCK)
+PAGE_KB=$(( $(getconf PAGESIZE) / 1024 ))
+
+declare -A SERVER_SID=()        # server name -> its session ids, space-separated
+
+# Scratch directory for configs, logs and builds; removed on exit unless --keep.
+bench_tmp_init() {
+    BENCH_TMP=$(mktemp -d /tmp/afcgi-bench.XXXXXX)
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+    local name
+    for name in "${!SERVER_SID[@]}"; do
+        server_stop "$name"
+    done
+    if [ -n "${BENCH_KEEP_TMP:-}" ]; then
+        say "kept scratch directory $BENCH_TMP"
+    else
+        rm -rf "$BENCH_TMP"
+    fi
+}
+
+# The PIDs of every process in the sessions listed in $1.
+session_pids() {
+    local sids=" $1 " f line rest
+    local -a fld
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$f" || continue
+        rest=${line##*) }
+        read -ra fld <<<"$rest"
+        [[ $sids == *" ${fld[3]} "* ]] && echo "${f//[^0-9]/}"
+    done
+}
+
+# Sums over the sessions listed in $1 of fields of /proc/PID/stat counted after the comm
+# field (0 = state): utime+stime (12, 13) in ticks, rss (22) in pages.
+session_stat_sum() {
+    local sids=" $1 " f line rest ticks=0 pages=0 n=0
+    local -a fld
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$f" || continue
+        rest=${line##*) }
+        read -ra fld <<<"$rest"
+        [[ $sids == *" ${fld[3]} "* ]] || continue
+        ticks=$(( ticks + fld[11] + fld[12] ))
+        pages=$(( pages + fld[21] ))
+        n=$(( n + 1 ))
+    done
+    echo "$ticks $(( pages * PAGE_KB )) $n"
+}
+
+# CPU ticks (utime+stime) of server $1, summed over its processes.
+server_ticks() { local s; s=$(session_stat_sum "${SERVER_SID[$1]}"); echo "${s%% *}"; }
+
+# "RSS_KB PSS_KB NPROC" of server $1: RSS summed over its processes (shared
+# pages count once per process), PSS (shared pages split between them).
+server_mem() {
+    local pid rss=0 pss=0 n=0 v
+    for pid in $(session_pids "${SERVER_SID[$1]}"); do
+        v=$(awk '/^Rss:/ { r = $2 } /^Pss:/ { p = $2 } END { print r + 0, p + 0 }' \
+            "/proc/$pid/smaps_rollup" 2>/dev/null) || continue
+        rss=$(( rss + ${v% *} )); pss=$(( pss + ${v#* } )); n=$(( n + 1 ))
+    done
+    echo "$rss $pss $n"
+}
+
+declare -A SERVER_LEADER=()     # server name -> PID of the process this shell started
+
+# server_start NAME LOG CMD...: runs CMD in a new session, stdout and stderr to LOG.
+server_start() {
+    local name=$1 log=$2; shift 2
+    setsid "$@" >"$log" 2>&1 </dev/null &
+    SERVER_SID[$name]=$!
+    SERVER_LEADER[$name]=$!
+}
+
+server_alive() { [ -n "$(session_pids "${SERVER_SID[$1]}")" ]; }
+
+# SIGTERM to every process of the server, SIGKILL to what is left after 5 s.
+server_stop() {
+    local name=$1 sid=${SERVER_SID[$1]:-} pids deadline
+    [ -n "$sid" ] || return 0
+    [ -z "${SERVER_LEADER[$name]:-}" ] || sid+=" ${SERVER_LEADER[$name]}"
+    pids=$(session_pids "$sid")
+    [ -z "$pids" ] || kill -TERM $pids 2>/dev/null
+    deadline=$(( SECONDS + 5 ))
+    while pids=$(session_pids "$sid"); [ -n "$pids" ] && [ $SECONDS -lt $deadline ]; do
+        sleep 0.05
+    done
+    [ -z "$pids" ] || kill -KILL $pids 2>/dev/null
+    [ -z "${SERVER_LEADER[$name]:-}" ] || wait "${SERVER_LEADER[$name]}" 2>/dev/null
+    unset "SERVER_SID[$name]" "SERVER_LEADER[$name]"
+}
+
+# A TCP port on 127.0.0.1 that no socket uses now (the server binds it next),
+# below the ephemeral range so that no client connection takes it meanwhile.
+free_port() {
+    local port used low
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+    [ "$low" -gt 11000 ] || low=32768
+    used=$(ss -Htan 2>/dev/null | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
+    while :; do
+        port=$(( 10000 + RANDOM % (low - 10000) ))
+        grep -qx "$port" <<<"$used" || { echo "$port"; return; }
+    done
+}
+
+# wait_port NAME PORT [SECONDS]: polls until PORT accepts a connection; fails
+# when the server's processes are gone or the deadline (default 20 s) passes.
+wait_port() {
+    local name=$1 port=$2 deadline=$(( SECONDS + ${3:-20} ))
+    while [ $SECONDS -lt $deadline ]; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        server_alive "$name" || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# wait_line FILE REGEX [SECONDS]: polls FILE until a line matches REGEX.
+wait_line() {
+    local file=$1 re=$2 deadline=$(( SECONDS + ${3:-20} ))
+    while [ $SECONDS -lt $deadline ]; do
+        grep -qE "$re" "$file" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# Median, min and max of the numbers on stdin: "MEDIAN MIN MAX" (- when none).
+stats3() {
+    sort -g | awk '{ v[NR] = $1 }
+        END { if (!NR) { print "- - -"; exit }
+              m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              print m, v[1], v[NR] }'
+}
