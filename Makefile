@@ -144,7 +144,8 @@ fuzz: fuzz-build
 	    echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
 	    build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -close_fd_mask=2 \
 	        -print_final_stats=1 build/fuzz/corpus-$$t spec/fuzz/$$t 2>&1 \
-	        | grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|==[0-9]+==|SUMMARY)' ; \
+	        | grep -E -A40 '^(#[0-9]+.*DONE|stat::number_of_executed_units|==[0-9]+==|SUMMARY)' \
+	        | grep -v '^INFO' ; \
 	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
 
