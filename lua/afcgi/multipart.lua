@@ -209,12 +209,23 @@ function step.body(self, buf, pos)
         if not call(self, h.part_end, part) then return nil end
         return j + 1, true
     end
-    local stop = #buf - #delim + 1   -- the rest may start a delimiter: keep it
-    if stop >= pos then
-        if not call(self, h.data, part, sub(buf, pos, stop)) then return nil end
-        pos = stop + 1
+    -- Keep only a tail that could begin a delimiter (it starts with CR and
+    -- is a prefix of delim); usually there is none and buf goes out whole,
+    -- without a copy.
+    local n, keep = #buf, #buf + 1
+    local cr = find(buf, "\r", n - #delim + 2 > pos and n - #delim + 2 or pos, true)
+    while cr do
+        if sub(buf, cr) == sub(delim, 1, n - cr + 1) then
+            keep = cr
+            break
+        end
+        cr = find(buf, "\r", cr + 1, true)
     end
-    return pos, false
+    if keep > pos then
+        local piece = (pos == 1 and keep > n) and buf or sub(buf, pos, keep - 1)
+        if not call(self, h.data, part, piece) then return nil end
+    end
+    return keep, false
 end
 
 -- ok, err = parser:feed(chunk): parses chunk, calling the handlers. After
