@@ -273,6 +273,14 @@ describe("res", function()
         assert.equal(500, fcgi(srv, "GET", "/error?status=200").status)   -- not an error status: raises
     end)
 
+    it("res helpers replace the Content-Type and Location set before them", function()
+        local r = fcgi(srv, "GET", "/replace")
+        assert.same({ 409, "text/plain; charset=utf-8", "/new", "409 Conflict\nconflict\n" },
+                    { r.status, r.headers["content-type"], r.headers.location, r.body })
+        r = fcgi(srv, "GET", "/replace_json")
+        assert.same({ "application/json", { ok = true } }, { r.headers["content-type"], json_of(r) })
+    end)
+
     it("res:sendfile and res:accel_redirect hand the body to the front", function()
         local r = fcgi(srv, "GET", "/sendfile")
         assert.same({ "/srv/files/report.pdf", "" }, { r.headers["x-sendfile"], r.body })

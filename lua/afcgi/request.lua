@@ -261,6 +261,9 @@ local function check_status(status, n, fname, lo, hi)
     end
 end
 
+-- The helpers below replace (res:set_header) the headers they own, so an
+-- earlier Content-Type or Location does not go out twice.
+
 -- ok = res:json(value[, status]): value as JSON, Content-Type
 -- application/json. Raises when value cannot be encoded (functions,
 -- sparse arrays, NaN) or after the body has started.
@@ -271,7 +274,7 @@ function res:json(value, status)
         error("res:json: cannot encode: " .. tostring(body), 2)
     end
     if status then self:status(status) end
-    self:header("Content-Type", "application/json")
+    self:set_header("Content-Type", "application/json")
     return self:write(body)
 end
 
@@ -290,7 +293,7 @@ function res:redirect(url, status)
         util.arg_error(2, "redirect", "status must be 301, 302, 303, 307 or 308")
     end
     self:status(status)
-    self:header("Location", url)
+    self:set_header("Location", url)
 end
 
 -- res:cookie(name, value[, opts]): adds a Set-Cookie header (see
@@ -315,7 +318,7 @@ end
 -- lighttpd) sends that file as the body. Write no body yourself.
 function res:sendfile(path)
     check_front_path(path, "sendfile")
-    self:header("X-Sendfile", path)
+    self:set_header("X-Sendfile", path)
 end
 
 -- res:accel_redirect(uri): X-Accel-Redirect: uri, so nginx serves that
@@ -323,7 +326,7 @@ end
 -- way). Write no body yourself.
 function res:accel_redirect(uri)
     check_front_path(uri, "accel_redirect")
-    self:header("X-Accel-Redirect", uri)
+    self:set_header("X-Accel-Redirect", uri)
 end
 
 -- ok = res:error(status[, message[, format]]): answers status (400..599)
@@ -341,10 +344,10 @@ function res:error(status, message, format)
     local reason = util.reason(status)
     self:status(status)
     if format == "json" then
-        self:header("Content-Type", "application/json")
+        self:set_header("Content-Type", "application/json")
         return self:write(json.encode({ status = status, error = reason, message = message }))
     end
-    self:header("Content-Type", "text/plain; charset=utf-8")
+    self:set_header("Content-Type", "text/plain; charset=utf-8")
     if message then
         return self:write(status, " ", reason, "\n", message, "\n")
     end
