@@ -32,7 +32,7 @@ bench_cleanup() {
     fi
 }
 
-# The PIDs of every process in the sessions listed in $1.
+# The PIDs of every live process (zombies left out) in the sessions listed in $1.
 session_pids() {
     local sids=" $1 " f line rest
     local -a fld
@@ -40,7 +40,7 @@ session_pids() {
         read -r line 2>/dev/null <"$f" || continue
         rest=${line##*) }
         read -ra fld <<<"$rest"
-        [[ $sids == *" ${fld[3]} "* ]] && echo "${f//[^0-9]/}"
+        [[ $sids == *" ${fld[3]} "* ]] && [ "${fld[0]}" != Z ] && echo "${f//[^0-9]/}"
     done
 }
 
@@ -76,11 +76,25 @@ server_mem() {
     echo "$rss $pss $n"
 }
 
+# logcmd CMD...: writes CMD to $OUT/commands.txt (each distinct command once,
+# the scratch directory shown as $TMP): the exact commands of a run.
+logcmd() {
+    local line
+    line=$(printf '%q ' "$@"); line=${line% }; line=${line//"$BENCH_TMP"/\$TMP}
+    grep -qxF -- "$line" "$OUT/commands.txt" 2>/dev/null || echo "$line" >>"$OUT/commands.txt"
+}
+
+# logged CMD...: logcmd, then runs CMD (in the foreground: a command started
+# with & is logged with logcmd first, so that $! is its own PID).
+logged() { logcmd "$@"; "$@"; }
+
 declare -A SERVER_LEADER=()     # server name -> PID of the process this shell started
 
 # server_start NAME LOG CMD...: runs CMD in a new session, stdout and stderr to LOG.
 server_start() {
     local name=$1 log=$2; shift 2
+    logcmd "$@"
+    : >"$log"               # now, not in the child: a poll must never see a previous run's log
     setsid "$@" >"$log" 2>&1 </dev/null &
     SERVER_SID[$name]=$!
     SERVER_LEADER[$name]=$!

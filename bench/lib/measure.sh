@@ -46,7 +46,7 @@ bench_fcgi() {
     mapfile -t shp < <(shape_args "$shape")
     mapfile -t route < <(fcgi_route_args "$server" "${wl[0]}")
     t0=$(server_ticks "$server")
-    timeout "$(bound "$dur")" "$AFCGI_BENCH" --json -d "$dur" --timeout 2s "${shp[@]}" \
+    logged timeout "$(bound "$dur")" "$AFCGI_BENCH" --json -d "$dur" --timeout 2s "${shp[@]}" \
         "${route[@]}" "${wl[@]:1}" "127.0.0.1:${PORT[$server]}" >"$json" 2>"$BENCH_TMP/last.err"
     t1=$(server_ticks "$server")
     if ! grep -q '"rps"' "$json"; then
@@ -93,7 +93,7 @@ bench_http() {
     b0=0 b1=0
     [ -n "$backend" ] && b0=$(server_ticks "$backend")
     n0=$(server_ticks "$front")
-    timeout "$(bound "$dur")" wrk -t "$threads" -c "$conc" -d "$dur" --timeout 2s --latency \
+    logged timeout "$(bound "$dur")" wrk -t "$threads" -c "$conc" -d "$dur" --timeout 2s --latency \
         "http://127.0.0.1:${NGINX_PORT[$server]}/hello" >"$out" 2>&1
     n1=$(server_ticks "$front")
     [ -n "$backend" ] && b1=$(server_ticks "$backend")
@@ -139,6 +139,8 @@ hold_test() {
         "127.0.0.1:${PORT[$server]}" >/dev/null 2>&1
     mapfile -t route < <(fcgi_route_args "$server" "/sleep?ms=10000")
     m0=$(server_mem "$server")
+    logcmd "$AFCGI_BENCH" --json --hold "$n" -c "$conns" -d "$dur" --timeout 0 "${route[@]}" \
+        --expect-body slept "127.0.0.1:${PORT[$server]}"
     "$AFCGI_BENCH" --json --hold "$n" -c "$conns" -d "$dur" --timeout 0 "${route[@]}" \
         --expect-body slept "127.0.0.1:${PORT[$server]}" >"$json" 2>"$out" &
     bpid=$!

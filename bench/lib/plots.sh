@@ -19,18 +19,18 @@ plot_data_http() {
 
 # The key title of server S: its label and afcgi/S of column COL at c=64.
 http_title() {
-    local s=$1 c=$2 a p
+    local s=$1 c=${2% *} metric=${2#* } a p
     [ "$s" = afcgi ] && { echo "${LABEL[$s]}"; return; }
     a=$(first "$(col '$1 == 64 && $2 == "afcgi"' "$c" "$OUT/http.tsv")")
     p=$(first "$(col "\$1 == 64 && \$2 == \"$s\"" "$c" "$OUT/http.tsv")")
-    echo "${LABEL[$s]}  (afcgi/peer at c=64: $(ratio "$a" "$p"))"
+    echo "${LABEL[$s]}  ($metric afcgi/peer at c=64: $(ratio "$a" "$p"))"
 }
 
 plot_http() {
     local dir=$1 what=$2 col=$3 file=$4 ylabel=$5 logy=$6 s plots=""
     for s in "${SERVERS[@]}" nginx-lua; do
         [ -s "$dir/http-$s.dat" ] || continue
-        plots+="${plots:+, }'$dir/http-$s.dat' using 1:$col with linespoints lw 2 pt 7 title '$(http_title "$s" "$([ "$col" = 2 ] && echo 4 || echo 6)")'"
+        plots+="${plots:+, }'$dir/http-$s.dat' using 1:$col with linespoints lw 2 pt 7 title '$(http_title "$s" "$([ "$col" = 2 ] && echo "4 req/s" || echo "6 p99")")'"
     done
     [ -n "$plots" ] || return 0
     gnuplot <<EOF
@@ -57,12 +57,12 @@ plot_hold() {
     local dir=$1 file=$2 s plots="" a p amax
     [ -s "$OUT/hold.tsv" ] || return 0
     # afcgi's RSS per waiting request at its largest hold, against each peer's at its own
-    amax=$(awk -F'\t' '$1 == "afcgi" { r = $12 } END { print r + 0 }' "$OUT/hold.tsv")
+    amax=$(awk -F'\t' '$1 == "afcgi" && $13 == "-" { r = $12 } END { print r + 0 }' "$OUT/hold.tsv")
     for s in "${SERVERS[@]}"; do
-        awk -F'\t' -v s="$s" '$1 == s && $3 > 0 { printf "%s %.2f\n", $3, $6 / 1024 }' \
+        awk -F'\t' -v s="$s" '$1 == s && $3 > 0 && $13 == "-" { printf "%s %.2f\n", $3, $6 / 1024 }' \
             "$OUT/hold.tsv" >"$dir/hold-$s.dat"
         [ -s "$dir/hold-$s.dat" ] || continue
-        p=$(awk -F'\t' -v s="$s" '$1 == s { r = $12 } END { print r + 0 }' "$OUT/hold.tsv")
+        p=$(awk -F'\t' -v s="$s" '$1 == s && $13 == "-" { r = $12 } END { print r + 0 }' "$OUT/hold.tsv")
         a="${LABEL[$s]}"
         [ "$s" = afcgi ] || a+="  (RSS per waiting request, afcgi/peer = $(ratio_frac "$amax" "$p"))"
         plots+="${plots:+, }'$dir/hold-$s.dat' using 1:2 with linespoints lw 2 pt 7 ps 1.5 title '$a'"

@@ -149,9 +149,9 @@ report_targets() {
     r1=$(ratio "$ngx_a" "$ngx_c")
     target_row "behind nginx, wrk -c64, req/s vs libfcgi C" ">= 1.1x" "$r1 ($ngx_a vs $ngx_c)" "$(verdict "${r1%x}" '>=' 1.1)"
     target_row "behind nginx, wrk -c64, p99" "<= 5 ms" "$ngx_p99 ms" "$(verdict "$ngx_p99" '<=' 5)"
-    n100=$(awk -F'\t' '$1 == "afcgi" { n = $2 } END { print n }' "$hold" 2>/dev/null)
-    mem=$(awk -F'\t' -v n="$n100" '$1 == "afcgi" && $2 == n { printf "%.0f", $10 }' "$hold" 2>/dev/null)
-    held=$(awk -F'\t' -v n="$n100" '$1 == "afcgi" && $2 == n { print $3 }' "$hold" 2>/dev/null)
+    n100=$(awk -F'\t' '$1 == "afcgi" && $13 == "-" { n = $2 } END { print n }' "$hold" 2>/dev/null)
+    mem=$(awk -F'\t' -v n="$n100" '$1 == "afcgi" && $2 == n && $13 == "-" { printf "%.0f", $10 }' "$hold" 2>/dev/null)
+    held=$(awk -F'\t' -v n="$n100" '$1 == "afcgi" && $2 == n && $13 == "-" { print $3 }' "$hold" 2>/dev/null)
     target_row "RSS per waiting request, 100,000 in flight" "<= 2048 B" \
         "${mem:--} B (${held:-0} held of ${n100:-0})" \
         "$( [ "${n100:-0}" = 100000 ] && [ "$held" = 100000 ] && verdict "$mem" '<=' 2048 || echo "not measured at 100,000")"

@@ -10,7 +10,7 @@ callgrind_ir() {
         "$AFCGI" --listen 127.0.0.1:0 "$AFCGI_HELLO"
     wait_line "$log" 'ready, listening on' 60 || { cat "$log" >&2; die "afcgi under callgrind did not start"; }
     PORT[$name]=$(sed -n 's/.*ready, listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log")
-    timeout 300 "$AFCGI_BENCH" --json -c 1 -m 256 -n "$n" --timeout 30s \
+    logged timeout 300 "$AFCGI_BENCH" --json -c 1 -m 256 -n "$n" --timeout 30s \
         "127.0.0.1:${PORT[$name]}" >"$BENCH_TMP/$name.json" 2>&1
     kill -TERM "${SERVER_LEADER[$name]}"
     deadline=$(( SECONDS + 60 ))
@@ -45,12 +45,13 @@ strace_calls() {
     mapfile -t route < <(fcgi_route_args "$server" /hello)
     for pid in $(session_pids "${SERVER_SID[$server]}"); do pargs+=(-p "$pid"); done
     warm_fcgi hello "$shape" "$server" 1s
+    logcmd strace -c -f -o "$out" "${pargs[@]}"
     strace -c -f -o "$out" "${pargs[@]}" 2>"$log" &
     spid=$!
     wait_line "$log" 'attached' 10 || say "  strace did not attach"
-    # all processes attached: strace prints one line per thread it attached
-    wait_line_count "$log" attached "${#pargs[@]}" 10
-    timeout 120 "$AFCGI_BENCH" --json "${shp[@]}" -n "$n" "${route[@]}" \
+    # all processes attached: strace prints one line per process it attached
+    wait_line_count "$log" attached $(( ${#pargs[@]} / 2 )) 10
+    logged timeout 120 "$AFCGI_BENCH" --json "${shp[@]}" -n "$n" "${route[@]}" \
         "127.0.0.1:${PORT[$server]}" >"$BENCH_TMP/strace.json" 2>&1
     kill -INT "$spid"
     wait "$spid" 2>/dev/null

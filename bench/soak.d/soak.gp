@@ -1,0 +1,32 @@
+# bench/soak.d/soak.gp: RSS and open descriptors of afcgi during a soak run.
+#   gnuplot -e "csv='soak.csv'; reloads='soak-reloads.tsv'; png='soak.png'; minutes='10'" soak.gp
+# csv: time,rss_kb,fds,reload_generation (time 0 = before the traffic);
+# reloads: time<TAB>generation<TAB>version, one line per SIGHUP.
+set terminal pngcairo size 900,600 font "DejaVu Sans,10" noenhanced
+set output png
+set datafile separator ","
+set key top left horizontal opaque box
+set grid ytics lc rgb "#dddddd"
+set xlabel "time (min)"
+set xrange [0:*]
+set yrange [0:*]
+set y2range [0:1]
+unset y2tics
+set lmargin 10
+set rmargin 3
+
+set multiplot layout 2,1 title sprintf("afcgi soak: %s min of mixed traffic, SIGHUP reload every 30 s (dashed lines)", minutes)
+
+set ylabel "RSS (MiB)"
+set format x ""
+unset xlabel
+plot reloads using ($1/60):(0):(0):(1) axes x1y2 with vectors nohead dt 2 lc rgb "#999999" notitle, \
+     csv using ($1/60):($2/1024) every ::1 with lines lw 1.5 lc rgb "#1f77b4" title "VmRSS"
+
+set ylabel "open descriptors"
+set format x "%g"
+set xlabel "time (min)"
+plot reloads using ($1/60):(0):(0):(1) axes x1y2 with vectors nohead dt 2 lc rgb "#999999" notitle, \
+     csv using ($1/60):3 every ::1 with lines lw 1.5 lc rgb "#d62728" title "fds"
+
+unset multiplot
