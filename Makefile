@@ -16,7 +16,8 @@ LDLIBS   += $(PKG_LIBS) -lm -pthread
 BUILD    ?= build/release
 SERVER_SRCS = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c \
               src/server.c src/watchdog.c src/task.c src/thread.c src/timer.c \
-              src/api_task.c src/main.c
+              src/api_task.c src/options.c src/listen.c src/privs.c src/master.c \
+              src/stats.c src/access.c src/main.c
 BENCH_SRCS  = src/fcgi.c src/bench.c src/bench_util.c src/bench_buf.c src/bench_enc.c src/bench_hist.c \
               src/bench_stats.c src/bench_resp.c src/bench_config.c src/bench_params.c \
               src/bench_target.c src/bench_opt.c src/bench_conn.c src/bench_worker.c src/bench_report.c
@@ -124,7 +125,8 @@ FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover
                 $(CSTD) -Wall -Wextra -Werror $(PKG_CFLAGS) \
                 -DFUZZ_APP='"$(CURDIR)/spec/fixtures/fuzz_app.lua"' -DFUZZ_LUA_DIR='"$(CURDIR)/lua"'
 FUZZ_CORE     = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/server.c \
-                src/watchdog.c src/task.c src/thread.c src/timer.c src/api_task.c
+                src/watchdog.c src/task.c src/thread.c src/timer.c src/api_task.c \
+                src/listen.c src/stats.c src/access.c
 
 build/fuzz/record: src/fuzz_record.c src/fcgi.c src/fcgi.h
 	@mkdir -p build/fuzz

@@ -45,9 +45,8 @@ const char *__lsan_default_suppressions(void)
 static struct server *fuzz_server(void)
 {
     static struct server *srv;
-    static const char *none[1];
+    struct listeners none = { .n = 0 };
     struct config cfg = {
-        .listen = none,
         .app = FUZZ_APP,
         .max_conns = 16,
         .max_reqs = 64,
@@ -62,7 +61,7 @@ static struct server *fuzz_server(void)
     if (srv == NULL) {
         setenv("AFCGI_LUA_DIR", FUZZ_LUA_DIR, 1);
         log_set_level(LOG_ERROR);
-        if ((srv = server_new(&cfg, err, sizeof err)) == NULL) {
+        if ((srv = server_new(&cfg, &none, 1, err, sizeof err)) == NULL) {
             fprintf(stderr, "fuzz_conn: %s\n", err);
             abort();
         }

@@ -1,9 +1,12 @@
 /*
- * log.c: error log lines on stderr. The level is process-wide configuration,
- * set once at start; it is the only file-scope variable besides constants.
+ * log.c: error log lines, on stderr or in --error-log. The level and the
+ * file are process-wide configuration, set at start (and the file reopened
+ * on SIGUSR1); they are the only file-scope variables besides constants.
  */
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,8 +14,35 @@
 #include <unistd.h>
 
 static enum log_level max_level = LOG_NOTICE;
+static int log_fd = STDERR_FILENO;
+static const char *log_path;        /* NULL: stderr */
 
 static const char *const level_names[] = { "error", "warn", "notice", "info", "debug" };
+
+int log_open(const char *path, char *err, size_t errlen)
+{
+    int fd;
+
+    if (path == NULL)
+        return 0;
+    if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+        snprintf(err, errlen, "cannot open --error-log %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (log_fd != STDERR_FILENO)
+        close(log_fd);
+    log_fd = fd;
+    log_path = path;
+    return 0;
+}
+
+void log_reopen(void)
+{
+    char err[512];
+
+    if (log_path != NULL && log_open(log_path, err, sizeof err) < 0)
+        log_error("%s; logging on to the old file", err);
+}
 
 void log_set_level(enum log_level level)
 {
@@ -59,6 +89,6 @@ void log_msg(enum log_level level, const char *fmt, ...)
         n = (int)sizeof line - 2; /* truncated: still one line */
     line[n++] = '\n';
     /* one write(2) per line, so lines from several processes never interleave */
-    if (write(STDERR_FILENO, line, (size_t)n) < 0)
+    if (write(log_fd, line, (size_t)n) < 0)
         return;
 }

@@ -5,7 +5,16 @@
 #ifndef AFCGI_LOG_H
 #define AFCGI_LOG_H
 
+#include <stddef.h>
+
 enum log_level { LOG_ERROR, LOG_WARN, LOG_NOTICE, LOG_INFO, LOG_DEBUG };
+
+/* Write to the file at path from now on (NULL: stay on stderr). Returns 0,
+ * or -1 with a reason in err. */
+int log_open(const char *path, char *err, size_t errlen);
+
+/* Reopen the file (after logrotate moved it; SIGUSR1). */
+void log_reopen(void);
 
 /* Set the most verbose level written; messages above it are dropped. */
 void log_set_level(enum log_level level);

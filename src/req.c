@@ -12,17 +12,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "access.h"
 #include "api.h"
 #include "conn.h"
 #include "fcgi.h"
 #include "log.h"
 #include "server.h"
+#include "stats.h"
 #include "thread.h"
 #include "timer.h"
 #include "vm.h"
@@ -63,10 +66,16 @@ struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
 void req_free(struct req *r)
 {
     struct server *srv;
+    struct timeval now;
 
     if (r == NULL)
         return;
     srv = r->srv;
+    if (srv->cfg.access_log != NULL) {
+        gettimeofday(&now, NULL); /* not the loop's cached time: durations need better */
+        access_log(r, r->aborted ? 499 : r->status,
+                   (double)now.tv_sec + (double)now.tv_usec / 1e6);
+    }
     while (r->threads != NULL)
         thread_free(r->threads);
     if (r->abort_ref != LUA_NOREF)
@@ -112,6 +121,10 @@ void req_start(struct req *r)
     lua_State *co;
 
     r->started = 1;
+    if (r->srv->cfg.status_path != NULL && stats_answer(r)) {
+        req_finish(r);
+        return;
+    }
     if (task_bind(&r->main, vm) < 0) {
         log_error("request %u: out of memory starting the handler", r->id);
         r->failed = 1;
@@ -167,6 +180,7 @@ void req_aborted(struct req *r)
     lua_State *L;
     int ref;
 
+    r->aborted = 1;
     if (r->abort_ref == LUA_NOREF)
         return;
     L = r->main.vm->L;
@@ -395,6 +409,7 @@ static int req_emit(struct req *r, int last)
 
 int req_write(struct req *r, const char *p, size_t n)
 {
+    r->bytes_out += n;
     if (!r->headers_sent && req_send_headers(r) < 0)
         return -1;
     if (r->out.len < OUT_ROOM) {

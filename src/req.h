@@ -38,6 +38,7 @@ struct req {
     size_t in_total;          /* body bytes received so far */
 
     unsigned status;          /* HTTP status, default 200 */
+    size_t bytes_out;         /* body bytes written, for the access log */
     struct buf hdrs;          /* header lines until the headers are sent */
     struct buf out;           /* 8 bytes room for a record header, then STDOUT content */
 
@@ -50,6 +51,7 @@ struct req {
     unsigned has_ctype : 1;
     unsigned failed : 1;      /* the handler raised */
     unsigned rejected : 1;    /* answered without running (params too large) */
+    unsigned aborted : 1;     /* the web server gave up on it */
 };
 
 /* A new request on c, registered in a server slot. NULL when out of memory. */

@@ -18,13 +18,16 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "access.h"
 #include "conn.h"
+#include "listen.h"
 #include "log.h"
 #include "req.h"
 #include "timer.h"
@@ -44,139 +47,6 @@ static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg);
 static void server_on_timeout(evutil_socket_t fd, short what, void *arg);
 static void server_on_compact(evutil_socket_t fd, short what, void *arg);
 
-/* ---- addresses ---------------------------------------------------------- */
-
-/* Format a socket address of salen bytes as host:port, [v6]:port or
- * unix:/path ("unix:" alone for an unnamed client socket). */
-static void addr_format(const struct sockaddr *sa, socklen_t salen, char *out, size_t len)
-{
-    char host[INET6_ADDRSTRLEN];
-
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const void *)sa;
-
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-        snprintf(out, len, "%s:%u", host, ntohs(in->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const void *)sa;
-
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-        snprintf(out, len, "[%s]:%u", host, ntohs(in6->sin6_port));
-    } else if (sa->sa_family == AF_UNIX) {
-        const struct sockaddr_un *un = (const void *)sa;
-
-        size_t plen = salen > offsetof(struct sockaddr_un, sun_path)
-                           ? salen - offsetof(struct sockaddr_un, sun_path) : 0;
-
-        snprintf(out, len, "unix:%.*s", (int)strnlen(un->sun_path, plen), un->sun_path);
-    } else {
-        snprintf(out, len, "(family %d)", sa->sa_family);
-    }
-}
-
-/* Bind and listen on one address; returns the socket or -1 with err set. */
-static int listen_unix(const char *path, char *err, size_t errlen)
-{
-    struct sockaddr_un un = { .sun_family = AF_UNIX };
-    struct stat st;
-    int fd;
-
-    if (strlen(path) >= sizeof un.sun_path) {
-        snprintf(err, errlen, "unix socket path too long: %s", path);
-        return -1;
-    }
-    strcpy(un.sun_path, path);
-    /* a stale socket from an earlier run is replaced; any other file is not */
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(path);
-    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0 ||
-        bind(fd, (struct sockaddr *)&un, sizeof un) < 0 || listen(fd, 1024) < 0) {
-        int e = errno;
-
-        snprintf(err, errlen, "cannot listen on unix:%s: %s", path, strerror(e));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int listen_tcp(const char *addr, char *err, size_t errlen)
-{
-    char host[256];
-    const char *colon = strrchr(addr, ':'), *port;
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai = NULL;
-    int fd = -1, one = 1, rc, e;
-
-    if (colon == NULL || colon == addr || colon[1] == '\0' ||
-        (size_t)(colon - addr) >= sizeof host) {
-        snprintf(err, errlen, "bad listen address '%s' (host:port, [v6]:port or unix:/path)",
-                 addr);
-        return -1;
-    }
-    port = colon + 1;
-    if (addr[0] == '[' && colon[-1] == ']')
-        snprintf(host, sizeof host, "%.*s", (int)(colon - addr - 2), addr + 1);
-    else
-        snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
-    if ((rc = getaddrinfo(host, port, &hints, &ai)) != 0) {
-        snprintf(err, errlen, "bad listen address '%s': %s", addr, gai_strerror(rc));
-        return -1;
-    }
-    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
-        e = errno;
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(e));
-        if (fd >= 0)
-            close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(ai);
-    return fd;
-}
-
-/* Open every listener; append "addr " for each to 'names'. */
-static int server_listen(struct server *srv, char *names, size_t nameslen, char *err,
-                         size_t errlen)
-{
-    size_t used = 0;
-
-    srv->lsn = calloc(srv->cfg.nlisten + 1, sizeof *srv->lsn);
-    if (srv->lsn == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (size_t i = 0; i < srv->cfg.nlisten; i++) {
-        const char *a = srv->cfg.listen[i];
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        char name[300];
-        int fd = strncmp(a, "unix:", 5) == 0 ? listen_unix(a + 5, err, errlen)
-                                               : listen_tcp(a, err, errlen);
-
-        if (fd < 0)
-            return -1;
-        srv->lsn[i] = evconnlistener_new(srv->base, server_on_accept, srv,
-                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-        if (srv->lsn[i] == NULL) {
-            close(fd);
-            snprintf(err, errlen, "cannot watch listener %s", a);
-            return -1;
-        }
-        srv->nlsn++;
-        evconnlistener_set_error_cb(srv->lsn[i], server_on_accept_error);
-        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-            addr_format((struct sockaddr *)&ss, sl, name, sizeof name);
-        else
-            snprintf(name, sizeof name, "%s", a);
-        used += (size_t)snprintf(names + used, nameslen - used, "%s%s", used ? " " : "", name);
-        if (used >= nameslen)
-            used = nameslen - 1;
-    }
-    return 0;
-}
-
 /* ---- accepting ---------------------------------------------------------- */
 
 static void server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -187,7 +57,12 @@ static void server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struc
     int one = 1;
 
     (void)l;
-    addr_format(sa, (socklen_t)salen, peer, sizeof peer);
+    listen_format_addr(sa, (socklen_t)salen, peer, sizeof peer);
+    if (!listen_allowed(&srv->allow, sa)) {
+        log_warn("connection from %s refused: not in --allow or FCGI_WEB_SERVER_ADDRS", peer);
+        close(fd);
+        return;
+    }
     if (srv->nconns >= srv->cfg.max_conns || srv->stopping) {
         log_warn("connection from %s refused: %s (%u open)", peer,
                  srv->stopping ? "shutting down" : "--max-conns reached", srv->nconns);
@@ -253,6 +128,7 @@ static void server_on_flush(evutil_socket_t fd, short what, void *arg)
         c->flush_next = NULL;
         conn_flush(c); /* may free c, or queue it again */
     }
+    access_flush();
 }
 
 /* ---- request slots ---------------------------------------------------- */
@@ -396,11 +272,31 @@ static void server_on_compact(evutil_socket_t fd, short what, void *arg)
 static void server_close_listeners(struct server *srv)
 {
     for (size_t i = 0; i < srv->nlsn; i++) {
-        if (strncmp(srv->cfg.listen[i], "unix:", 5) == 0)
-            unlink(srv->cfg.listen[i] + 5);
-        evconnlistener_free(srv->lsn[i]);
+        if (srv->worker == 0 && srv->ls.bound_unix[i])
+            unlink(srv->ls.name[i] + 5); /* only the process that bound it */
+        evconnlistener_free(srv->lsn[i]); /* closes the socket */
     }
     srv->nlsn = 0;
+}
+
+/* Watch the listening sockets; the server owns them from here on. */
+static int server_watch(struct server *srv, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < srv->ls.n; i++) {
+        srv->lsn[i] = evconnlistener_new(srv->base, server_on_accept, srv,
+                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
+                                         srv->ls.fd[i]);
+        if (srv->lsn[i] == NULL) {
+            snprintf(err, errlen, "cannot watch listener %s", srv->ls.name[i]);
+            for (size_t j = i; j < srv->ls.n; j++)
+                close(srv->ls.fd[j]);
+            srv->ls.n = srv->nlsn; /* the rest are owned by their evconnlisteners */
+            return -1;
+        }
+        srv->nlsn++;
+        evconnlistener_set_error_cb(srv->lsn[i], server_on_accept_error);
+    }
+    return 0;
 }
 
 static void server_stop(struct server *srv)
@@ -474,14 +370,19 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
     case SIGHUP:
         server_reload(srv);
         break;
+    case SIGUSR1:
+        log_reopen();
+        access_reopen();
+        break;
     }
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
 
-struct server *server_new(const struct config *cfg, char *err, size_t errlen)
+struct server *server_new(const struct config *cfg, const struct listeners *ls, int worker,
+                          char *err, size_t errlen)
 {
-    static const int sigs[4] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP };
+    static const int sigs[5] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 };
     struct server *srv = calloc(1, sizeof *srv);
     struct event_config *ecfg;
     char names[2048] = "";
@@ -491,6 +392,14 @@ struct server *server_new(const struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     srv->cfg = *cfg;
+    srv->ls = *ls;
+    srv->started = (double)time(NULL);
+    srv->worker = worker;
+    if (listen_allow_parse(cfg, &srv->allow, err, errlen) < 0) {
+        listen_close(&srv->ls, worker == 0);
+        free(srv);
+        return NULL;
+    }
     if ((ecfg = event_config_new()) != NULL) {
         /* Poll for I/O again after this many callbacks even when more are
          * active: a handler that writes to a fast client wakes itself through
@@ -515,7 +424,7 @@ struct server *server_new(const struct config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         srv->sig_ev[i] = evsignal_new(srv->base, sigs[i], server_on_signal, srv);
         if (srv->sig_ev[i] == NULL || evsignal_add(srv->sig_ev[i], NULL) < 0) {
             snprintf(err, errlen, "cannot watch signals");
@@ -528,12 +437,17 @@ struct server *server_new(const struct config *cfg, char *err, size_t errlen)
     }
     if ((srv->vm = vm_new(srv, cfg->app, 1, err, errlen)) == NULL)
         goto fail;
-    if (server_listen(srv, names, sizeof names, err, errlen) < 0)
+    if (server_watch(srv, err, errlen) < 0)
         goto fail;
-    log_notice("ready, listening on %s", names);
+    if (worker == 0) {
+        listen_names(&srv->ls, names, sizeof names);
+        log_notice("ready, listening on %s", names);
+    }
     return srv;
 
 fail:
+    if (srv->nlsn == 0)
+        listen_close(&srv->ls, worker == 0); /* not watched yet: close them here */
     server_free(srv);
     return NULL;
 }
@@ -554,7 +468,9 @@ void server_free(struct server *srv)
     timer_free_all(srv);
     vm_release(srv->vm);
     watchdog_stop(srv->wd);
-    for (int i = 0; i < 4; i++) {
+    if (srv->stats_ev)
+        event_free(srv->stats_ev);
+    for (int i = 0; i < 5; i++) {
         if (srv->sig_ev[i])
             event_free(srv->sig_ev[i]);
     }
@@ -568,7 +484,6 @@ void server_free(struct server *srv)
         event_free(srv->timeout_ev);
     if (srv->compact_ev)
         event_free(srv->compact_ev);
-    free(srv->lsn);
     free(srv->slots);
     free(srv->free_slots);
     free(srv->rbuf);

@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
+#include "listen.h"
+
 struct event_base;
 struct event;
 struct evconnlistener;
@@ -19,22 +22,6 @@ struct task;
 struct vm;
 struct watchdog;
 
-struct config {
-    const char **listen;        /* addresses as given; NULL-terminated */
-    size_t nlisten;
-    const char *app;            /* path of the app script */
-    unsigned max_conns;         /* FCGI_MAX_CONNS */
-    unsigned max_reqs;          /* FCGI_MAX_REQS: in flight in the process */
-    unsigned max_conn_reqs;     /* in flight on one connection */
-    size_t max_params;          /* FCGI_PARAMS bytes per request */
-    size_t max_body;            /* request body bytes */
-    size_t high_water;          /* per-connection output high-water mark */
-    double shutdown_timeout;    /* seconds */
-    double request_timeout;     /* seconds from BEGIN_REQUEST to the end; 0: none */
-    size_t lua_memory;          /* bytes one code generation may allocate; 0: no limit */
-    double cpu_timeout;         /* seconds a handler may run without yielding; 0: none */
-};
-
 /* Bytes of params one connection may hold for requests that have not started. */
 #define SERVER_MAX_PENDING_PARAMS (1024 * 1024)
 
@@ -42,9 +29,16 @@ struct server {
     struct event_base *base;
     struct config cfg;
     struct vm *vm;                   /* current code generation; owned */
-    struct evconnlistener **lsn;     /* owned */
+    struct listeners ls;             /* its sockets; owned through lsn once watched */
+    struct evconnlistener *lsn[CONFIG_MAX_LIST]; /* owned */
     size_t nlsn;
-    struct event *sig_ev[4];         /* TERM, INT, QUIT, HUP */
+    struct allow_list allow;         /* --allow / FCGI_WEB_SERVER_ADDRS */
+    int worker;                      /* worker number under a master; 0: single process */
+    struct stats_area *stats;        /* shared figures of all workers; NULL alone */
+    int stats_slot;
+    struct event *stats_ev;          /* publishes our figures every second */
+    double started;                  /* unix time */
+    struct event *sig_ev[5];         /* TERM, INT, QUIT, HUP, USR1 */
     struct event *flush_ev;          /* writes the output of queued connections */
     struct event *stop_ev;           /* shutdown deadline */
     struct event *accept_ev;         /* re-enables listeners after EMFILE */
@@ -77,9 +71,13 @@ struct server {
 
 #define SERVER_RBUF (256 * 1024)
 
-/* Create the loop, load the app and bind every listener. On failure, logs
- * nothing, writes a one-line reason into err and returns NULL. */
-struct server *server_new(const struct config *cfg, char *err, size_t errlen);
+/* Create the loop, load the app and watch the listening sockets in ls,
+ * which the server owns from here on (closed on failure too). 'worker' is
+ * the worker number under a master, 0 for a single process (which logs the
+ * readiness line and unlinks its unix sockets at the end). On failure
+ * writes a one-line reason into err and returns NULL. */
+struct server *server_new(const struct config *cfg, const struct listeners *ls, int worker,
+                          char *err, size_t errlen);
 
 /* Run until stopped. Returns the process exit status. */
 int server_run(struct server *srv);

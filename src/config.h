@@ -1,0 +1,40 @@
+/*
+ * config.h: the settings of a run, as options.c fills them from the
+ * command line and the configuration file.
+ */
+#ifndef AFCGI_CONFIG_H
+#define AFCGI_CONFIG_H
+
+#include <stddef.h>
+
+#define CONFIG_MAX_LIST 64
+
+struct config {
+    const char *app;            /* path of the app script */
+    const char *config_file;    /* --config, or NULL */
+    const char *listen[CONFIG_MAX_LIST + 1]; /* addresses as given; NULL-terminated */
+    size_t nlisten;
+    const char *allow[CONFIG_MAX_LIST + 1];  /* client addresses or CIDR blocks */
+    size_t nallow;
+    int workers;                /* worker processes under a master; 0: one process */
+    unsigned max_conns;         /* FCGI_MAX_CONNS */
+    unsigned max_reqs;          /* FCGI_MAX_REQS: in flight in one process */
+    unsigned max_conn_reqs;     /* in flight on one connection */
+    size_t max_params;          /* FCGI_PARAMS bytes per request */
+    size_t max_body;            /* request body bytes */
+    size_t high_water;          /* per-connection output high-water mark */
+    double shutdown_timeout;    /* seconds */
+    double request_timeout;     /* seconds from BEGIN_REQUEST to the end; 0: none */
+    size_t lua_memory;          /* bytes one code generation may allocate; 0: no limit */
+    double cpu_timeout;         /* seconds a handler may run without yielding; 0: none */
+    int log_level;              /* enum log_level */
+    const char *error_log;      /* file, or NULL for stderr */
+    const char *access_log;     /* file, "-" for stdout, or NULL for none */
+    const char *status_path;    /* path answered with the server's figures, or NULL */
+    unsigned socket_mode;       /* unix sockets' mode; 0: as the umask leaves it */
+    const char *socket_owner;   /* user[:group] of unix sockets, or NULL */
+    const char *user;           /* run as this user after binding, or NULL */
+    const char *group;          /* and this group, or NULL (the user's) */
+};
+
+#endif

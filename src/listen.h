@@ -1,0 +1,56 @@
+/*
+ * listen.h: the listening sockets of a run: bound from --listen, or
+ * inherited (a listening socket on fd 0, as spawn-fcgi and web servers
+ * start FastCGI apps, or systemd's LISTEN_FDS), plus the client allow list
+ * (--allow, FCGI_WEB_SERVER_ADDRS).
+ */
+#ifndef AFCGI_LISTEN_H
+#define AFCGI_LISTEN_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "config.h"
+
+struct listeners {
+    int fd[CONFIG_MAX_LIST];
+    char name[CONFIG_MAX_LIST][112];   /* as logged: 127.0.0.1:9000, unix:/path */
+    int bound_unix[CONFIG_MAX_LIST];   /* a unix socket we created: unlink at the end */
+    size_t n;
+};
+
+/* Bind every --listen address, or take the inherited sockets, or bind the
+ * default. Applies --socket-mode and --socket-owner. Returns 0, or -1 with
+ * a one-line reason in err (what was opened is closed again). */
+int listen_open(const struct config *cfg, struct listeners *ls, char *err, size_t errlen);
+
+/* Close the sockets; unlink the unix sockets we bound when 'unlink_unix'. */
+void listen_close(struct listeners *ls, int unlink_unix);
+
+/* "a b c": every name, for the readiness line. */
+void listen_names(const struct listeners *ls, char *out, size_t len);
+
+/* Format an address of salen bytes: host:port, [v6]:port or unix:/path. */
+void listen_format_addr(const struct sockaddr *sa, socklen_t salen, char *out, size_t len);
+
+/* Client allow list. */
+struct allow_rule {
+    int family;
+    unsigned char addr[16];
+    unsigned bits;
+};
+
+struct allow_list {
+    struct allow_rule rule[CONFIG_MAX_LIST * 2];
+    size_t n;                          /* 0: everyone may connect */
+};
+
+/* Parse --allow values, or FCGI_WEB_SERVER_ADDRS when there are none.
+ * Returns 0, or -1 with a reason in err. */
+int listen_allow_parse(const struct config *cfg, struct allow_list *al, char *err,
+                       size_t errlen);
+
+/* 1 if a client at sa may connect (unix sockets always may). */
+int listen_allowed(const struct allow_list *al, const struct sockaddr *sa);
+
+#endif

@@ -1,0 +1,301 @@
+/*
+ * master.c: the master process of --workers N (see master.h).
+ *
+ * The master handles signals synchronously: they stay blocked and
+ * sigtimedwait takes them one at a time, so no handler ever runs and no
+ * event loop is shared with the children. Each worker is a fork that
+ * unblocks the signals and builds its own server on the inherited sockets.
+ */
+#include "master.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "listen.h"
+#include "log.h"
+#include "server.h"
+#include "stats.h"
+
+#define MASTER_START_TIMEOUT 30.0   /* seconds a worker may take to load the app */
+#define BACKOFF_MIN 0.1
+#define BACKOFF_MAX 10.0
+#define STABLE_AFTER 10.0           /* a worker that lived this long resets the backoff */
+
+struct worker {
+    pid_t pid;                      /* 0: not running */
+    double started;                 /* when it was forked */
+    double restart_at;              /* when to start it again, if not running */
+    double backoff;
+};
+
+struct master {
+    const struct config *cfg;
+    struct listeners *ls;
+    struct worker *w;
+    struct stats_area *stats;       /* shared with the workers */
+    sigset_t sigs;                  /* blocked in the master, taken by sigtimedwait */
+    sigset_t old;                   /* restored in the workers */
+    int stopping;
+    double deadline;                /* stopping: SIGKILL what is left after this */
+};
+
+static double master_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* In the child: run worker 'id' (1-based); report on 'ready' ('R', or 'E'
+ * and the reason); never returns. */
+static void master_child(struct master *m, int id, int ready)
+{
+    char err[1024];
+    struct server *srv;
+    int rc;
+
+    sigprocmask(SIG_SETMASK, &m->old, NULL);
+    srv = server_new(m->cfg, m->ls, id, err, sizeof err);
+    if (srv == NULL) {
+        if (ready >= 0 && write(ready, "E", 1) == 1 && write(ready, err, strlen(err)) < 0)
+            _exit(2);
+        if (ready < 0)
+            log_error("worker %d cannot start: %s", id, err);
+        _exit(2);
+    }
+    stats_attach(srv, m->stats, id - 1);
+    if (ready >= 0) {
+        if (write(ready, "R", 1) < 0)
+            log_warn("worker %d: cannot report readiness", id);
+        close(ready);
+    }
+    rc = server_run(srv);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    server_free(srv);
+    _exit(rc);
+}
+
+/* Fork worker i. 'ready' is the write end of a readiness pipe, or -1. */
+static int master_fork(struct master *m, int i, int ready)
+{
+    pid_t pid = fork();
+
+    if (pid < 0) {
+        log_error("cannot start worker %d: %s", i + 1, strerror(errno));
+        return -1;
+    }
+    if (pid == 0)
+        master_child(m, i + 1, ready);
+    m->w[i].pid = pid;
+    m->w[i].started = master_now();
+    log_info("worker %d started (pid %ld)", i + 1, (long)pid);
+    return 0;
+}
+
+/* Wait for the readiness byte on fd; returns 0, or -1 with the reason. */
+static int master_await(int fd, char *err, size_t errlen)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    char buf[1024];
+    ssize_t n;
+
+    if (poll(&p, 1, (int)(MASTER_START_TIMEOUT * 1000)) <= 0) {
+        snprintf(err, errlen, "a worker did not start within %.0f s", MASTER_START_TIMEOUT);
+        return -1;
+    }
+    n = read(fd, buf, sizeof buf - 1);
+    if (n >= 1 && buf[0] == 'R')
+        return 0;
+    buf[n > 0 ? n : 0] = '\0';
+    snprintf(err, errlen, "%s", n > 1 ? buf + 1 : "a worker exited while starting");
+    return -1;
+}
+
+/* Start every worker and wait until each has loaded the app. */
+static int master_start_all(struct master *m, char *err, size_t errlen)
+{
+    for (int i = 0; i < m->cfg->workers; i++) {
+        int p[2], rc;
+
+        if (pipe(p) < 0) {
+            snprintf(err, errlen, "pipe: %s", strerror(errno));
+            return -1;
+        }
+        rc = master_fork(m, i, p[1]);
+        close(p[1]);
+        if (rc == 0)
+            rc = master_await(p[0], err, errlen);
+        close(p[0]);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void master_signal_all(struct master *m, int sig)
+{
+    for (int i = 0; i < m->cfg->workers; i++) {
+        if (m->w[i].pid > 0)
+            kill(m->w[i].pid, sig);
+    }
+}
+
+static int master_alive(const struct master *m)
+{
+    int n = 0;
+
+    for (int i = 0; i < m->cfg->workers; i++)
+        n += m->w[i].pid > 0;
+    return n;
+}
+
+/* Reap exited workers; schedule restarts with backoff unless stopping. */
+static void master_reap(struct master *m)
+{
+    int status;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (int i = 0; i < m->cfg->workers; i++) {
+            struct worker *w = &m->w[i];
+            double lived;
+
+            if (w->pid != pid)
+                continue;
+            w->pid = 0;
+            stats_clear(m->stats, i);
+            if (m->stopping)
+                break;
+            lived = master_now() - w->started;
+            w->backoff = lived >= STABLE_AFTER ? BACKOFF_MIN
+                         : w->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX
+                         : w->backoff > 0 ? w->backoff * 2 : BACKOFF_MIN;
+            w->restart_at = master_now() + w->backoff;
+            if (WIFSIGNALED(status))
+                log_error("worker %d (pid %ld) killed by signal %d after %.1f s; restarting in "
+                          "%.1f s", i + 1, (long)pid, WTERMSIG(status), lived, w->backoff);
+            else
+                log_error("worker %d (pid %ld) exited with status %d after %.1f s; restarting "
+                          "in %.1f s", i + 1, (long)pid, WEXITSTATUS(status), lived, w->backoff);
+        }
+    }
+}
+
+/* Seconds until the next thing to do, at most one. */
+static double master_next(struct master *m)
+{
+    double now = master_now(), next = now + 1;
+
+    for (int i = 0; i < m->cfg->workers && !m->stopping; i++) {
+        if (m->w[i].pid == 0) {
+            if (m->w[i].restart_at <= now)
+                master_fork(m, i, -1);
+            else if (m->w[i].restart_at < next)
+                next = m->w[i].restart_at;
+        }
+    }
+    if (m->stopping && m->deadline < next)
+        next = m->deadline;
+    return next > now ? next - now : 0;
+}
+
+static void master_stop(struct master *m, int sig)
+{
+    if (!m->stopping)
+        log_notice("%s: stopping %d workers", sig == SIGQUIT ? "SIGQUIT" : "shutting down",
+                   master_alive(m));
+    m->stopping = 1;
+    m->deadline = master_now() + (sig == SIGQUIT ? 2 : m->cfg->shutdown_timeout + 2);
+    master_signal_all(m, sig == SIGQUIT ? SIGQUIT : SIGTERM);
+    listen_close(m->ls, 1); /* no new workers: new connections are refused at once */
+}
+
+static void master_on_signal(struct master *m, int sig)
+{
+    switch (sig) {
+    case SIGCHLD:
+        master_reap(m);
+        break;
+    case SIGHUP:
+        log_notice("SIGHUP: reloading the app in %d workers", master_alive(m));
+        master_signal_all(m, SIGHUP);
+        break;
+    case SIGUSR1:
+        log_reopen();
+        master_signal_all(m, SIGUSR1);
+        break;
+    case SIGTERM:
+    case SIGINT:
+    case SIGQUIT:
+        master_stop(m, sig);
+        break;
+    }
+}
+
+static int master_loop(struct master *m)
+{
+    while (!m->stopping || master_alive(m) > 0) {
+        double wait = master_next(m);
+        struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
+        int sig = sigtimedwait(&m->sigs, NULL, &ts);
+
+        if (sig > 0)
+            master_on_signal(m, sig);
+        if (m->stopping && master_now() >= m->deadline && master_alive(m) > 0) {
+            log_warn("%d workers still running past the shutdown timeout: killing them",
+                     master_alive(m));
+            master_signal_all(m, SIGKILL);
+            m->deadline = master_now() + 5;
+        }
+        master_reap(m);
+    }
+    return 0;
+}
+
+int master_run(const struct config *cfg, struct listeners *ls)
+{
+    static const int sigs[] = { SIGCHLD, SIGHUP, SIGUSR1, SIGTERM, SIGINT, SIGQUIT };
+    struct master m = { .cfg = cfg, .ls = ls };
+    char err[1024], names[2048];
+    int rc = 2;
+
+    sigemptyset(&m.sigs);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaddset(&m.sigs, sigs[i]);
+    sigprocmask(SIG_BLOCK, &m.sigs, &m.old);
+    m.w = calloc((size_t)cfg->workers, sizeof *m.w);
+    m.stats = stats_create(cfg->workers);
+    if (m.w == NULL || m.stats == NULL) {
+        fprintf(stderr, "afcgi: out of memory\n");
+        goto done;
+    }
+    if (master_start_all(&m, err, sizeof err) < 0) {
+        fprintf(stderr, "afcgi: %s\n", err);
+        m.stopping = 1;
+        master_signal_all(&m, SIGKILL);
+        while (waitpid(-1, NULL, 0) > 0)
+            ;
+        goto done;
+    }
+    listen_names(ls, names, sizeof names);
+    log_notice("ready, listening on %s", names);
+    log_notice("master (pid %ld) runs %d workers", (long)getpid(), cfg->workers);
+    rc = master_loop(&m);
+    log_notice("exiting");
+done:
+    listen_close(ls, 1);
+    stats_destroy(m.stats, cfg->workers);
+    free(m.w);
+    return rc;
+}
