@@ -291,6 +291,20 @@ describe("res", function()
         srv:wait_log("absolute path expected", 5, mark)
     end)
 
+    it("needs lua-cjson only for JSON: without it the rest works and res:json raises", function()
+        local stdlib = require "posix.stdlib"
+        local old = os.getenv("LUA_CPATH")
+        stdlib.setenv("LUA_CPATH", "/nonexistent/?.so")   -- the server finds no cjson.so
+        local ok, bare = pcall(helpers.start_server, "api_res")
+        stdlib.setenv("LUA_CPATH", old)                   -- nil unsets it again
+        assert(ok, bare)
+        assert.equal("two cookies", fcgi(bare, "GET", "/cookies").body)
+        assert.equal("404 Not Found\n", fcgi(bare, "GET", "/error?status=404").body)
+        local mark = bare:mark()
+        assert.equal(500, fcgi(bare, "GET", "/json").status)
+        bare:wait_log("JSON needs lua%-cjson", 5, mark)
+    end)
+
     it("writes unicode and binary bytes unchanged", function()
         local r = fcgi(srv, "GET", "/bytes")
         assert.is_true(r.body == "héllo wörld €\n" .. ALL_BYTES, "body differs")

@@ -6,7 +6,6 @@
 -- core.req_fields: the C __index calls the one named by the key the first
 -- time it is read and caches a non-nil result in req with rawset.
 local core = require "afcgi.core"
-local cjson = require "cjson"
 local cookie = require "afcgi.cookie"
 local multipart = require "afcgi.multipart"
 local query = require "afcgi.query"
@@ -25,11 +24,23 @@ if fields == nil then      -- a core without Lua fields: keep the table for late
     core.req_fields = fields
 end
 
--- Our own cjson instance: settings an app makes on require "cjson" do not
+-- Our own cjson instance, made on first use (lua-cjson is needed only by
+-- the JSON functions): settings an app makes on require "cjson" do not
 -- change ours. Strict JSON in (no NaN, Infinity or hex), none out.
-local json = cjson.new()
-json.decode_invalid_numbers(false)
-json.encode_invalid_numbers(false)
+local json
+
+local function get_json()
+    if not json then
+        local ok, cjson = pcall(require, "cjson")
+        if not ok then
+            error("JSON needs lua-cjson (Debian: apt-get install lua-cjson): " .. cjson, 3)
+        end
+        json = cjson.new()
+        json.decode_invalid_numbers(false)
+        json.encode_invalid_numbers(false)
+    end
+    return json
+end
 
 -- Per-request cache of what the methods computed, under a key no handler
 -- can collide with.
@@ -211,7 +222,7 @@ function req:json()
     if c.json_done then return c.json, c.json_err end
     local body, err = body_of_type(self, is_json)
     if body then
-        local ok, value = pcall(json.decode, body)
+        local ok, value = pcall(get_json().decode, body)
         if ok then
             c.json = value
         else
@@ -269,7 +280,7 @@ end
 -- sparse arrays, NaN) or after the body has started.
 function res:json(value, status)
     if status ~= nil then check_status(status, 2, "json", 100, 999) end
-    local ok, body = pcall(json.encode, value)
+    local ok, body = pcall(get_json().encode, value)
     if not ok then
         error("res:json: cannot encode: " .. tostring(body), 2)
     end
@@ -345,7 +356,7 @@ function res:error(status, message, format)
     self:status(status)
     if format == "json" then
         self:set_header("Content-Type", "application/json")
-        return self:write(json.encode({ status = status, error = reason, message = message }))
+        return self:write(get_json().encode({ status = status, error = reason, message = message }))
     end
     self:set_header("Content-Type", "text/plain; charset=utf-8")
     if message then
