@@ -117,8 +117,8 @@ function fields.headers(self)
             h[header_key(sub(k, 6))] = v
         end
     end
-    h["content-type"] = nonempty(self:param("CONTENT_TYPE"))
-    h["content-length"] = nonempty(self:param("CONTENT_LENGTH"))
+    h["content-type"] = nonempty(self:param("CONTENT_TYPE")) or h["content-type"]
+    h["content-length"] = nonempty(self:param("CONTENT_LENGTH")) or h["content-length"]
     return setmetatable(h, headers_mt)
 end
 
