@@ -18,11 +18,7 @@ local error, pairs, pcall, rawget, rawset, setmetatable, tonumber, tostring, typ
 
 local req = core.req_methods
 local res = core.res_methods
-local fields = core.req_fields
-if fields == nil then      -- a core without Lua fields: keep the table for later
-    fields = {}
-    core.req_fields = fields
-end
+local fields = core.req_fields   -- name -> function(req): filled below
 
 -- Our own cjson instance, made on first use (lua-cjson is needed only by
 -- the JSON functions): settings an app makes on require "cjson" do not
