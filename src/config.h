@@ -17,6 +17,7 @@ struct config {
     const char *allow[CONFIG_MAX_LIST + 1];  /* client addresses or CIDR blocks */
     size_t nallow;
     int workers;                /* worker processes under a master; 0: one process */
+    const char *dispatch;       /* "pass": the master hands out connections; else shared */
     unsigned max_conns;         /* FCGI_MAX_CONNS */
     unsigned max_reqs;          /* FCGI_MAX_REQS: in flight in one process */
     unsigned max_conn_reqs;     /* in flight on one connection */

@@ -196,6 +196,8 @@ void conn_free(struct conn *c)
     evbuffer_free(c->out);
     buf_free(&c->partial);
     close(c->fd);
+    if (c->passed)
+        server_return_cookie(srv, c->cookie);
     log_debug("conn %llu: closed", (unsigned long long)c->seq);
     free(c);
     server_check_idle(srv);

@@ -37,11 +37,13 @@ struct conn {
     struct task *drain_head;    /* tasks waiting for output to drain; borrowed */
 
     uint64_t seq;               /* connection number, for logs */
+    uint64_t cookie;            /* passed connections: written back when closed */
     char peer[64];              /* client address, for logs */
     unsigned flush_queued : 1;
     unsigned close_when_idle : 1; /* a request without FCGI_KEEP_CONN has ended */
     unsigned closing : 1;       /* no more reading; close once output is written */
     unsigned read_paused : 1;   /* too much unread output: stop taking requests */
+    unsigned passed : 1;        /* arrived as a descriptor with a cookie */
 };
 
 /* Take ownership of an accepted, connected socket. Returns NULL (fd closed,

@@ -45,7 +45,7 @@ const char *__lsan_default_suppressions(void)
 static struct server *fuzz_server(void)
 {
     static struct server *srv;
-    struct listeners none = { .n = 0 };
+    struct listeners none = { .n = 0, .pass_fd = -1 };
     struct config cfg = {
         .app = FUZZ_APP,
         .max_conns = 16,

@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,11 +237,89 @@ static int listen_bind_one(const struct config *cfg, struct listeners *ls, const
     return is_unix ? listen_unix_perms(cfg, a + 5, err, errlen) : 0;
 }
 
+/* kcgi's manager protocol: FCGI_LISTENSOCK_DESCRIPTORS names a socket on
+ * which each connection arrives as a descriptor with a 64-bit cookie; the
+ * cookie goes back on that socket once the connection is closed. */
+static int listen_kcgi(struct listeners *ls, char *err, size_t errlen)
+{
+    const char *v = getenv("FCGI_LISTENSOCK_DESCRIPTORS");
+    char *end;
+    long fd;
+
+    if (v == NULL)
+        return 0;
+    fd = strtol(v, &end, 10);
+    if (end == v || *end != '\0' || fd < 0 || fd > 65535 || fcntl((int)fd, F_GETFD) < 0) {
+        snprintf(err, errlen, "FCGI_LISTENSOCK_DESCRIPTORS=%s: not an open descriptor", v);
+        return -1;
+    }
+    ls->pass_fd = (int)fd;
+    fcntl(ls->pass_fd, F_SETFD, FD_CLOEXEC);
+    fcntl(ls->pass_fd, F_SETFL, fcntl(ls->pass_fd, F_GETFL) | O_NONBLOCK);
+    snprintf(ls->name[0], sizeof ls->name[0], "descriptors:%ld", fd);
+    return 1;
+}
+
+int listen_recv_passed(int pass_fd, int *fd, unsigned long long *cookie)
+{
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } cm;
+    uint64_t c = 0;
+    struct iovec iov = { &c, sizeof c };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
+                          .msg_controllen = sizeof cm.buf };
+    struct cmsghdr *h;
+    ssize_t n = recvmsg(pass_fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    if (n == 0)
+        return -1;
+    h = CMSG_FIRSTHDR(&msg);
+    if (n != sizeof c || h == NULL || h->cmsg_level != SOL_SOCKET ||
+        h->cmsg_type != SCM_RIGHTS || h->cmsg_len != CMSG_LEN(sizeof(int))) {
+        if (h != NULL && h->cmsg_type == SCM_RIGHTS) {
+            memcpy(fd, CMSG_DATA(h), sizeof *fd);
+            close(*fd);
+        }
+        return -1; /* not the protocol: treat the manager as gone */
+    }
+    memcpy(fd, CMSG_DATA(h), sizeof *fd);
+    fcntl(*fd, F_SETFL, fcntl(*fd, F_GETFL) | O_NONBLOCK);
+    *cookie = c;
+    return 1;
+}
+
+int listen_send_passed(int ctl, int fd, unsigned long long cookie)
+{
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } cm;
+    uint64_t c = cookie;
+    struct iovec iov = { &c, sizeof c };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
+                          .msg_controllen = sizeof cm.buf };
+    struct cmsghdr *h = CMSG_FIRSTHDR(&msg);
+
+    memset(cm.buf, 0, sizeof cm.buf);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &fd, sizeof fd);
+    return sendmsg(ctl, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof c ? 0 : -1;
+}
+
 int listen_open(const struct config *cfg, struct listeners *ls, char *err, size_t errlen)
 {
     int rc = 0;
 
     memset(ls, 0, sizeof *ls);
+    ls->pass_fd = -1;
+    if (cfg->nlisten == 0 && (rc = listen_kcgi(ls, err, errlen)) != 0)
+        return rc < 0 ? -1 : 0;
     if (cfg->nlisten == 0 && (rc = listen_inherit(ls, err, errlen)) != 0)
         goto done;
     for (size_t i = 0; i < cfg->nlisten && rc == 0; i++)
@@ -263,6 +342,9 @@ void listen_close(struct listeners *ls, int unlink_unix)
         close(ls->fd[i]);
     }
     ls->n = 0;
+    if (ls->pass_fd >= 0)
+        close(ls->pass_fd);
+    ls->pass_fd = -1;
 }
 
 void listen_names(const struct listeners *ls, char *out, size_t len)
@@ -270,6 +352,10 @@ void listen_names(const struct listeners *ls, char *out, size_t len)
     size_t used = 0;
 
     out[0] = '\0';
+    if (ls->n == 0 && ls->pass_fd >= 0) {
+        snprintf(out, len, "%s", ls->name[0]);
+        return;
+    }
     for (size_t i = 0; i < ls->n && used + 1 < len; i++)
         used += (size_t)snprintf(out + used, len - used, "%s%s", i ? " " : "", ls->name[i]);
 }

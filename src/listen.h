@@ -17,12 +17,22 @@ struct listeners {
     char name[CONFIG_MAX_LIST][112];   /* as logged: 127.0.0.1:9000, unix:/path */
     int bound_unix[CONFIG_MAX_LIST];   /* a unix socket we created: unlink at the end */
     size_t n;
+    int pass_fd;                       /* connections arrive as descriptors on this
+                                        * socket (kcgi's FCGI_LISTENSOCK_DESCRIPTORS,
+                                        * or our master's --dispatch pass); -1: none */
 };
 
 /* Bind every --listen address, or take the inherited sockets, or bind the
  * default. Applies --socket-mode and --socket-owner. Returns 0, or -1 with
  * a one-line reason in err (what was opened is closed again). */
 int listen_open(const struct config *cfg, struct listeners *ls, char *err, size_t errlen);
+
+/* Receive one passed connection: its descriptor and 64-bit cookie.
+ * Returns 1, 0 when none is waiting, -1 when the manager is gone. */
+int listen_recv_passed(int pass_fd, int *fd, unsigned long long *cookie);
+
+/* Pass connection fd with its cookie to the worker behind ctl. Returns 0 or -1. */
+int listen_send_passed(int ctl, int fd, unsigned long long cookie);
 
 /* Close the sockets; unlink the unix sockets we bound when 'unlink_unix'. */
 void listen_close(struct listeners *ls, int unlink_unix);

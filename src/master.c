@@ -1,20 +1,29 @@
 /*
  * master.c: the master process of --workers N (see master.h).
  *
- * The master handles signals synchronously: they stay blocked and
- * sigtimedwait takes them one at a time, so no handler ever runs and no
- * event loop is shared with the children. Each worker is a fork that
- * unblocks the signals and builds its own server on the inherited sockets.
+ * The master handles signals synchronously: they stay blocked and arrive
+ * through a signalfd it polls, so no handler ever runs and no event loop is
+ * shared with the children. Each worker is a fork that unblocks the signals
+ * and builds its own server, either on the inherited listening sockets
+ * (--dispatch shared) or on a socketpair over which the master passes it
+ * connections as descriptors with cookies (--dispatch pass, the protocol of
+ * kcgi's FCGI_LISTENSOCK_DESCRIPTORS): the worker writes each cookie back
+ * when its connection closes, so the master knows every worker's load,
+ * hands new connections to the least loaded one, and sees saturation.
  */
+#define _GNU_SOURCE /* accept4 */
 #include "master.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +44,9 @@ struct worker {
     double started;                 /* when it was forked */
     double restart_at;              /* when to start it again, if not running */
     double backoff;
+    int ctl;                        /* pass mode: our end of its socketpair, or -1 */
+    int pass_peer;                  /* pass mode: the worker's end, while forking */
+    unsigned load;                  /* pass mode: connections it holds */
 };
 
 struct master {
@@ -42,8 +54,13 @@ struct master {
     struct listeners *ls;
     struct worker *w;
     struct stats_area *stats;       /* shared with the workers */
-    sigset_t sigs;                  /* blocked in the master, taken by sigtimedwait */
+    sigset_t sigs;                  /* blocked in the master, read from sigfd */
     sigset_t old;                   /* restored in the workers */
+    int sigfd;
+    int pass;                       /* --dispatch pass */
+    uint64_t passed;                /* connections handed out, for cookies */
+    int last_pick;
+    double saturated_logged;        /* last saturation warning */
     int stopping;
     double deadline;                /* stopping: SIGKILL what is left after this */
 };
@@ -64,8 +81,21 @@ static void master_child(struct master *m, int id, int ready)
     struct server *srv;
     int rc;
 
+    struct listeners ls = *m->ls;
+
     sigprocmask(SIG_SETMASK, &m->old, NULL);
-    srv = server_new(m->cfg, m->ls, id, err, sizeof err);
+    close(m->sigfd);
+    for (int i = 0; i < m->cfg->workers; i++) {
+        if (m->w[i].ctl >= 0)
+            close(m->w[i].ctl);  /* the master's ends, ours included */
+    }
+    if (m->pass) {               /* connections come from the master, not the sockets */
+        for (size_t i = 0; i < ls.n; i++)
+            close(ls.fd[i]);
+        ls.n = 0;
+        ls.pass_fd = m->w[id - 1].pass_peer;
+    }
+    srv = server_new(m->cfg, &ls, id, err, sizeof err);
     if (srv == NULL) {
         if (ready >= 0 && write(ready, "E", 1) == 1 && write(ready, err, strlen(err)) < 0)
             _exit(2);
@@ -89,14 +119,29 @@ static void master_child(struct master *m, int id, int ready)
 /* Fork worker i. 'ready' is the write end of a readiness pipe, or -1. */
 static int master_fork(struct master *m, int i, int ready)
 {
-    pid_t pid = fork();
+    int sp[2] = { -1, -1 };
+    pid_t pid;
 
-    if (pid < 0) {
+    if (m->pass && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+        log_error("cannot start worker %d: socketpair: %s", i + 1, strerror(errno));
+        return -1;
+    }
+    m->w[i].ctl = sp[0];
+    m->w[i].pass_peer = sp[1];
+    m->w[i].load = 0;
+    if ((pid = fork()) < 0) {
         log_error("cannot start worker %d: %s", i + 1, strerror(errno));
+        if (m->pass) {
+            close(sp[0]);
+            close(sp[1]);
+        }
+        m->w[i].ctl = -1;
         return -1;
     }
     if (pid == 0)
         master_child(m, i + 1, ready);
+    if (sp[1] >= 0)
+        close(sp[1]);
     m->w[i].pid = pid;
     m->w[i].started = master_now();
     log_info("worker %d started (pid %ld)", i + 1, (long)pid);
@@ -174,6 +219,10 @@ static void master_reap(struct master *m)
             if (w->pid != pid)
                 continue;
             w->pid = 0;
+            if (w->ctl >= 0)
+                close(w->ctl); /* its connections died with it */
+            w->ctl = -1;
+            w->load = 0;
             stats_clear(m->stats, i);
             if (m->stopping)
                 break;
@@ -243,15 +292,114 @@ static void master_on_signal(struct master *m, int sig)
     }
 }
 
+/* Pass mode: the least loaded running worker, or -1. */
+static int master_pick(struct master *m)
+{
+    int best = -1, n = m->cfg->workers;
+
+    /* start after the last pick, so that ties go round the workers */
+    for (int k = 1; k <= n; k++) {
+        int i = (m->last_pick + k) % n;
+
+        if (m->w[i].pid > 0 && m->w[i].ctl >= 0 && (best < 0 || m->w[i].load < m->w[best].load))
+            best = i;
+    }
+    if (best >= 0)
+        m->last_pick = best;
+    if (best >= 0 && m->w[best].load >= m->cfg->max_conns &&
+        master_now() - m->saturated_logged >= 1) {
+        m->saturated_logged = master_now();
+        log_warn("saturated: every worker holds %u or more connections (--max-conns %u); "
+                 "add workers", m->w[best].load, m->cfg->max_conns);
+    }
+    return best;
+}
+
+/* Pass mode: accept what is waiting on a listener and hand it out. */
+static void master_accept(struct master *m, int lfd)
+{
+    for (int k = 0; k < 64; k++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK), i;
+        uint64_t cookie;
+
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                log_error("accept failed: %s", strerror(errno));
+            return;
+        }
+        if ((i = master_pick(m)) < 0) {
+            close(fd); /* no worker running: the client sees a reset */
+            continue;
+        }
+        cookie = ++m->passed << 8 | (uint64_t)i;
+        if (listen_send_passed(m->w[i].ctl, fd, cookie) < 0)
+            log_error("cannot pass a connection to worker %d: %s", i + 1, strerror(errno));
+        else
+            m->w[i].load++;
+        close(fd); /* the worker has its own descriptor now */
+    }
+}
+
+/* Pass mode: cookies coming back from worker i (connections it closed). */
+static void master_on_cookies(struct master *m, int i)
+{
+    uint64_t cookies[64];
+    ssize_t n = recv(m->w[i].ctl, cookies, sizeof cookies, MSG_DONTWAIT);
+
+    if (n <= 0) {
+        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            close(m->w[i].ctl); /* the worker is going; SIGCHLD tells the rest */
+            m->w[i].ctl = -1;
+        }
+        return;
+    }
+    for (ssize_t k = 0; k < n / (ssize_t)sizeof cookies[0]; k++) {
+        if ((int)(cookies[k] & 0xff) == i && m->w[i].load > 0)
+            m->w[i].load--;
+    }
+}
+
+/* Read the signals the signalfd has queued. */
+static void master_on_signals(struct master *m)
+{
+    struct signalfd_siginfo si;
+
+    while (read(m->sigfd, &si, sizeof si) == (ssize_t)sizeof si)
+        master_on_signal(m, (int)si.ssi_signo);
+}
+
 static int master_loop(struct master *m)
 {
+    struct pollfd p[1 + CONFIG_MAX_LIST + 1024];
+    int owner[1 + CONFIG_MAX_LIST + 1024];
+
     while (!m->stopping || master_alive(m) > 0) {
         double wait = master_next(m);
-        struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
-        int sig = sigtimedwait(&m->sigs, NULL, &ts);
+        size_t n = 0;
 
-        if (sig > 0)
-            master_on_signal(m, sig);
+        p[n++] = (struct pollfd){ .fd = m->sigfd, .events = POLLIN };
+        for (size_t i = 0; m->pass && !m->stopping && i < m->ls->n; i++) {
+            owner[n] = -1;
+            p[n++] = (struct pollfd){ .fd = m->ls->fd[i], .events = POLLIN };
+        }
+        for (int i = 0; m->pass && i < m->cfg->workers && i < 1024; i++) {
+            if (m->w[i].ctl >= 0) {
+                owner[n] = i;
+                p[n++] = (struct pollfd){ .fd = m->w[i].ctl, .events = POLLIN };
+            }
+        }
+        if (poll(p, n, (int)(wait * 1000) + 1) > 0) {
+            if (p[0].revents)
+                master_on_signals(m);
+            for (size_t k = 1; k < n; k++) {
+                if (p[k].revents == 0 || (m->stopping && owner[k] < 0))
+                    continue;
+                if (owner[k] < 0)
+                    master_accept(m, p[k].fd);
+                else if (m->w[owner[k]].ctl == p[k].fd)
+                    master_on_cookies(m, owner[k]);
+            }
+        }
         if (m->stopping && master_now() >= m->deadline && master_alive(m) > 0) {
             log_warn("%d workers still running past the shutdown timeout: killing them",
                      master_alive(m));
@@ -274,7 +422,15 @@ int master_run(const struct config *cfg, struct listeners *ls)
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         sigaddset(&m.sigs, sigs[i]);
     sigprocmask(SIG_BLOCK, &m.sigs, &m.old);
+    m.pass = cfg->dispatch != NULL && strcmp(cfg->dispatch, "pass") == 0;
+    m.sigfd = signalfd(-1, &m.sigs, SFD_CLOEXEC | SFD_NONBLOCK);
     m.w = calloc((size_t)cfg->workers, sizeof *m.w);
+    for (int i = 0; m.w != NULL && i < cfg->workers; i++)
+        m.w[i].ctl = m.w[i].pass_peer = -1;
+    if (m.sigfd < 0) {
+        fprintf(stderr, "afcgi: signalfd: %s\n", strerror(errno));
+        goto done;
+    }
     m.stats = stats_create(cfg->workers);
     if (m.w == NULL || m.stats == NULL) {
         fprintf(stderr, "afcgi: out of memory\n");
@@ -290,12 +446,19 @@ int master_run(const struct config *cfg, struct listeners *ls)
     }
     listen_names(ls, names, sizeof names);
     log_notice("ready, listening on %s", names);
-    log_notice("master (pid %ld) runs %d workers", (long)getpid(), cfg->workers);
+    log_notice("master (pid %ld) runs %d workers%s", (long)getpid(), cfg->workers,
+               m.pass ? ", passing them connections" : "");
     rc = master_loop(&m);
     log_notice("exiting");
 done:
     listen_close(ls, 1);
     stats_destroy(m.stats, cfg->workers);
+    for (int i = 0; m.w != NULL && i < cfg->workers; i++) {
+        if (m.w[i].ctl >= 0)
+            close(m.w[i].ctl);
+    }
+    if (m.sigfd >= 0)
+        close(m.sigfd);
     free(m.w);
     return rc;
 }

@@ -53,6 +53,9 @@ static const struct opt opt_table[] = {
     { "workers", 'w', T_WORKERS, OFF(workers), 1024, "N|auto",
       "worker processes under a master that restarts them (auto: one per CPU); "
       "default: one process, no master" },
+    { "dispatch", 0, T_STRING, OFF(dispatch), 0, "shared|pass",
+      "shared: workers accept on the shared sockets (default); pass: the master accepts "
+      "and hands each connection to the least-loaded worker (kcgi's descriptor passing)" },
     { "config", 'c', T_STRING, OFF(config_file), 0, "FILE",
       "a Lua file setting any of these options (e.g. max_body = \"8m\"); flags win" },
     { "max-conns", 0, T_UINT, OFF(max_conns), 1000000, "N",
@@ -420,6 +423,10 @@ int options_parse(struct config *cfg, int argc, char **argv, char *err, size_t e
         return opt_fail(err, errlen, "%s", optind >= argc
                                                ? "no APP.lua given (see afcgi --help)"
                                                : "exactly one APP.lua expected (see afcgi --help)");
+    if (cfg->dispatch != NULL && strcmp(cfg->dispatch, "shared") != 0 &&
+        strcmp(cfg->dispatch, "pass") != 0)
+        return opt_fail(err, errlen, "bad value for --dispatch: '%s' (shared or pass)",
+                        cfg->dispatch);
     cfg->app = argv[optind];
     cfg->listen[cfg->nlisten] = NULL;
     cfg->allow[cfg->nallow] = NULL;

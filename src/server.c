@@ -46,6 +46,7 @@ static void server_on_stop_timeout(evutil_socket_t fd, short what, void *arg);
 static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg);
 static void server_on_timeout(evutil_socket_t fd, short what, void *arg);
 static void server_on_compact(evutil_socket_t fd, short what, void *arg);
+static void server_stop(struct server *srv);
 
 /* ---- accepting ---------------------------------------------------------- */
 
@@ -279,9 +280,59 @@ static void server_close_listeners(struct server *srv)
     srv->nlsn = 0;
 }
 
+void server_return_cookie(struct server *srv, uint64_t cookie)
+{
+    if (srv->ls.pass_fd >= 0 &&
+        send(srv->ls.pass_fd, &cookie, sizeof cookie, MSG_DONTWAIT | MSG_NOSIGNAL) !=
+            (ssize_t)sizeof cookie)
+        log_warn("cannot return a connection's cookie to the manager: %s", strerror(errno));
+}
+
+/* Connections arriving as descriptors with cookies (kcgi's protocol). */
+static void server_on_passed(evutil_socket_t pfd, short what, void *arg)
+{
+    struct server *srv = arg;
+    unsigned long long cookie;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    char peer[112];
+    struct conn *c;
+    int fd, rc;
+
+    (void)what;
+    for (int i = 0; i < 64 && (rc = listen_recv_passed(pfd, &fd, &cookie)) == 1; i++) {
+        sl = sizeof ss;
+        if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+            listen_format_addr((struct sockaddr *)&ss, sl, peer, sizeof peer);
+        else
+            snprintf(peer, sizeof peer, "passed");
+        if (srv->stopping || (c = conn_new(srv, fd, peer)) == NULL) {
+            if (srv->stopping)
+                close(fd);
+            server_return_cookie(srv, cookie);
+            continue;
+        }
+        c->passed = 1;
+        c->cookie = cookie;
+    }
+    if (rc < 0 && !srv->stopping) {
+        log_notice("the connection manager closed its socket: stopping");
+        event_del(srv->pass_ev);
+        server_stop(srv);
+    }
+}
+
 /* Watch the listening sockets; the server owns them from here on. */
 static int server_watch(struct server *srv, char *err, size_t errlen)
 {
+    if (srv->ls.pass_fd >= 0) {
+        srv->pass_ev = event_new(srv->base, srv->ls.pass_fd, EV_READ | EV_PERSIST,
+                                 server_on_passed, srv);
+        if (srv->pass_ev == NULL || event_add(srv->pass_ev, NULL) < 0) {
+            snprintf(err, errlen, "cannot watch the descriptor socket");
+            return -1;
+        }
+    }
     for (size_t i = 0; i < srv->ls.n; i++) {
         srv->lsn[i] = evconnlistener_new(srv->base, server_on_accept, srv,
                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
@@ -470,6 +521,10 @@ void server_free(struct server *srv)
     watchdog_stop(srv->wd);
     if (srv->stats_ev)
         event_free(srv->stats_ev);
+    if (srv->pass_ev)
+        event_free(srv->pass_ev);
+    if (srv->ls.pass_fd >= 0)
+        close(srv->ls.pass_fd);
     for (int i = 0; i < 5; i++) {
         if (srv->sig_ev[i])
             event_free(srv->sig_ev[i]);

@@ -44,6 +44,7 @@ struct server {
     struct event *accept_ev;         /* re-enables listeners after EMFILE */
     struct event *timeout_ev;        /* fires at the oldest request's deadline */
     struct event *compact_ev;        /* full GC and malloc_trim, after mass aborts */
+    struct event *pass_ev;           /* connections passed as descriptors */
     struct req *oldest, *newest;     /* every request, in order of arrival; borrowed */
     struct conn *flush_head;         /* connections with output queued; borrowed */
     struct conn *conns;              /* every open connection; owned */
@@ -83,6 +84,9 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
 int server_run(struct server *srv);
 
 void server_free(struct server *srv);
+
+/* A passed connection is closed: give its cookie back to the manager. */
+void server_return_cookie(struct server *srv, uint64_t cookie);
 
 /* Queue c so its output is written at the end of this loop turn. */
 void server_queue_flush(struct server *srv, struct conn *c);
