@@ -13,12 +13,17 @@ local function write(dir, name, text)
     return path
 end
 
+-- Under the ASan build, LeakSanitizer is off in every spec here but the one
+-- that checks for leaks ("leaks nothing..." below): the config leak it shows
+-- (an open bug) would otherwise fail each of them.
+local NO_LEAK_CHECK = { ASAN_OPTIONS = (os.getenv("ASAN_OPTIONS") or "") .. ":detect_leaks=0" }
+
 -- Starts the lifecycle fixture with args (no --listen added).
-local function start(args)
+local function start(args, env)
     local argv = {}
     for _, a in ipairs(args) do argv[#argv + 1] = a end
     argv[#argv + 1] = helpers.fixture("lifecycle")
-    return proc.start(argv)
+    return proc.start(argv, { env = env or NO_LEAK_CHECK })
 end
 
 local function max_body_answer(srv, id, n)
@@ -32,7 +37,7 @@ local function fails(args, pattern)
     local argv = {}
     for _, a in ipairs(args) do argv[#argv + 1] = a end
     argv[#argv + 1] = helpers.fixture("lifecycle")
-    local status, stderr, stdout = helpers.run_cli(argv)
+    local status, stderr, stdout = proc.run(argv, { env = NO_LEAK_CHECK })
     assert.equal(2, status, stderr)
     assert.matches("^afcgi: [^\n]+\n$", stderr, nil, nil, "not one line: " .. stderr)
     assert.matches(pattern, stderr)
@@ -146,17 +151,26 @@ allow = { "127.0.0.2" }
         assert.equal(200, proc.connect_from(srv.addr, "127.0.0.2"):request(1, "/").status)
     end)
 
-    -- Under the ASan build this also checks that reading numbers from the
-    -- file leaks nothing. BUG (open, fails under `make spec-asan` until it is
-    -- fixed): conf_value strdup()s every value, but only string and list
-    -- settings keep the copy, so each number read from the file (max_conns,
-    -- max_body...) is leaked, and LeakSanitizer turns the exit status into 1.
-    it("exits 0 on SIGTERM, with no sanitizer report, after reading numbers and sizes", function()
-        local conf = write(dir, "conf.lua", 'listen = "127.0.0.1:0"\nmax_conns = 50\nmax_body = "2m"\n')
-        local srv = start({ "--config", conf })
+    -- Under the ASan build (LeakSanitizer) and valgrind this checks that the
+    -- file's settings leak nothing. BUG (open, fails under `make spec-asan`
+    -- and `make spec-valgrind` until it is fixed): conf_value strdup()s every
+    -- value from the file and hands it to opt_set, which keeps the copy only
+    -- for string and list settings, and only until a flag replaces it. So
+    -- each number or size read from the file is lost at once, and so are a
+    -- string or a list the command line overrides: LeakSanitizer reports
+    -- them and turns exit status 0 into 1 (and a bad-value exit 2 into 1).
+    it("leaks nothing of the file's numbers, sizes, overridden strings and replaced lists",
+       function()
+        local conf = write(dir, "conf.lua", [[
+listen = { "127.0.0.1:1", "127.0.0.1:2" }
+max_conns = 50
+max_body = "2m"
+status_path = "/replaced"
+]])
+        local srv = start({ "--config", conf, "--listen", "127.0.0.1:0", "--status-path", "/st" },
+                          {})
         assert.equal(200, helpers.connect(srv):request(1, "/").status)
-        -- proc.start registered srv:stop_ok() for the cleanup; run it now to name this test
-        helpers.cleanup()
+        helpers.cleanup()      -- runs srv:stop_ok(): exit 0 and no sanitizer report
     end)
 
     it("exits 2 with one line naming an unknown setting", function()
@@ -202,7 +216,8 @@ allow = { "127.0.0.2" }
     -- two addresses; the server starts instead of naming the value.
     it("exits 2 with one line for a table inside a list", function()
         local conf = write(dir, "nested.lua", 'listen = { "127.0.0.1:0", { "127.0.0.1:0" } }\n')
-        local p = proc.spawn({ helpers.bin(), "--config", conf, helpers.fixture("lifecycle") })
+        local p = proc.spawn({ helpers.bin(), "--config", conf, helpers.fixture("lifecycle") },
+                             { env = NO_LEAK_CHECK })
         helpers.wait_until(function()
             return not p:alive() or p:log():find("ready, listening on", 1, true)
         end, 10, "afcgi to exit or to become ready")

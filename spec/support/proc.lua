@@ -31,17 +31,19 @@ Process.__index = Process
 --                            /dev/null on stdin; all other fds above 2 close
 --   env = { NAME = "value" | false }  set (or unset) in the child
 --   listen_pid = true        LISTEN_PID is set to the child's own pid
---   stderr_file = path       stderr goes there (then wait_log has no pipe)
+--   stdout = true            stdout goes to a pipe too (p.out_fd)
 -- The child's stdout is /dev/null; stderr is a pipe read by the methods.
 function M.spawn(argv, opts)
     opts = opts or {}
     local err_r, err_w = assert(unistd.pipe())
+    local out_r, out_w
+    if opts.stdout then out_r, out_w = assert(unistd.pipe()) end
     fcntl.fcntl(err_r, F_SETPIPE_SZ, 1048576)
     local pid = assert(unistd.fork())
     if pid == 0 then
         local null = fcntl.open("/dev/null", fcntl.O_RDWR)
         unistd.dup2(null, 0)
-        unistd.dup2(null, 1)
+        unistd.dup2(out_w or null, 1)
         unistd.dup2(err_w, 2)
         -- move the wanted descriptors out of the way first, then into place
         local fds, moved = opts.fds or {}, {}
@@ -64,7 +66,38 @@ function M.spawn(argv, opts)
         unistd._exit(127)
     end
     unistd.close(err_w)
-    return setmetatable({ pid = pid, fd = err_r, argv = argv, text = "", eof = false }, Process)
+    if out_w then unistd.close(out_w) end
+    return setmetatable({ pid = pid, fd = err_r, out_fd = out_r, argv = argv, text = "",
+                          eof = false }, Process)
+end
+
+-- Runs afcgi with args (opts as for spawn) to its exit, at most timeout
+-- seconds (default 10); returns exit status, stderr, stdout.
+function M.run(args, opts, timeout)
+    local argv = { helpers.bin() }
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    opts = setmetatable({ stdout = true }, { __index = opts or {} })
+    local p = M.spawn(argv, opts)
+    local out, deadline = {}, socket.gettime() + (timeout or 10)
+    local out_open = true
+    while (out_open or not p.eof) and socket.gettime() < deadline do
+        if not out_open then
+            p:pump(10)
+        else
+            p:pump(0)
+            if ppoll.rpoll(p.out_fd, 10) ~= 0 then
+                local data = unistd.read(p.out_fd, 65536) or ""
+                if data == "" then out_open = false; unistd.close(p.out_fd)
+                else out[#out + 1] = data end
+            end
+        end
+    end
+    local status = p:stop(false, math.max(0.5, deadline - socket.gettime()))
+    if p.how == "timeout" then
+        error(("afcgi %s did not exit within %s s; stderr: %s"):format(table.concat(args, " "),
+              timeout or 10, p.text), 2)
+    end
+    return status, p.text, table.concat(out)
 end
 
 function Process:pump(ms)
