@@ -5,6 +5,14 @@ local fc = require "fcgi_client"
 local socket = require "socket"
 local psignal = require "posix.signal"
 
+-- The peak resident set of pid so far, in kB (VmHWM).
+local function peak_kb(pid)
+    local f = assert(io.open("/proc/" .. pid .. "/status"))
+    local kb = tonumber(f:read("*a"):match("VmHWM:%s*(%d+)"))
+    f:close()
+    return kb
+end
+
 local function ok_body(c, id)
     local r = c:request(id, "/")
     assert.equal(200, r.status)
@@ -53,6 +61,26 @@ describe("faults", function()
         if not helpers.asan then
             assert.is_true(helpers.rss_kb(srv.pid) < before + 100 * 1024,
                            "RSS grew past the 64 MiB limit")
+        end
+    end)
+
+    it("holds back an upload its only request reads slowly, instead of buffering it", function()
+        local srv = helpers.start_server("faults", { args = { "--max-body", "1g" } })
+        local c = helpers.connect(srv, nil, { timeout = 30 })
+        assert.equal("ok", ok_body(c, 9))
+        local before = helpers.rss_kb(srv.pid)
+        local mb, chunk = 24, ("x"):rep(1048576)
+        c:begin(1)
+        c:params(1, fc.cgi_params("POST", "/slowread?ms=2", nil, mb * 1048576))
+        for _ = 1, mb do c:stdin(1, chunk) end   -- blocks while the server holds back
+        c:stdin(1, "")
+        local r = c:read_response(1, 30)
+        assert.equal(tostring(mb * 1048576), r.body)
+        local grown = peak_kb(srv.pid) - before
+        print(("  %d MiB read 64 KiB per 2 ms: server peak RSS %d kB over its level before"):format(
+            mb, grown))
+        if not helpers.asan then
+            assert.is_true(grown < 8 * 1024, "the server buffered the upload: +" .. grown .. " kB")
         end
     end)
 

@@ -220,6 +220,7 @@ static int api_push_body(lua_State *L, struct req *r)
     }
     lua_pushlstring(L, (const char *)evbuffer_pullup(r->in, -1), n);
     evbuffer_drain(r->in, n);
+    req_body_backpressure(r);
     return 1;
 }
 
@@ -236,6 +237,7 @@ static int api_push_chunk(lua_State *L, struct req *r, size_t max)
         n = max;
     lua_pushlstring(L, (const char *)evbuffer_pullup(r->in, (ssize_t)n), n);
     evbuffer_drain(r->in, n);
+    req_body_backpressure(r);
     return 1;
 }
 
@@ -243,6 +245,10 @@ static int api_l_read_body(lua_State *L)      /* body, err = req:read_body() */
 {
     struct req *r = api_req(L);
 
+    if (r->reading) {
+        r->reading = 0; /* the whole body is wanted: no holding back now */
+        req_body_backpressure(r);
+    }
     if (r->too_large)
         return api_push_err(L, "too large");
     if (r->stdin_done)
@@ -258,6 +264,7 @@ static int api_l_read(lua_State *L)           /* chunk, err = req:read([max]) */
     struct task *t;
 
     luaL_argcheck(L, max > 0, 2, "must be positive");
+    r->reading = 1;
     if (r->too_large)
         return api_push_err(L, "too large");
     if ((r->in && evbuffer_get_length(r->in) > 0) || r->stdin_done)

@@ -127,7 +127,8 @@ static int tab_insert(struct conn *c, struct req *r)
         c->tab_mask = ncap - 1;
     }
     tab_put(c->tab, c->tab_mask, r);
-    c->nreqs++;
+    if (++c->nreqs > 1)
+        c->multiplexed = 1;
     return 0;
 }
 
@@ -271,9 +272,9 @@ static void conn_on_low_water(struct conn *c)
         if (t->wait == TASK_WAIT_DRAIN)
             task_wake(t);
     }
-    if (c->read_paused && !c->closing) {
+    if (c->read_paused) {
         c->read_paused = 0;
-        event_add(c->rev, NULL);
+        conn_update_reading(c);
     }
 }
 
@@ -310,6 +311,24 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
     conn_flush(arg);
 }
 
+void conn_update_reading(struct conn *c)
+{
+    int want = !c->closing && !c->read_paused && !c->body_paused;
+
+    if (want)
+        event_add(c->rev, NULL);
+    else
+        event_del(c->rev);
+}
+
+void conn_pause_body(struct conn *c, int pause)
+{
+    if (c->body_paused == (unsigned)(pause != 0))
+        return;
+    c->body_paused = pause != 0;
+    conn_update_reading(c);
+}
+
 void conn_end_request(struct conn *c, struct req *r)
 {
     if (!r->params_done)
@@ -318,6 +337,7 @@ void conn_end_request(struct conn *c, struct req *r)
     if (!r->keep_conn)
         c->close_when_idle = 1;
     req_free(r);
+    conn_pause_body(c, 0); /* whoever held the body back is gone */
     if (c->close_when_idle && c->nreqs == 0)
         conn_close(c);
 }
@@ -399,7 +419,7 @@ static int conn_parse(struct conn *c, const uint8_t *p, size_t len)
     if (!c->read_paused &&
         conn_pending(c) > c->srv->cfg.high_water * CONN_READ_PAUSE_FACTOR) {
         c->read_paused = 1; /* the peer does not read its responses */
-        event_del(c->rev);
+        conn_update_reading(c);
     }
     /* a connection shrinks back to nothing once its partial record is gone */
     if (c->partial.len == 0 && c->partial.cap > 0)

@@ -44,6 +44,8 @@ struct conn {
     unsigned closing : 1;       /* no more reading; close once output is written */
     unsigned read_paused : 1;   /* too much unread output: stop taking requests */
     unsigned passed : 1;        /* arrived as a descriptor with a cookie */
+    unsigned body_paused : 1;   /* its one request has more unread body than high water */
+    unsigned multiplexed : 1;   /* has carried two requests at once */
 };
 
 /* Take ownership of an accepted, connected socket. Returns NULL (fd closed,
@@ -74,6 +76,14 @@ void conn_wait_drain(struct conn *c, struct task *t);
 
 /* Forget t as a drain waiter (it is ending). */
 void conn_cancel_drain(struct conn *c, struct task *t);
+
+/* Read from the socket or not, as closing and the two pauses say. */
+void conn_update_reading(struct conn *c);
+
+/* Stop (or resume) reading while the connection's only request holds more
+ * unread body than --high-water: the FastCGI way to slow an upload down,
+ * since a record stream has no per-request flow control. */
+void conn_pause_body(struct conn *c, int pause);
 
 /* Close gracefully: stop reading, write what is queued, then free. */
 void conn_close(struct conn *c);

@@ -213,6 +213,23 @@ int req_set_deadline(struct req *r, double seconds)
 
 /* ---- request body ----------------------------------------------------- */
 
+void req_body_backpressure(struct req *r)
+{
+    size_t unread = r->in ? evbuffer_get_length(r->in) : 0;
+    struct conn *c = r->conn;
+
+    /* Only a request that reads its body, on a connection that has never
+     * carried two requests at once (nginx, Apache...), may hold the socket
+     * back. A handler that does not read, or a multiplexing client, gets
+     * its body buffered (up to --max-body) instead: other requests on the
+     * connection must never wait for a slow reader. */
+    if (!c->body_paused && unread > r->srv->cfg.high_water && r->reading && !c->multiplexed &&
+        !r->stdin_done)
+        conn_pause_body(c, 1);
+    else if (c->body_paused && (unread <= r->srv->cfg.high_water / 2 || !r->reading))
+        conn_pause_body(c, 0);
+}
+
 /* Wake the task (main or thread) that waits for body bytes, if any. */
 static void req_wake_reader(struct req *r, struct task *t)
 {
@@ -249,6 +266,7 @@ void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
             return;
         }
         r->in_total += n;
+        req_body_backpressure(r);
     }
     req_wake_readers(r);
 }
@@ -294,7 +312,10 @@ const char *req_reason(unsigned status)
 int req_add_header(struct req *r, const char *name, size_t nlen, const char *value,
                    size_t vlen)
 {
-    if (nlen == 12 && strncasecmp(name, "Content-Type", 12) == 0)
+    /* no default type either when the front serves a file in our place */
+    if ((nlen == 12 && strncasecmp(name, "Content-Type", 12) == 0) ||
+        (nlen == 16 && strncasecmp(name, "X-Accel-Redirect", 16) == 0) ||
+        (nlen == 10 && strncasecmp(name, "X-Sendfile", 10) == 0))
         r->has_ctype = 1;
     if (buf_reserve(&r->hdrs, nlen + vlen + 4) < 0)
         return -1;

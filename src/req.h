@@ -52,6 +52,7 @@ struct req {
     unsigned failed : 1;      /* the handler raised */
     unsigned rejected : 1;    /* answered without running (params too large) */
     unsigned aborted : 1;     /* the web server gave up on it */
+    unsigned reading : 1;     /* the handler has asked for its body */
 };
 
 /* A new request on c, registered in a server slot. NULL when out of memory. */
@@ -65,6 +66,9 @@ int req_add_params(struct req *r, const uint8_t *p, size_t n);
 
 /* The params stream ended: run the handler. May end and free r. */
 void req_start(struct req *r);
+
+/* Pause or resume reading r's connection after its unread body changed. */
+void req_body_backpressure(struct req *r);
 
 /* FCGI_STDIN content (n > 0) or its end (n == 0). Wakes a waiting reader. */
 void req_add_stdin(struct req *r, const uint8_t *p, size_t n);
