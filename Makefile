@@ -31,7 +31,7 @@ LUADIR   ?= $(PREFIX)/share/lua/5.1
 BUSTED   ?= busted
 BUSTED_FLAGS ?=
 
-.PHONY: all clean test check spec asan spec-asan spec-valgrind deps install demo fuzz fuzz-build fuzz-replay fuzz-save
+.PHONY: lint all clean test check spec asan spec-asan spec-valgrind deps install demo fuzz fuzz-build fuzz-replay fuzz-save
 
 all: afcgi afcgi-bench
 
@@ -58,7 +58,7 @@ afcgi-asan: $(SERVER_OBJS)
 # Installing them must not start nginx as a system service: a policy-rc.d
 # that answers 101 keeps the packages' scripts from starting anything.
 DEB_PKGS = build-essential pkg-config luajit2 libluajit2-5.1-dev libevent-dev lua-cjson \
-           lua-busted lua-socket lua-posix luarocks nginx clang libclang-rt-14-dev valgrind
+           lua-busted lua-socket lua-posix lua-check luarocks nginx clang libclang-rt-14-dev valgrind
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
@@ -93,11 +93,16 @@ spec-asan: asan | $(BUILD)
 # The whole suite, as CI runs it: specs on both builds, every kept fuzz input
 # replayed, then a short fuzzing pass of each target.
 test: deps
+	$(MAKE) lint
 	$(MAKE) spec
 	$(MAKE) spec-asan
 	$(MAKE) spec-valgrind
 	$(MAKE) fuzz-replay
 	$(MAKE) fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+
+# Lua style: no globals, no unused values (see .luacheckrc).
+lint:
+	luacheck --no-color -q lua spec examples
 
 # The quick start: the examples behind a real nginx on http://127.0.0.1:8080/.
 demo: deps

@@ -57,9 +57,9 @@ end
 -- value, which is returned; fails naming what after timeout seconds.
 function M.wait_until(fn, timeout, what)
     local deadline = socket.gettime() + (timeout or 5)
-    local dt, last = 0.001, nil
+    local dt = 0.001
     while true do
-        last = fn()
+        local last = fn()
         if last then return last end
         if socket.gettime() >= deadline then
             error(("timed out after %.1f s waiting for %s"):format(timeout or 5, what or "a condition"), 2)
@@ -417,10 +417,9 @@ local function http_head(raw)
         local name, value = line:match("^([^:]+):[ \t]*(.-)[ \t]*$")
         if name then name = name:lower() end
         local old = name and res.headers[name]
-        if not name then -- not a header line: ignored
-        elseif old == nil then res.headers[name] = value
-        elseif type(old) == "table" then old[#old + 1] = value
-        else res.headers[name] = { old, value } end
+        if name and old == nil then res.headers[name] = value      -- other lines: ignored
+        elseif name and type(old) == "table" then old[#old + 1] = value
+        elseif name then res.headers[name] = { old, value } end
     end
     return res, head_end + 4
 end
