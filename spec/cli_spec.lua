@@ -1,4 +1,4 @@
--- The command line, the readiness line and the signals (docs/INTERFACE.md).
+-- The command line, the readiness line and the signals (README.md, "Command line").
 local helpers = require "helpers"
 local fc = require "fcgi_client"
 local socket = require "socket"

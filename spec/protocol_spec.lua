@@ -1,4 +1,4 @@
--- FastCGI 1.0 protocol behaviour of afcgi (docs/INTERFACE.md, "Protocol behaviour").
+-- FastCGI 1.0 protocol behaviour of afcgi (README.md, "How it works").
 local helpers = require "helpers"
 local fc = require "fcgi_client"
 
