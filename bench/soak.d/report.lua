@@ -119,7 +119,7 @@ say("")
 say("flat: median of the last third (%d-%d s) against the second third (%d-%d s)",
     math.floor(2 * third), duration, math.floor(third), math.floor(2 * third))
 if r2.median and r3.median then
-    local lim = math.max(0.05 * r2.median, 2048)
+    local lim = math.max(0.05 * r2.median, 1024)
     local d = r3.median - r2.median
     local ok = d <= lim
     say("  RSS  %s -> %s MiB: %+.2f MiB (%+.1f%%), limit +%.2f MiB   %s",
@@ -180,7 +180,7 @@ end
 
 say("")
 say("clients (afcgi-bench; ok = valid answers, req/s over the run):")
-say("  %-9s %-44s %10s %8s %8s  %s", "name", "load", "ok", "req/s", "p99 ms", "errors")
+say("  %-9s %-56s %10s %8s %8s  %s", "name", "load", "ok", "req/s", "p99 ms", "errors")
 local total_ok, error_requests = 0, 0
 for l in lines(work .. "/clients.tsv") do
     local name, allowed, load = l:match("^([^\t]+)\t([^\t]*)\t(.*)$")
@@ -189,12 +189,12 @@ for l in lines(work .. "/clients.tsv") do
     local ok_json, r = pcall(cjson.decode, text or "")
     local rc = tonumber(slurp(work .. "/" .. name .. ".rc") or "")
     if not ok_json or type(r) ~= "table" then
-        say("  %-9s %-44s  no report (exit status %s): %s", name, load, tostring(rc),
+        say("  %-9s %-56s  no report (exit status %s): %s", name, load, tostring(rc),
             (slurp(work .. "/" .. name .. ".err") or ""):gsub("\n", " "):sub(1, 120))
         fail("client %s gave no report", name)
     else
         local e = r.errors or {}
-        say("  %-9s %-44s %10d %8.0f %8.1f  %s", name, load:sub(1, 44), r.ok, r.ok / r.duration_s,
+        say("  %-9s %-56s %10d %8.0f %8.1f  %s", name, load:sub(1, 56), r.ok, r.ok / r.duration_s,
             r.latency_us.p99 / 1000, errors_text(e, allow))
         total_ok = total_ok + r.ok
         if name == "errors" then error_requests = r.ok end
@@ -224,7 +224,7 @@ for i = 1, 100000 do
         fail("drop round %d gave no report", i)
     end
 end
-say("  %-9s %-44s %10d %8s %8s  %s", "drop", ("%d rounds x --hold 200 -c 4, SIGINT after 1 s"):format(rounds),
+say("  %-9s %-56s %10d %8s %8s  %s", "drop", ("%d rounds x --hold 200 -c 4, SIGINT after 1 s"):format(rounds),
     drop_ok, "-", "-", errors_text(drop_errs, {}))
 say("            %d long polls held, %d dropped in flight", held, dropped)
 for _, k in ipairs(KINDS) do

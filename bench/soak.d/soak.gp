@@ -1,11 +1,12 @@
 # bench/soak.d/soak.gp: RSS and open descriptors of afcgi during a soak run.
-#   gnuplot -e "csv='soak.csv'; reloads='soak-reloads.tsv'; png='soak.png'; minutes='10'" soak.gp
+#   gnuplot -e "csv='soak.csv'; reloads='soak-reloads.tsv'; png='soak.png'" \
+#           -e "minutes='10'; every='30'" soak.gp
 # csv: time,rss_kb,fds,reload_generation (time 0 = before the traffic);
 # reloads: time<TAB>generation<TAB>version, one line per SIGHUP.
 set terminal pngcairo size 900,600 font "DejaVu Sans,10" noenhanced
 set output png
 set datafile separator ","
-set key top left horizontal opaque box
+set key bottom right opaque box width 1
 set grid ytics lc rgb "#dddddd"
 set xlabel "time (min)"
 set xrange [0:*]
@@ -15,7 +16,7 @@ unset y2tics
 set lmargin 10
 set rmargin 3
 
-set multiplot layout 2,1 title sprintf("afcgi soak: %s min of mixed traffic, SIGHUP reload every 30 s (dashed lines)", minutes)
+set multiplot layout 2,1 title sprintf("afcgi soak: %s min of mixed traffic, SIGHUP reload every %s s (dashed lines)", minutes, every)
 
 set ylabel "RSS (MiB)"
 set format x ""

@@ -12,7 +12,8 @@
 --   /error                 raises a deliberate error: odd calls before any
 --                          output (500), even ones after a flushed partial body
 --   /big?kb=N              N KiB in 64 KiB writes, each flushed
---   /version               VERSION
+--   /version               VERSION, requests served, aborts seen, timer ticks
+--                          and the Lua heap (KiB) of this code generation
 --
 -- Every response carries X-Soak-Version: VERSION and ends with "soak VERSION".
 local afcgi = require "afcgi"
@@ -31,7 +32,10 @@ function M.new(opts)
     local version = assert(opts.version, "version")
     local tag = "soak " .. version
     local json_items = opts.json_items or 8
-    local served, aborted, errors = 0, 0, 0
+    local served, aborted, errors, ticks = 0, 0, 0, 0
+    -- A periodic timer started at load time: it must stop, and let this code
+    -- generation be freed, once a reload has replaced it.
+    afcgi.every(0.5, function() ticks = ticks + 1 end)
 
     local routes = {}
 
@@ -129,7 +133,8 @@ function M.new(opts)
 
     function routes.version(_, res)
         res:header("Content-Type", "text/plain")
-        res:write(version, " served ", served, " aborted ", aborted, "\n", tag, "\n")
+        res:write(version, " served ", served, " aborted ", aborted, " ticks ", ticks,
+                  " lua_kb ", math.floor(collectgarbage("count")), "\n", tag, "\n")
     end
 
     return function(req, res)
