@@ -21,7 +21,10 @@ bench_tmp_init() {
 }
 
 bench_cleanup() {
-    local name
+    local name pids
+    # load generators and strace this shell started in the background
+    pids=$(jobs -p)
+    [ -z "$pids" ] || kill -TERM $pids 2>/dev/null
     for name in "${!SERVER_SID[@]}"; do
         server_stop "$name"
     done
@@ -100,7 +103,20 @@ server_start() {
     SERVER_LEADER[$name]=$!
 }
 
-server_alive() { [ -n "$(session_pids "${SERVER_SID[$1]}")" ]; }
+# pid_live PID: the process exists and is not a zombie.
+pid_live() {
+    local line
+    read -r line 2>/dev/null <"/proc/$1/stat" || return 1
+    line=${line##*) }
+    [ "${line%% *}" != Z ]
+}
+
+# Server $1 still runs: the process this shell started (which may not have
+# reached its setsid() yet), or any process of its sessions.
+server_alive() {
+    { [ -n "${SERVER_LEADER[$1]:-}" ] && pid_live "${SERVER_LEADER[$1]}"; } ||
+        [ -n "$(session_pids "${SERVER_SID[$1]}")" ]
+}
 
 # SIGTERM to every process of the server, SIGKILL to what is left after 5 s.
 server_stop() {

@@ -99,7 +99,9 @@ bench_http() {
     [ -n "$backend" ] && b1=$(server_ticks "$backend")
     reqs=$(awk '/requests in/ { print $1 }' "$out")
     non2xx=$(awk '/Non-2xx/ { print $NF }' "$out")
-    errs=$(awk -F'errors: ' '/Socket errors/ { gsub(/ /, "", $2); print $2 }' "$out")
+    errs=$(awk -F'errors: ' '/Socket errors/ { n = split($2, kv, ", ")
+        for (i = 1; i <= n; i++) { split(kv[i], p, " "); if (p[2] > 0) e = e (e ? "," : "") p[1] "=" p[2] }
+        print e }' "$out")
     rps=$(awk '/^Requests\/sec/ { print $2 }' "$out")
     reqs=${reqs:-0} non2xx=${non2xx:-0}
     # good answers per second: wrk's rate less its share of non-2xx answers
@@ -161,7 +163,7 @@ hold_test() {
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$n" "$held" "$conns" \
         "$r0" "$r1" "$p0" "$p1" "$np" \
         $(awk -v a="$r0" -v b="$r1" -v c="$p0" -v d="$p1" -v n="$held" 'BEGIN {
-            if (n == 0) n = 1
-            printf "%.0f %.0f %.0f", (b - a) * 1024 / n, (d - c) * 1024 / n, b * 1024 / n }') \
+            if (n == 0) print "- - -"
+            else printf "%.0f %.0f %.0f", (b - a) * 1024 / n, (d - c) * 1024 / n, b * 1024 / n }') \
         "$( [ -s "$json" ] && json_errors "$json" || echo no-result)" | tee -a "$OUT/hold.tsv" | progress_line
 }

@@ -65,6 +65,7 @@ plot_hold() {
         p=$(awk -F'\t' -v s="$s" '$1 == s && $13 == "-" { r = $12 } END { print r + 0 }' "$OUT/hold.tsv")
         a="${LABEL[$s]}"
         [ "$s" = afcgi ] || a+="  (RSS per waiting request, afcgi/peer = $(ratio_frac "$amax" "$p"))"
+        multiplexes "$s" || a+=", holds at most $(tail -1 "$dir/hold-$s.dat" | cut -d' ' -f1)"
         plots+="${plots:+, }'$dir/hold-$s.dat' using 1:2 with linespoints lw 2 pt 7 ps 1.5 title '$a'"
     done
     gnuplot <<EOF

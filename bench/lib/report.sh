@@ -74,9 +74,13 @@ report_http() {
     echo "### Through nginx (wrk, HTTP/1.1 keep-alive, GET /hello; nginx: upstream keepalive, fastcgi_keep_conn on)"
     echo
     echo "nginx worker_processes $NGINX_WORKERS. CPU: the FastCGI server's and nginx's, per request."
+    echo "c/(req/s): the mean time a request took, by Little's law (each of wrk's c connections"
+    echo "always has one request out). wrk's percentiles count only answered requests: where"
+    echo "c/(req/s) is above p99 (marked !), some connections waited without an answer for much of"
+    echo "the run, i.e. the server served a subset of the clients."
     echo
-    echo "| wrk -c | server | req/s | p50 ms | p99 ms | server CPU µs/req | nginx CPU µs/req | req/s afcgi/peer | errors |"
-    echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    echo "| wrk -c | server | req/s | p50 ms | p99 ms | c/(req/s) ms | server CPU µs/req | nginx CPU µs/req | req/s afcgi/peer | errors |"
+    echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     for conc in $(cut -f1 "$f" | awk '!seen[$0]++'); do
         base=$(first "$(col "\$1 == $conc && \$2 == \"afcgi\"" 4 "$f")")
         for s in "${SERVERS[@]}" nginx-lua; do
@@ -84,12 +88,15 @@ report_http() {
             grep -qP "^$conc\t$s\t" "$f" || continue
             rps=$(col "$cond" 4 "$f"); p99=$(col "$cond" 6 "$f")
             bcpu=$(col "$cond" 10 "$f"); ncpu=$(col "$cond" 11 "$f")
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$conc" "${LABEL[$s]}" \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$conc" "${LABEL[$s]}" \
                 "$(fmt_mmm "$rps")" "$(fmt_mmm "$(col "$cond" 5 "$f")" 2)" "$(fmt_mmm "$p99" 2)" \
+                "$(awk -v c="$conc" -v r="$(first "$rps")" -v p="$(first "$p99")" 'BEGIN {
+                    if (r + 0 == 0) { print "-"; exit }
+                    m = c / r * 1000; printf "%.2f%s", m, (m > p ? " !" : "") }')" \
                 "$(fmt_mmm "$bcpu" 1)" "$(fmt_mmm "$ncpu" 1)" \
                 "$([ "$s" = afcgi ] && echo - || ratio "$base" "$(first "$rps")")" \
                 "$(awk -F'\t' "$cond"' { if ($8 > 0) n += $8; if ($9 != "-") e = e " " $9 }
-                    END { o = n ? "non-2xx=" n : ""; if (e) o = o (o ? "," : "") "socket:" e; print o ? o : "none" }' "$f")"
+                    END { o = n ? "non-2xx=" n : ""; if (e) o = o (o ? "," : "") "socket" e; print o ? o : "none" }' "$f")"
         done
     done
     echo
@@ -107,7 +114,8 @@ report_hold() {
     echo "| server | held / asked | connections | processes | RSS before → waiting | RSS growth/req | PSS growth/req | RSS total/req | errors |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     awk -F'\t' -v OFS=' | ' '
-        function kb(b) { return b >= 1048576 ? sprintf("%.2f MB", b / 1048576) : sprintf("%.2f KB", b / 1024) }
+        function kb(b) { if (b == "-" || $3 == 0) return "-"
+                         return b >= 1048576 ? sprintf("%.2f MB", b / 1048576) : sprintf("%.2f KB", b / 1024) }
         { print "| " $1, $3 " / " $2, $4, $9, sprintf("%.1f → %.1f MB", $5 / 1024, $6 / 1024),
                 kb($10), kb($11), kb($12), $13 " |" }' "$f" |
         sed -e 's/^| afcgi /| afcgi (1 process) /' -e 's/^| php /| php-fpm (64 children) /' \
@@ -169,11 +177,11 @@ report_targets() {
 }
 
 report() {
-    echo "## Results ($(sed -n 's/^mode=\([a-z]*\).*/\1/p' "$OUT/settings.txt") run, $(date -u +%Y-%m-%dT%H:%MZ))"
+    echo "## Results ($(sed -n 's/^mode=\([a-z]*\).*/\1/p' "$OUT/settings.txt") run, started $(sed -n 's/^started=//p' "$OUT/settings.txt"))"
     echo
     echo "Medians of $REPS side-by-side repetitions (min–max in brackets), $DURATION each"\
 "$([ "$SWEEP_DURATION" != "$DURATION" ] && echo " ($SWEEP_DURATION through nginx)"), on $(nproc) cores shared with other work;"\
-" load average at start/end: $(sed -n 's/^load_at_start=//p' "$OUT/settings.txt") / $(sed -n 's/^load_at_end=\([^ ]*\).*/\1/p' "$OUT/settings.txt")."
+" load average at start/end: $(sed -n 's/^load_at_start=//p' "$OUT/settings.txt") / $(sed -n 's/^load_at_end=\([^ ]*\ [^ ]*\ [^ ]*\).*/\1/p' "$OUT/settings.txt")."
     echo
     report_direct
     report_http
@@ -183,7 +191,7 @@ report() {
 }
 
 record_versions() {
-    echo "afcgi: $("$AFCGI" --version 2>&1 | head -1), built from $(git -C "$ROOT" rev-parse --short HEAD)$(
+    echo "afcgi: $("$AFCGI" --version 2>&1 | head -1), binary of $(date -u -r "$ROOT/afcgi" +%H:%MZ) from $(git -C "$ROOT" rev-parse --short HEAD)$(
         [ -z "$(git -C "$ROOT" status --porcelain -- src lua 2>/dev/null)" ] || echo " + uncommitted src/ or lua/ changes")"
     echo "afcgi-bench: $("$AFCGI_BENCH" --version 2>&1 | head -1)"
     echo "nginx: $(nginx -v 2>&1 | head -1)"
