@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "conn.h"
 #include "log.h"
 #include "req.h"
 #include "server.h"
@@ -48,10 +49,30 @@ struct task *thread_find(struct req *r, uint32_t serial)
     return NULL;
 }
 
+/* A thread that failed and was never waited for: its error goes to the log
+ * (once the request is done with it, so a later wait can still take it). */
+static void thread_log_lost_error(struct task *t)
+{
+    const char *path = "?";
+    size_t plen = 1;
+
+    if (!req_param(t->req, "DOCUMENT_URI", 12, &path, &plen)) {
+        path = "?";
+        plen = 1;
+    }
+    luaL_traceback(t->co, t->co, lua_tostring(t->co, -1), 0);
+    log_error("conn %llu request %u %.*s: light thread error (never waited for): %s",
+              (unsigned long long)t->req->conn->seq, t->req->id, (int)plen, path,
+              lua_tostring(t->co, -1));
+    lua_pop(t->co, 1);
+}
+
 void thread_free(struct task *t)
 {
     struct req *r = t->req;
 
+    if (t->done && t->failed && t->co != NULL)
+        thread_log_lost_error(t);
     for (struct task *o = r->threads; o != NULL; o = o->next) {
         if (o->waiter == t)
             o->waiter = NULL;
@@ -83,6 +104,7 @@ int thread_collect(struct task *t, lua_State *L)
         lua_pushboolean(L, 0);
         lua_xmove(t->co, L, 1); /* the error message */
         lua_settop(t->co, 0);
+        t->failed = 0;          /* taken: nothing to log when it is freed */
         n = 2;
     } else {
         lua_pushboolean(L, 1);
@@ -101,9 +123,5 @@ void thread_ended(struct task *t)
     if (w != NULL && w->wait == TASK_WAIT_THREADS && w->woken_by == NULL) {
         w->woken_by = t;
         task_wake(w);
-    } else if (t->failed && w == NULL) {
-        luaL_traceback(t->co, t->co, lua_tostring(t->co, -1), 0);
-        log_error("request %u: light thread error: %s", t->req->id, lua_tostring(t->co, -1));
-        lua_pop(t->co, 1);
     }
 }
