@@ -114,7 +114,7 @@ report_hold() {
     echo "| server | held / asked | connections | processes | RSS before → waiting | RSS growth/req | PSS growth/req | RSS total/req | errors |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     awk -F'\t' -v OFS=' | ' '
-        function kb(b) { if (b == "-" || $3 == 0) return "-"
+        function kb(b) { if (b == "-" || $3 == 0 || $13 != "-") return "-"   # none held, or they failed
                          return b >= 1048576 ? sprintf("%.2f MB", b / 1048576) : sprintf("%.2f KB", b / 1024) }
         { print "| " $1, $3 " / " $2, $4, $9, sprintf("%.1f → %.1f MB", $5 / 1024, $6 / 1024),
                 kb($10), kb($11), kb($12), $13 " |" }' "$f" |
