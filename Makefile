@@ -31,7 +31,7 @@ LUADIR   ?= $(PREFIX)/share/lua/5.1
 BUSTED   ?= busted
 BUSTED_FLAGS ?=
 
-.PHONY: lint all clean test check spec asan spec-asan spec-valgrind deps install demo fuzz fuzz-build fuzz-replay fuzz-save
+.PHONY: bench bench-quick lint all clean test check spec asan spec-asan spec-valgrind deps install demo fuzz fuzz-build fuzz-replay fuzz-save
 
 all: afcgi afcgi-bench
 
@@ -99,6 +99,13 @@ test: deps
 	$(MAKE) spec-valgrind
 	$(MAKE) fuzz-replay
 	$(MAKE) fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+
+# Benchmarks against php-fpm, Go, libfcgi C, WSAPI and nginx+Lua (installs
+# them; minutes; never in CI). See BENCHMARKS.md.
+bench: afcgi afcgi-bench
+	bench/run $(BENCH_FLAGS)
+bench-quick: afcgi afcgi-bench
+	bench/run --quick $(BENCH_FLAGS)
 
 # Lua style: no globals, no unused values (see .luacheckrc).
 lint:

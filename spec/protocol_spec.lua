@@ -370,14 +370,28 @@ describe("FastCGI protocol errors", function()
                               begin1 .. noread .. fc.stdin_records(1, ""))
     end)
 
-    it("closes the connection holding over 1 MiB of params for requests not started", function()
-        local srv = start()
+    it("closes the connection holding too many params for requests not started", function()
+        local srv = start({ "--max-conn-reqs", "100" })     -- the floor: 1 MiB
         local out = {}
         for id = 1, 20 do                                    -- 20 x 60000 bytes, none ended
             out[#out + 1] = fc.begin_record(id)
                 .. fc.params_records(id, { X = ("p"):rep(60000) }, { open = true })
         end
         assert_protocol_error(srv, table.concat(out))
+    end)
+
+    it("lets a connection hold 1 KiB of unfinished params per --max-conn-reqs", function()
+        local srv = start({ "--max-conn-reqs", "4000" })    -- 4,000 KiB
+        local c = helpers.connect(srv)
+        local out = {}
+        for id = 1, 50 do                                    -- 50 x 60000 bytes: 2.9 MiB
+            out[#out + 1] = fc.begin_record(id)
+                .. fc.params_records(id, fc.cgi_params("GET", "/echo", { X = ("p"):rep(60000) }),
+                                     { open = true })
+        end
+        c:send_raw(table.concat(out))
+        for id = 1, 50 do c:params(id, {}); c:stdin(id, "") end
+        for id = 1, 50 do assert.equal(200, c:read_response(id).status) end
     end)
 end)
 

@@ -507,9 +507,9 @@ static int conn_params(struct conn *c, struct req *r, const struct fcgi_record *
     if (rec->clen > 0) {
         if (r->rejected)
             return DISPATCH_OK;
-        if (c->pending_params + rec->clen > SERVER_MAX_PENDING_PARAMS)
-            return conn_protocol_error(c, "over 1 MiB of params held for requests not started",
-                                       r->id);
+        if (c->pending_params + rec->clen > SERVER_PENDING_PARAMS(&c->srv->cfg))
+            return conn_protocol_error(c, "too many params held for requests not started "
+                                          "(1 KiB per --max-conn-reqs, at least 1 MiB)", r->id);
         if (req_add_params(r, rec->content, rec->clen) < 0) {
             c->pending_params -= r->params.len;
             buf_free(&r->params);

@@ -22,8 +22,12 @@ struct task;
 struct vm;
 struct watchdog;
 
-/* Bytes of params one connection may hold for requests that have not started. */
-#define SERVER_MAX_PENDING_PARAMS (1024 * 1024)
+/* Bytes of params one connection may hold for requests that have not
+ * started: 1 KiB per request it may carry (--max-conn-reqs), at least 1 MiB.
+ * Raising --max-conn-reqs is consenting to that much memory per connection. */
+#define SERVER_PENDING_PARAMS(cfg)                                                            \
+    ((size_t)(cfg)->max_conn_reqs * 1024 > 1024 * 1024 ? (size_t)(cfg)->max_conn_reqs * 1024  \
+                                                       : (size_t)1024 * 1024)
 
 struct server {
     struct event_base *base;
