@@ -89,11 +89,9 @@ describe("--access-log", function()
         assert.equal(2, wait_lines(path, 6)[6].gen)
     end)
 
-    -- BUG (open, this spec fails until it is fixed): a request's start is taken
-    -- from libevent's cached clock (server_track: event_base_gettimeofday_cached)
-    -- and its end from gettimeofday (req_free), and the cached wall clock runs
-    -- ahead of gettimeofday by up to a millisecond or so: about one quick
-    -- request in four logs a negative duration such as -0.000321.
+    -- Found here: a request's start came from libevent's cached clock and its
+    -- end from gettimeofday, and the cached clock runs ahead by up to a
+    -- millisecond: one quick request in four logged a negative duration.
     it("never logs a negative duration", function()
         local srv = helpers.start_server("lifecycle", { args = { "--access-log", path } })
         local c = helpers.connect(srv)
@@ -119,11 +117,9 @@ describe("--access-log", function()
         assert.is_true(l.secs < 30)
     end)
 
-    -- BUG (open, this spec fails until it is fixed): when the web server
-    -- closes a connection with requests in flight, their 499 lines are only
-    -- buffered: access_flush runs from the flush queue, which that close does
-    -- not use, so the lines wait for some other request's answer (or the
-    -- exit of a single process).
+    -- Found here: when the web server closed a connection with requests in
+    -- flight, their 499 lines stayed buffered until some other answer went
+    -- out, since the close does not use the flush queue.
     it("logs 499 for a request whose connection the web server closed, without more traffic",
        function()
         local srv = helpers.start_server("lifecycle", { args = { "--access-log", path,
@@ -137,9 +133,8 @@ describe("--access-log", function()
         assert.same({ 1, "/sleep?ms=60000", 499 }, { l.req, l.uri, l.status })
     end)
 
-    -- BUG (open, this spec fails until it is fixed): as above, and a worker
-    -- leaves through _exit (master_child) without access_flush, so under
-    -- --workers those buffered lines are lost at a graceful stop.
+    -- Found here: a worker leaves through _exit, and left without writing
+    -- those buffered lines at a graceful stop.
     it("keeps the 499 line of a dropped connection across a graceful stop of --workers", function()
         local srv = helpers.start_server("lifecycle", { args = { "--access-log", path,
                                                                  "--workers", "1",

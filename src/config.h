@@ -36,6 +36,8 @@ struct config {
     const char *socket_owner;   /* user[:group] of unix sockets, or NULL */
     const char *user;           /* run as this user after binding, or NULL */
     const char *group;          /* and this group, or NULL (the user's) */
+    char **owned;               /* copies of --config values the above point to */
+    size_t nowned;
 };
 
 #endif

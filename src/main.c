@@ -19,50 +19,65 @@
 #include "privs.h"
 #include "server.h"
 
-static int die(const char *msg)
+/* One server in this process until it stops; returns the exit status. */
+static int run_single(const struct config *cfg, struct listeners *ls, char *err, size_t errlen)
 {
-    fprintf(stderr, "afcgi: %s\n", msg);
-    return 2;
-}
-
-int main(int argc, char **argv)
-{
-    static struct config cfg;
-    struct listeners ls;
-    struct server *srv;
-    char err[1024];
+    struct server *srv = server_new(cfg, ls, 0, err, errlen);
     int rc;
 
-    options_defaults(&cfg);
-    if ((rc = options_parse(&cfg, argc, argv, err, sizeof err)) != 0)
-        return rc > 0 ? 0 : die(err);
-    log_set_level((enum log_level)cfg.log_level);
-    if (access(cfg.app, R_OK) != 0) {
-        snprintf(err, sizeof err, "cannot read %s: %s", cfg.app, strerror(errno));
-        return die(err);
-    }
-    if (log_open(cfg.error_log, err, sizeof err) < 0 ||
-        access_open(cfg.access_log, err, sizeof err) < 0)
-        return die(err);
-    signal(SIGPIPE, SIG_IGN); /* a peer gone mid-write is an EPIPE, not a death */
-    if (listen_open(&cfg, &ls, err, sizeof err) < 0)
-        return die(err);
-    if (privs_drop(&cfg, err, sizeof err) < 0) {
-        listen_close(&ls, 1);
-        return die(err);
-    }
-    if (cfg.workers > 0) {
-        rc = master_run(&cfg, &ls);
-        access_close();
-        return rc;
-    }
-    if ((srv = server_new(&cfg, &ls, 0, err, sizeof err)) == NULL)
-        return die(err);
+    if (srv == NULL)
+        return -1;
     rc = server_run(srv);
     signal(SIGTERM, SIG_IGN); /* a second stop signal must not turn exit 0 into a kill */
     signal(SIGINT, SIG_IGN);
     log_notice("exiting");
     server_free(srv);
+    return rc;
+}
+
+/* Everything after the options. Returns the exit status, or -1 with a
+ * one-line reason in err. */
+static int run(const struct config *cfg, char *err, size_t errlen)
+{
+    struct listeners ls;
+    int rc;
+
+    log_set_level((enum log_level)cfg->log_level);
+    if (access(cfg->app, R_OK) != 0) {
+        snprintf(err, errlen, "cannot read %s: %s", cfg->app, strerror(errno));
+        return -1;
+    }
+    if (log_open(cfg->error_log, err, errlen) < 0 ||
+        access_open(cfg->access_log, err, errlen) < 0)
+        return -1;
+    signal(SIGPIPE, SIG_IGN); /* a peer gone mid-write is an EPIPE, not a death */
+    if (listen_open(cfg, &ls, err, errlen) < 0)
+        return -1;
+    if (privs_drop(cfg, err, errlen) < 0) {
+        listen_close(&ls, 1);
+        return -1;
+    }
+    rc = cfg->workers > 0 ? master_run(cfg, &ls) : run_single(cfg, &ls, err, errlen);
     access_close();
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static struct config cfg;
+    char err[1024];
+    int rc;
+
+    options_defaults(&cfg);
+    rc = options_parse(&cfg, argc, argv, err, sizeof err);
+    if (rc == 0)
+        rc = run(&cfg, err, sizeof err);
+    else if (rc > 0)
+        rc = 0; /* --help or --version */
+    if (rc < 0) {
+        fprintf(stderr, "afcgi: %s\n", err);
+        rc = 2;
+    }
+    options_free(&cfg);
     return rc;
 }

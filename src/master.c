@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "access.h"
 #include "listen.h"
 #include "log.h"
 #include "server.h"
@@ -83,7 +84,8 @@ static void master_child(struct master *m, int id, int ready)
 
     struct listeners ls = *m->ls;
 
-    sigprocmask(SIG_SETMASK, &m->old, NULL);
+    /* Signals stay blocked until the server has its handlers: a SIGHUP
+     * forwarded while this worker loads the app must not kill it. */
     close(m->sigfd);
     for (int i = 0; i < m->cfg->workers; i++) {
         if (m->w[i].ctl >= 0)
@@ -97,12 +99,16 @@ static void master_child(struct master *m, int id, int ready)
     }
     srv = server_new(m->cfg, &ls, id, err, sizeof err);
     if (srv == NULL) {
-        if (ready >= 0 && write(ready, "E", 1) == 1 && write(ready, err, strlen(err)) < 0)
-            _exit(2);
-        if (ready < 0)
+        char msg[1100];
+        int n = snprintf(msg, sizeof msg, "E%s", err);
+
+        sigprocmask(SIG_SETMASK, &m->old, NULL);
+        /* one write: the master reads up to the end of the pipe anyway */
+        if (ready < 0 || write(ready, msg, (size_t)n) < 0)
             log_error("worker %d cannot start: %s", id, err);
         _exit(2);
     }
+    sigprocmask(SIG_SETMASK, &m->old, NULL); /* what came meanwhile is delivered now */
     stats_attach(srv, m->stats, id - 1);
     if (ready >= 0) {
         if (write(ready, "R", 1) < 0)
@@ -113,6 +119,7 @@ static void master_child(struct master *m, int id, int ready)
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     server_free(srv);
+    access_close(); /* its buffered lines */
     _exit(rc);
 }
 
@@ -162,6 +169,10 @@ static int master_await(int fd, char *err, size_t errlen)
     n = read(fd, buf, sizeof buf - 1);
     if (n >= 1 && buf[0] == 'R')
         return 0;
+    for (ssize_t k; n > 0 && (size_t)n < sizeof buf - 1; n += k) { /* the rest, to EOF */
+        if ((k = read(fd, buf + n, sizeof buf - 1 - (size_t)n)) <= 0)
+            break;
+    }
     buf[n > 0 ? n : 0] = '\0';
     snprintf(err, errlen, "%s", n > 1 ? buf + 1 : "a worker exited while starting");
     return -1;

@@ -275,6 +275,32 @@ static const struct opt *opt_find(const char *name)
 
 /* ---- configuration file ------------------------------------------------ */
 
+/* A copy of s the config owns (freed by options_free); "" on no memory. */
+static const char *conf_copy(struct config *cfg, const char *s)
+{
+    char **v = realloc(cfg->owned, (cfg->nowned + 1) * sizeof *v);
+    char *copy = strdup(s);
+
+    if (v == NULL || copy == NULL) {
+        free(copy);
+        if (v != NULL)
+            cfg->owned = v;
+        return ""; /* refused as a bad value, not stored */
+    }
+    cfg->owned = v;
+    cfg->owned[cfg->nowned++] = copy;
+    return copy;
+}
+
+void options_free(struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nowned; i++)
+        free(cfg->owned[i]);
+    free(cfg->owned);
+    cfg->owned = NULL;
+    cfg->nowned = 0;
+}
+
 /* Apply the value on top of L to option o; lists take a string or an array. */
 static int conf_value(lua_State *L, struct config *cfg, const struct opt *o, const char *path,
                       char *err, size_t errlen)
@@ -284,6 +310,9 @@ static int conf_value(lua_State *L, struct config *cfg, const struct opt *o, con
     if (t == LUA_TTABLE && o->type == T_LIST) {
         for (int i = 1; i <= (int)lua_objlen(L, -1); i++) {
             lua_rawgeti(L, -1, i);
+            if (lua_type(L, -1) == LUA_TTABLE)
+                return opt_fail(err, errlen, "%s: %s must be a string or a number (or a list "
+                                             "of them), not table", path, o->name);
             if (conf_value(L, cfg, o, path, err, errlen) < 0)
                 return -1;
             lua_pop(L, 1);
@@ -294,8 +323,8 @@ static int conf_value(lua_State *L, struct config *cfg, const struct opt *o, con
         return opt_fail(err, errlen, "%s: %s must be a string or a number%s, not %s", path,
                         o->name, o->type == T_LIST ? " (or a list of them)" : "",
                         luaL_typename(L, -1));
-    /* the text must outlive the Lua state: the config keeps pointers to it */
-    return opt_set(cfg, o, strdup(lua_tostring(L, -1)), err, errlen);
+    /* the text must outlive the Lua state: the config owns a copy */
+    return opt_set(cfg, o, conf_copy(cfg, lua_tostring(L, -1)), err, errlen);
 }
 
 /* Run the file in an empty environment; its settings are the globals it

@@ -18,6 +18,9 @@ void options_defaults(struct config *cfg);
  * was answered (exit 0); -1 with a one-line reason in err. */
 int options_parse(struct config *cfg, int argc, char **argv, char *err, size_t errlen);
 
+/* Free what options_parse copied from the configuration file. */
+void options_free(struct config *cfg);
+
 /* Print the usage text. */
 void options_usage(void);
 

@@ -66,15 +66,13 @@ struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
 void req_free(struct req *r)
 {
     struct server *srv;
-    struct timeval now;
 
     if (r == NULL)
         return;
     srv = r->srv;
     if (srv->cfg.access_log != NULL) {
-        gettimeofday(&now, NULL); /* not the loop's cached time: durations need better */
-        access_log(r, r->aborted ? 499 : r->status,
-                   (double)now.tv_sec + (double)now.tv_usec / 1e6);
+        access_log(r, r->aborted ? 499 : r->status, server_now());
+        server_flush_soon(srv); /* also when no output is queued (a dropped connection) */
     }
     while (r->threads != NULL)
         thread_free(r->threads);

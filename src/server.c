@@ -105,6 +105,11 @@ static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg)
 
 /* ---- flush queue ------------------------------------------------------ */
 
+void server_flush_soon(struct server *srv)
+{
+    event_active(srv->flush_ev, EV_TIMEOUT, 1); /* a no-op when already active */
+}
+
 void server_queue_flush(struct server *srv, struct conn *c)
 {
     if (c->flush_queued)
@@ -186,12 +191,15 @@ struct req *server_slot_find(struct server *srv, double handle)
 
 /* ---- request timeout -------------------------------------------------- */
 
-static double server_now(struct server *srv)
+/* Wall-clock time now. Not libevent's cached time: that one is kept on the
+ * monotonic clock with an offset, and mixing the two gave negative durations
+ * in the access log. clock_gettime(CLOCK_REALTIME) is a vDSO call. */
+double server_now(void)
 {
-    struct timeval tv;
+    struct timespec ts;
 
-    event_base_gettimeofday_cached(srv->base, &tv);
-    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void server_arm_timeout(struct server *srv)
@@ -201,7 +209,7 @@ static void server_arm_timeout(struct server *srv)
 
     if (srv->oldest == NULL || evtimer_pending(srv->timeout_ev, NULL))
         return;
-    wait = srv->oldest->begin_time + srv->cfg.request_timeout - server_now(srv);
+    wait = srv->oldest->begin_time + srv->cfg.request_timeout - server_now();
     if (wait < 0)
         wait = 0;
     tv.tv_sec = (time_t)wait;
@@ -211,7 +219,7 @@ static void server_arm_timeout(struct server *srv)
 
 void server_track(struct server *srv, struct req *r)
 {
-    r->begin_time = server_now(srv);
+    r->begin_time = server_now();
     if (srv->cfg.request_timeout <= 0)
         return;
     r->older = srv->newest;
@@ -242,7 +250,7 @@ void server_untrack(struct server *srv, struct req *r)
 static void server_on_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct server *srv = arg;
-    double now = server_now(srv);
+    double now = server_now();
 
     (void)fd;
     (void)what;

@@ -92,6 +92,9 @@ void server_free(struct server *srv);
 /* A passed connection is closed: give its cookie back to the manager. */
 void server_return_cookie(struct server *srv, uint64_t cookie);
 
+/* Run the flush (and the access log's write) at the end of this loop turn. */
+void server_flush_soon(struct server *srv);
+
 /* Queue c so its output is written at the end of this loop turn. */
 void server_queue_flush(struct server *srv, struct conn *c);
 
@@ -101,6 +104,9 @@ void server_compact(struct server *srv);
 
 /* A request ended or a connection closed: finish a graceful stop if idle. */
 void server_check_idle(struct server *srv);
+
+/* Seconds since the epoch, now (wall clock, as a float). */
+double server_now(void);
 
 /* Track a new request for --request-timeout (all requests share one
  * timeout, so arrival order is deadline order), and forget an ended one. */
