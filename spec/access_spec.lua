@@ -94,6 +94,11 @@ end)
 describe("unix sockets and privileges", function()
     after_each(helpers.cleanup)
 
+    -- valgrind cannot follow a process that gives up root: a worker forked
+    -- after the switch cannot create its log file, and the FIFOs valgrind
+    -- made as root cannot be removed; these run on the other builds.
+    local it_drops_root = os.getenv("VALGRIND_LOGS") and pending or it
+
     local nobody = pwd.getpwnam("nobody")
     local nogroup = grp.getgrnam("nogroup")
 
@@ -142,7 +147,7 @@ describe("unix sockets and privileges", function()
         assert.matches("^afcgi: [^\n]*no%-such%-user%-here[^\n]*\n$", stderr)
     end)
 
-    it("runs as --user nobody once bound, and serves", function()
+    it_drops_root("runs as --user nobody once bound, and serves", function()
         assert.equal(0, unistd.geteuid(), "this spec runs as root")
         local srv = helpers.start_server("lifecycle", { args = { "--user", "nobody" } })
         local u = { ids(srv.pid, "Uid") }
@@ -155,7 +160,7 @@ describe("unix sockets and privileges", function()
         assert.equal("pid=" .. srv.pid .. " gen=1", c:request(1, "/").body)
     end)
 
-    it("runs the workers as --user nobody --group nogroup, and they serve", function()
+    it_drops_root("runs the workers as --user nobody --group nogroup, and they serve", function()
         local srv = helpers.start_server("lifecycle", {
             args = { "--workers", "2", "--user", "nobody", "--group", "nogroup" } })
         local kids = proc.wait_children(srv.pid, 2)
