@@ -32,7 +32,8 @@ Process.__index = Process
 --   env = { NAME = "value" | false }  set (or unset) in the child
 --   listen_pid = true        LISTEN_PID is set to the child's own pid
 --   stdout = true            stdout goes to a pipe too (p.out_fd)
--- The child's stdout is /dev/null; stderr is a pipe read by the methods.
+-- The child's stdout is /dev/null unless opts.stdout; stderr is a pipe read
+-- by the methods.
 function M.spawn(argv, opts)
     opts = opts or {}
     local err_r, err_w = assert(unistd.pipe())
