@@ -180,7 +180,7 @@ fuzz-save: fuzz-build
 # error or definite/indirect leak in any server process fails the target.
 spec-valgrind: afcgi | $(BUILD)
 	@echo "== specs on ./afcgi under valgrind memcheck"
-	@rm -rf build/valgrind && mkdir -p build/valgrind
+	@rm -rf build/valgrind && mkdir -p build/valgrind && chmod 1777 build/valgrind # workers may run as --user nobody
 	@export AFCGI_BIN=$(CURDIR)/spec/support/valgrind-afcgi VALGRIND_LOGS=$(CURDIR)/build/valgrind; \
 	    $(RUN_SPECS)
 	@n=$$(ls build/valgrind | wc -l); bad=$$(grep -l '==[0-9]*== .' build/valgrind/* || true); \
