@@ -320,11 +320,9 @@ describe("SIGHUP reload", function()
         end)
     end
 
-    -- BUG (open, this spec fails until it is fixed): the master restarts a
-    -- dead worker with a new server whose code is generation 1 (server_new:
-    -- vm_new(..., 1)), whatever the reloads before; it loads the current
-    -- file, but reports generation 1 (in core.generation, the access log and
-    -- the status page) beside siblings at generation N running the same code.
+    -- Found here: a worker the master restarted after reloads reported
+    -- generation 1 beside siblings at generation N running the same code;
+    -- the master now counts reloads and a new worker continues from there.
     it("--workers 2: a worker restarted after reloads carries on the generation number",
        function()
         local srv, app = start(2)

@@ -36,6 +36,9 @@ struct config {
     const char *socket_owner;   /* user[:group] of unix sockets, or NULL */
     const char *user;           /* run as this user after binding, or NULL */
     const char *group;          /* and this group, or NULL (the user's) */
+    unsigned generation;        /* not an option: the code generation a new server
+                                 * starts at (a worker the master restarts after
+                                 * reloads continues the count) */
     char **owned;               /* copies of --config values the above point to */
     size_t nowned;
 };

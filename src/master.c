@@ -61,6 +61,7 @@ struct master {
     int pass;                       /* --dispatch pass */
     uint64_t passed;                /* connections handed out, for cookies */
     int last_pick;
+    unsigned generation;            /* 1 + the reloads so far */
     double saturated_logged;        /* last saturation warning */
     int stopping;
     double deadline;                /* stopping: SIGKILL what is left after this */
@@ -83,6 +84,7 @@ static void master_child(struct master *m, int id, int ready)
     int rc;
 
     struct listeners ls = *m->ls;
+    struct config cfg = *m->cfg;
 
     /* Signals stay blocked until the server has its handlers: a SIGHUP
      * forwarded while this worker loads the app must not kill it. */
@@ -97,7 +99,8 @@ static void master_child(struct master *m, int id, int ready)
         ls.n = 0;
         ls.pass_fd = m->w[id - 1].pass_peer;
     }
-    srv = server_new(m->cfg, &ls, id, err, sizeof err);
+    cfg.generation = m->generation; /* after reloads, a new worker continues the count */
+    srv = server_new(&cfg, &ls, id, err, sizeof err);
     if (srv == NULL) {
         char msg[1100];
         int n = snprintf(msg, sizeof msg, "E%s", err);
@@ -289,6 +292,7 @@ static void master_on_signal(struct master *m, int sig)
         break;
     case SIGHUP:
         log_notice("SIGHUP: reloading the app in %d workers", master_alive(m));
+        m->generation++;
         master_signal_all(m, SIGHUP);
         break;
     case SIGUSR1:
@@ -434,6 +438,7 @@ int master_run(const struct config *cfg, struct listeners *ls)
         sigaddset(&m.sigs, sigs[i]);
     sigprocmask(SIG_BLOCK, &m.sigs, &m.old);
     m.pass = cfg->dispatch != NULL && strcmp(cfg->dispatch, "pass") == 0;
+    m.generation = cfg->generation ? cfg->generation : 1;
     m.sigfd = signalfd(-1, &m.sigs, SFD_CLOEXEC | SFD_NONBLOCK);
     m.w = calloc((size_t)cfg->workers, sizeof *m.w);
     for (int i = 0; m.w != NULL && i < cfg->workers; i++)

@@ -115,6 +115,7 @@ void options_defaults(struct config *cfg)
     cfg->lua_memory = 1ull << 30;
     cfg->cpu_timeout = 10;
     cfg->log_level = LOG_NOTICE;
+    cfg->generation = 1;
 }
 
 /* Print text from column 'col' on, wrapped before column 80 and indented. */

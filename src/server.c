@@ -494,7 +494,8 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
         snprintf(err, errlen, "cannot start the cpu watchdog");
         goto fail;
     }
-    if ((srv->vm = vm_new(srv, cfg->app, 1, err, errlen)) == NULL)
+    if ((srv->vm = vm_new(srv, cfg->app, cfg->generation ? cfg->generation : 1, err, errlen)) ==
+        NULL)
         goto fail;
     if (server_watch(srv, err, errlen) < 0)
         goto fail;
