@@ -94,10 +94,13 @@ end)
 describe("unix sockets and privileges", function()
     after_each(helpers.cleanup)
 
-    -- valgrind cannot follow a process that gives up root: a worker forked
-    -- after the switch cannot create its log file, and the FIFOs valgrind
-    -- made as root cannot be removed; these run on the other builds.
-    local it_drops_root = os.getenv("VALGRIND_LOGS") and pending or it
+    -- Under valgrind a worker forked after the switch to nobody creates its
+    -- own log file: `make spec-valgrind` makes the directory writable for
+    -- that; with a directory nobody cannot write to, these are left out.
+    local vg_logs = os.getenv("VALGRIND_LOGS")
+    local vg_st = vg_logs and pstat.stat(vg_logs)
+    local it_drops_root = vg_logs and not (vg_st and math.floor(vg_st.st_mode / 2) % 2 == 1)
+        and pending or it
 
     local nobody = pwd.getpwnam("nobody")
     local nogroup = grp.getgrnam("nogroup")
