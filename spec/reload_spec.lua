@@ -53,6 +53,11 @@ local function count_lines(srv, text)
     return n
 end
 
+local function has_pid(list, pid)
+    for _, p in ipairs(list) do if p == pid then return true end end
+    return false
+end
+
 -- Connections read without blocking: records are decoded from each one's
 -- own buffer, so many can be served from one select.
 local function poll_conns(conns, timeout, on_record)
@@ -353,5 +358,38 @@ describe("SIGHUP reload", function()
         assert.equal("A 3", answers[kids[2]])
         assert.equal("A 3", answers[fresh], "the restarted worker runs the current code, so "
                      .. "it should say generation 3")
+    end)
+
+    -- BUG (open, this spec fails until it is fixed): after a reload that
+    -- failed (the old code keeps serving), a worker that dies is restarted
+    -- from the file, which does not load: "worker 1 cannot start", exit 2,
+    -- again with a growing backoff, until someone fixes the file. The old code
+    -- keeps serving only in the workers that survive; once all have died,
+    -- nothing does.
+    it("--workers 2: a worker that dies after a failed reload comes back on the code that serves",
+       function()
+        local srv, app = start(2)
+        local kids = proc.wait_children(srv.pid, 2)
+        proc.write_file(app, BROKEN)
+        psignal.kill(srv.pid, psignal.SIGHUP)
+        helpers.wait_until(function() return count_lines(srv, "reload failed") == 2 end, 10,
+                           "both workers to refuse the broken file")
+        local mark = srv:mark()
+        psignal.kill(kids[1], psignal.SIGKILL)
+        srv:wait_log("%(pid " .. kids[1] .. "%) killed by signal 9", 5, mark)
+        local answer                       -- from the replacement, once it serves
+        local ok = pcall(helpers.wait_until, function()
+            local now = proc.children(srv.pid)
+            if #now ~= 2 or has_pid(now, kids[1]) then return false end
+            local c = helpers.connect(srv, nil, { timeout = 5 })
+            local body = c:request(1, "/").body
+            c:close()
+            if body:match(" (%d+)$") ~= tostring(kids[2]) then answer = body end
+            return answer
+        end, 5, "the replacement worker to answer")
+        assert.is_true(ok, "no replacement served within 5 s; log:\n"
+                       .. srv:log():sub(mark + 1):sub(1, 1500))
+        assert.matches("^A 1 %d+$", answer)
+        assert.equal(0, count_lines(srv, "cannot start"))
     end)
 end)
