@@ -349,6 +349,11 @@ describe("limits", function()
         srv = helpers.start_server("lifecycle", { args = { "--max-requests", "21" } })
         v = helpers.connect(srv):get_values({ "FCGI_MAX_CONNS", "FCGI_MAX_REQS" })
         assert.same({ FCGI_MAX_CONNS = "1024", FCGI_MAX_REQS = "21" }, v)
+        -- HAProxy takes FCGI_MAX_REQS per connection: never above --max-conn-reqs
+        srv = helpers.start_server("lifecycle", { args = { "--max-reqs", "500",
+                                                            "--max-conn-reqs", "40" } })
+        v = helpers.connect(srv):get_values({ "FCGI_MAX_REQS" })
+        assert.same({ FCGI_MAX_REQS = "40" }, v)
     end)
 
     it("answers FCGI_OVERLOADED beyond --max-reqs, logs it, and serves again below it", function()

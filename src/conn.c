@@ -446,7 +446,11 @@ static int conn_get_values(struct conn *c, const struct fcgi_record *rec)
         if (nv.nlen == 14 && memcmp(nv.name, "FCGI_MAX_CONNS", 14) == 0)
             snprintf(val, sizeof val, "%u", cfg->max_conns);
         else if (nv.nlen == 13 && memcmp(nv.name, "FCGI_MAX_REQS", 13) == 0)
-            snprintf(val, sizeof val, "%u", cfg->max_reqs);
+            /* §4.1 means the whole application; HAProxy, the front that
+             * multiplexes, applies it to each connection: the smaller of
+             * the two limits is true either way */
+            snprintf(val, sizeof val, "%u",
+                     cfg->max_reqs < cfg->max_conn_reqs ? cfg->max_reqs : cfg->max_conn_reqs);
         else if (nv.nlen == 15 && memcmp(nv.name, "FCGI_MPXS_CONNS", 15) == 0)
             snprintf(val, sizeof val, "1");
         else
