@@ -91,7 +91,8 @@ return {
         assert.same({ "127.0.0.1:" .. p1, "127.0.0.1:" .. p2 }, srv.addrs)
         for i, addr in ipairs(srv.addrs) do
             local c = helpers.connect(srv, addr)
-            assert.same({ FCGI_MAX_REQS = "13" }, c:get_values({ "FCGI_MAX_REQS" }))
+            -- FCGI_MAX_REQS is the smaller of max_reqs (13) and max_conn_reqs (2)
+            assert.same({ FCGI_MAX_REQS = "2" }, c:get_values({ "FCGI_MAX_REQS" }))
             assert.equal(200, c:request(i, "/").status)
         end
         -- max_conn_reqs = 2: a third request on one connection is refused
