@@ -84,6 +84,22 @@ describe("faults", function()
         end
     end)
 
+    it("leaves connections beyond --max-conns in the backlog, then serves them", function()
+        local srv = helpers.start_server("faults", { args = { "--max-conns", "3" } })
+        local held = {}
+        for i = 1, 3 do
+            held[i] = helpers.connect(srv)
+            assert.equal("ok", ok_body(held[i], 1))          -- accepted and served
+        end
+        srv:wait_log("%-%-max%-conns %(3%) reached", 5)
+        local waiting = helpers.connect(srv)                   -- in the kernel's backlog
+        waiting:begin(1); waiting:params(1, fc.cgi_params("GET", "/")); waiting:stdin(1, "")
+        local ok = pcall(waiting.read_record, waiting, 0.3)
+        assert.is_false(ok, "a fourth connection was served beyond --max-conns 3")
+        held[1]:close()                                        -- room again: it is accepted
+        assert.equal("ok", waiting:read_response(1, 5).body)
+    end)
+
     it("keeps serving while a handler raises errors in a loop", function()
         local srv = helpers.start_server("faults")
         local c = helpers.connect(srv)

@@ -201,7 +201,7 @@ void conn_free(struct conn *c)
         server_return_cookie(srv, c->cookie);
     log_debug("conn %llu: closed", (unsigned long long)c->seq);
     free(c);
-    server_check_idle(srv);
+    server_conn_closed(srv);
 }
 
 void conn_close(struct conn *c)

@@ -73,6 +73,27 @@ static void server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struc
     if (sa->sa_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     conn_new(srv, fd, peer);
+    if (srv->nconns >= srv->cfg.max_conns && !srv->accept_full) {
+        /* like php-fpm: further connections wait in the listen backlog
+         * (the web server queues) rather than being refused */
+        log_warn("--max-conns (%u) reached: new connections wait in the backlog",
+                 srv->cfg.max_conns);
+        srv->accept_full = 1;
+        for (size_t i = 0; i < srv->nlsn; i++)
+            evconnlistener_disable(srv->lsn[i]);
+    }
+}
+
+void server_conn_closed(struct server *srv)
+{
+    if (srv->accept_full && srv->nconns < srv->cfg.max_conns) {
+        srv->accept_full = 0;
+        if (!srv->stopping && !evtimer_pending(srv->accept_ev, NULL)) {
+            for (size_t i = 0; i < srv->nlsn; i++)
+                evconnlistener_enable(srv->lsn[i]);
+        }
+    }
+    server_check_idle(srv);
 }
 
 /* accept() failed, typically EMFILE: pause accepting for 100 ms instead of
@@ -97,7 +118,7 @@ static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (srv->stopping)
+    if (srv->stopping || srv->accept_full)
         return;
     for (size_t i = 0; i < srv->nlsn; i++)
         evconnlistener_enable(srv->lsn[i]);

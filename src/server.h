@@ -70,6 +70,7 @@ struct server {
     uint64_t conn_seq;               /* connection numbers for logs */
     uint64_t total_reqs;
     int stopping;
+    int accept_full;                 /* at --max-conns: listeners paused */
     int exit_code;
     uint8_t *rbuf;                   /* shared read buffer, SERVER_RBUF bytes */
 };
@@ -101,6 +102,10 @@ void server_queue_flush(struct server *srv, struct conn *c);
 /* Many requests were just freed at once: at the end of this loop turn, run
  * a full Lua collection and hand free heap memory back to the system. */
 void server_compact(struct server *srv);
+
+/* A connection closed: accept again if --max-conns had paused it, and
+ * finish a graceful stop if idle. */
+void server_conn_closed(struct server *srv);
 
 /* A request ended or a connection closed: finish a graceful stop if idle. */
 void server_check_idle(struct server *srv);
