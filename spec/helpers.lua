@@ -138,10 +138,16 @@ end
 local Process = {}
 Process.__index = Process
 
+-- A Process for a child already forked, its stderr on fd (read by the methods).
+function M.process(pid, fd, argv, fields)
+    local p = setmetatable({ pid = pid, fd = fd, argv = argv, text = "", eof = false }, Process)
+    for k, v in pairs(fields or {}) do p[k] = v end
+    return p
+end
+
 local function new_process(argv, opts)
     local pid, fd = spawn(argv, { stdout = "null", rlimit_nofile = opts and opts.rlimit_nofile })
-    return setmetatable({ pid = pid, fd = fd, argv = argv, buf = {}, text = "",
-                          eof = false, opts = opts or {} }, Process)
+    return M.process(pid, fd, argv, { opts = opts or {} })
 end
 
 -- Appends what the stderr pipe holds, waiting at most ms for the first piece.
@@ -219,10 +225,20 @@ function Process:stop(sig, timeout)
     return self.status, self.how
 end
 
--- Stops (as stop) and asserts a clean exit: status 0, no sanitizer report.
-function Process:stop_ok(sig, timeout)
+-- Every line (after mark) matching pattern, as a list.
+function Process:lines(pattern, mark)
+    local out = {}
+    for line in self:log():sub((mark or 0) + 1):gmatch("[^\n]*\n") do
+        if line:find(pattern) then out[#out + 1] = line:sub(1, -2) end
+    end
+    return out
+end
+
+-- Stops (as stop) and asserts a clean exit: status 0, no sanitizer report in
+-- stderr or in extra() (e.g. the text of an --error-log file).
+function Process:stop_ok(sig, timeout, extra)
     local status, how = self:stop(sig, timeout)
-    local log = self.text
+    local log = self.text .. (extra and extra() or "")
     local bad = log:match("[^\n]*AddressSanitizer[^\n]*") or log:match("[^\n]*LeakSanitizer[^\n]*")
         or log:match("[^\n]*runtime error:[^\n]*")
     if status ~= 0 or bad then

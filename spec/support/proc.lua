@@ -6,7 +6,6 @@
 -- is not ours to go away; FastCGI connections from a chosen local address.
 -- Every wait is a bounded poll (helpers.wait_until) that fails by name.
 local unistd = require "posix.unistd"
-local pwait = require "posix.sys.wait"
 local psignal = require "posix.signal"
 local ppoll = require "posix.poll"
 local fcntl = require "posix.fcntl"
@@ -23,9 +22,6 @@ local F_SETPIPE_SZ = 1031
 
 -- Processes ------------------------------------------------------------------
 
-local Process = {}
-Process.__index = Process
-
 -- Forks and execs argv. opts:
 --   fds = { [n] = fd, ... }  the child gets fd at n (dup2); n = 0 replaces
 --                            /dev/null on stdin; all other fds above 2 close
@@ -33,7 +29,7 @@ Process.__index = Process
 --   listen_pid = true        LISTEN_PID is set to the child's own pid
 --   stdout = true            stdout goes to a pipe too (p.out_fd)
 -- The child's stdout is /dev/null unless opts.stdout; stderr is a pipe read
--- by the methods.
+-- by the methods of helpers' Process (log, wait_log, lines, stop, stop_ok).
 function M.spawn(argv, opts)
     opts = opts or {}
     local err_r, err_w = assert(unistd.pipe())
@@ -68,8 +64,7 @@ function M.spawn(argv, opts)
     end
     unistd.close(err_w)
     if out_w then unistd.close(out_w) end
-    return setmetatable({ pid = pid, fd = err_r, out_fd = out_r, argv = argv, text = "",
-                          eof = false }, Process)
+    return helpers.process(pid, err_r, argv, { out_fd = out_r })
 end
 
 -- Runs afcgi with args (opts as for spawn) to its exit, at most timeout
@@ -99,96 +94,6 @@ function M.run(args, opts, timeout)
               timeout or 10, p.text), 2)
     end
     return status, p.text, table.concat(out)
-end
-
-function Process:pump(ms)
-    while not self.eof do
-        if ppoll.rpoll(self.fd, ms) == 0 then return end
-        local data = unistd.read(self.fd, 65536) or ""
-        if data == "" then
-            self.eof = true
-            unistd.close(self.fd)
-        else
-            self.text = self.text .. data
-        end
-        ms = 0
-    end
-end
-
-function Process:log()
-    self:pump(0)
-    return self.text
-end
-
-function Process:mark() return #self:log() end
-
--- As helpers' Process:wait_log: the first line after mark matching pattern.
-function Process:wait_log(pattern, timeout, mark)
-    timeout = timeout or 5
-    local deadline = socket.gettime() + timeout
-    while true do
-        for line in self.text:sub((mark or 0) + 1):gmatch("[^\n]*\n") do
-            if line:find(pattern) then return line:sub(1, -2) end
-        end
-        local left = deadline - socket.gettime()
-        if self.eof or left <= 0 then
-            error(("no log line matching %q within %.1f s%s; log:\n%s"):format(
-                pattern, timeout, self.eof and " (the process exited)" or "", self.text), 2)
-        end
-        self:pump(math.ceil(left * 1000))
-    end
-end
-
--- Every line (after mark) matching pattern, as a list.
-function Process:lines(pattern, mark)
-    local out = {}
-    for line in self:log():sub((mark or 0) + 1):gmatch("[^\n]*\n") do
-        if line:find(pattern) then out[#out + 1] = line:sub(1, -2) end
-    end
-    return out
-end
-
-function Process:alive()
-    if self.status then return false end
-    local pid, how, code = pwait.wait(self.pid, pwait.WNOHANG)
-    if pid == 0 then return true end
-    self.status, self.how = (how == "exited") and code or 128 + (code or 0), how
-    return false
-end
-
--- As helpers' Process:stop: sig (default SIGTERM; false: none), wait up to
--- timeout (default 6 s), then SIGKILL. Returns status and how.
-function Process:stop(sig, timeout)
-    if self.status then return self.status, self.how end
-    if sig == nil then sig = psignal.SIGTERM end
-    if sig and self:alive() then psignal.kill(self.pid, sig) end
-    local deadline = socket.gettime() + (timeout or 6)
-    while not self.eof and socket.gettime() < deadline do
-        self:pump(math.ceil((deadline - socket.gettime()) * 1000))
-    end
-    local ok = pcall(helpers.wait_until, function() return not self:alive() end,
-                     math.max(0.5, deadline - socket.gettime()), "exit")
-    if not ok then
-        psignal.kill(self.pid, psignal.SIGKILL)
-        local _, how, code = pwait.wait(self.pid)
-        self.status, self.how = (how == "exited") and code or 128 + (code or 0), "timeout"
-    end
-    if not self.eof then self:pump(0) end
-    return self.status, self.how
-end
-
--- Stops and asserts status 0 and no sanitizer report in stderr (or in
--- extra, e.g. the --error-log file's text).
-function Process:stop_ok(sig, timeout, extra)
-    local status, how = self:stop(sig, timeout)
-    local log = self.text .. (extra and extra() or "")
-    local bad = log:match("[^\n]*AddressSanitizer[^\n]*") or log:match("[^\n]*LeakSanitizer[^\n]*")
-        or log:match("[^\n]*runtime error:[^\n]*")
-    if status ~= 0 or bad then
-        error(("afcgi (pid %d) stopped with status %s (%s)%s; log:\n%s"):format(
-            self.pid, tostring(status), tostring(how), bad and (": " .. bad) or "", log), 2)
-    end
-    return status
 end
 
 -- Parses "ready, listening on A B..." into p.addrs, p.addr, p.port.
