@@ -14,7 +14,7 @@ CFLAGS   += $(OPT) -g $(CSTD) $(WARN) $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm -pthread
 
 BUILD    ?= build/release
-SERVER_SRCS = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c \
+SERVER_SRCS = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/api_sock.c src/sock.c \
               src/server.c src/watchdog.c src/task.c src/thread.c src/timer.c \
               src/api_task.c src/options.c src/listen.c src/privs.c src/master.c \
               src/stats.c src/access.c src/main.c
@@ -58,7 +58,7 @@ afcgi-asan: $(SERVER_OBJS)
 # Installing them must not start nginx as a system service: a policy-rc.d
 # that answers 101 keeps the packages' scripts from starting anything.
 DEB_PKGS = build-essential pkg-config luajit2 libluajit2-5.1-dev libevent-dev lua-cjson \
-           lua-busted lua-socket lua-posix lua-check luarocks nginx haproxy clang libclang-rt-14-dev valgrind
+           lua-busted lua-socket lua-posix lua-check luarocks nginx haproxy redis-server lua-nginx-redis dnsmasq-base clang libclang-rt-14-dev valgrind
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
@@ -136,7 +136,7 @@ FUZZ_TARGETS  = record nv conn
 FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 $(CSTD) -Wall -Wextra -Werror $(PKG_CFLAGS) \
                 -DFUZZ_APP='"$(CURDIR)/spec/fixtures/fuzz_app.lua"' -DFUZZ_LUA_DIR='"$(CURDIR)/lua"'
-FUZZ_CORE     = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/server.c \
+FUZZ_CORE     = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/api_sock.c src/sock.c src/server.c \
                 src/watchdog.c src/task.c src/thread.c src/timer.c src/api_task.c \
                 src/listen.c src/stats.c src/access.c
 

@@ -413,6 +413,59 @@ function M.start_nginx(conf_template, vars)
     return ngx
 end
 
+-- Outbound peers: a scripted TCP peer, redis-server, dnsmasq -------------------
+
+-- Starts argv as a child, waits for its stderr to show ready_pattern, stops
+-- it at cleanup. Returns the process.
+local function start_peer_process(argv, ready_pattern, what)
+    local p = new_process(argv)
+    local ok, err = pcall(p.wait_log, p, ready_pattern, 10)
+    if not ok then
+        p:stop(psignal.SIGKILL, 2)
+        error(what .. " did not start: " .. tostring(err), 3)
+    end
+    M.defer(function() p:stop() end)
+    return p
+end
+
+-- spec/support/peer.lua on a free loopback port (see that file); .port.
+function M.start_peer()
+    local port = M.free_port()
+    local p = start_peer_process({ "luajit", abspath("spec/support/peer.lua"), tostring(port) },
+        "peer ready on", "the scripted peer")
+    p.port = port
+    return p
+end
+
+-- A redis-server of our own on a free loopback port, nothing saved; .port.
+function M.start_redis()
+    local port = M.free_port()
+    local p = start_peer_process({ "redis-server", "--port", tostring(port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "notice",
+        "--logfile", "/dev/stderr" }, "Ready to accept connections", "redis-server")
+    p.port = port
+    return p
+end
+
+-- A dnsmasq of our own on a free loopback UDP port answering names from
+-- records ({ ["name.domain"] = "1.2.3.4" }) and NXDOMAIN for other names of
+-- those domains; .port.
+function M.start_dns(records)
+    local port = M.free_port()
+    local argv = { "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--no-resolv",
+        "--no-hosts", "--no-poll", "--bind-interfaces", "--listen-address=127.0.0.1",
+        "--port=" .. port, "--user=" .. (os.getenv("USER") or "root"), "--pid-file",
+        "--conf-file=/dev/null", "--log-queries" }
+    for name, ip in pairs(records) do
+        argv[#argv + 1] = "--address=/" .. name .. "/" .. ip
+        -- any other name in the same domain: NXDOMAIN
+        argv[#argv + 1] = "--address=/" .. name:match("^[^.]+%.(.+)$") .. "/"
+    end
+    local p = start_peer_process(argv, "started, version", "dnsmasq")
+    p.port = port
+    return p
+end
+
 function M.read_file(path)
     local f = io.open(path)
     if not f then return "" end

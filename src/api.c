@@ -295,6 +295,10 @@ int api_wake_results(struct task *t)
             return 2;
         }
         return thread_collect(t->woken_by, co);
+    case TASK_WAIT_SOCK_READ:
+    case TASK_WAIT_SOCK_WRITE:
+    case TASK_WAIT_SOCK_CONNECT:
+        return api_sock_wake(t);
     case TASK_WAIT_START:
         return t->nargs; /* already on its stack */
     default: /* TASK_WAIT_SLEEP */
@@ -528,6 +532,7 @@ int api_open(lua_State *L)
     lua_pushinteger(L, (lua_Integer)vm->gen);
     lua_setfield(L, -2, "generation");
     api_task_open(L, vm);
+    api_sock_open(L, vm);
     lua_newtable(L);                          /* req_fields: Lua-computed req fields */
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "req_fields");

@@ -18,6 +18,12 @@ int api_open(struct lua_State *L);
  * on top of L. */
 void api_task_open(struct lua_State *L, struct vm *vm);
 
+/* Add afcgi.core.socket (tcp sockets) and afcgi.core.null (api_sock.c). */
+void api_sock_open(struct lua_State *L, struct vm *vm);
+
+/* Push the results of t's finished socket operation onto its coroutine. */
+int api_sock_wake(struct task *t);
+
 /* Push the req and res tables for r onto co. */
 void api_push_args(struct lua_State *co, struct vm *vm, struct req *r);
 

@@ -32,6 +32,7 @@ struct config {
     const char *error_log;      /* file, or NULL for stderr */
     const char *access_log;     /* file, "-" for stdout, or NULL for none */
     const char *status_path;    /* path answered with the server's figures, or NULL */
+    const char *resolver;       /* nameserver for handlers' sockets (ip[:port]), or NULL */
     unsigned socket_mode;       /* unix sockets' mode; 0: as the umask leaves it */
     const char *socket_owner;   /* user[:group] of unix sockets, or NULL */
     const char *user;           /* run as this user after binding, or NULL */

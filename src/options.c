@@ -96,6 +96,9 @@ static const struct opt opt_table[] = {
       "a line per request (\"-\": stdout); default none; SIGUSR1 reopens it" },
     { "status-path", 0, T_STRING, OFF(status_path), 0, "PATH",
       "answer this path with the server's figures (JSON; ?prometheus for Prometheus text)" },
+    { "resolver", 0, T_STRING, OFF(resolver), 0, "IP[:PORT]",
+      "nameserver that resolves host names for handlers' sockets (like nginx's resolver); "
+      "default: the nameservers of /etc/resolv.conf, after /etc/hosts" },
     { "log-level", 0, T_LEVEL, OFF(log_level), 0, "LEVEL",
       "error, warn, notice, info or debug; default notice" },
 };

@@ -25,6 +25,7 @@
 #include "fcgi.h"
 #include "log.h"
 #include "server.h"
+#include "sock.h"
 #include "stats.h"
 #include "thread.h"
 #include "timer.h"
@@ -74,6 +75,7 @@ void req_free(struct req *r)
         access_log(r, r->aborted ? 499 : r->status, server_now());
         server_flush_soon(srv); /* also when no output is queued (a dropped connection) */
     }
+    sock_drop_all(&r->socks); /* before its tasks: they may be parked on them */
     while (r->threads != NULL)
         thread_free(r->threads);
     if (r->abort_ref != LUA_NOREF)

@@ -32,6 +32,7 @@ struct req {
     uint32_t thread_serial;
     int abort_ref;            /* req:on_abort function in main.vm's registry, or LUA_NOREF */
     struct event *deadline;   /* req:set_timeout; owned, NULL until set */
+    struct sock *socks;       /* outbound sockets it connected; closed when it ends */
 
     struct buf params;        /* FCGI_PARAMS stream, name-value pairs */
     struct evbuffer *in;      /* body bytes not yet read by the handler; owned */

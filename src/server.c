@@ -30,6 +30,7 @@
 #include "listen.h"
 #include "log.h"
 #include "req.h"
+#include "sock.h"
 #include "timer.h"
 #include "vm.h"
 #include "watchdog.h"
@@ -548,6 +549,7 @@ void server_free(struct server *srv)
         conn_free(srv->conns);
     timer_free_all(srv);
     vm_release(srv->vm);
+    sock_server_free(srv); /* after the sockets' userdata went with the Lua state */
     watchdog_stop(srv->wd);
     if (srv->stats_ev)
         event_free(srv->stats_ev);

@@ -21,6 +21,8 @@ struct req;
 struct task;
 struct vm;
 struct watchdog;
+struct evdns_base;
+struct sock_pool;
 
 /* Bytes of params one connection may hold for requests that have not
  * started: 1 KiB per request it may carry (--max-conn-reqs), at least 1 MiB.
@@ -56,6 +58,9 @@ struct server {
     struct task *timers;             /* afcgi.timer / afcgi.every; owned */
     uint32_t timer_serial;
     struct watchdog *wd;             /* --cpu-timeout; owned, NULL when off */
+    struct evdns_base *dns;          /* handlers' resolver, made on first use; owned */
+    struct sock_pool *pools;         /* keepalive pools of handlers' sockets; owned */
+    unsigned pool_idle;              /* idle connections in them */
 
     /* Requests are found from Lua by slot and serial, so a handle kept past
      * the end of its request can never reach freed memory. */

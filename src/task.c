@@ -12,6 +12,7 @@
 #include "log.h"
 #include "req.h"
 #include "server.h"
+#include "sock.h"
 #include "timer.h"
 #include "vm.h"
 #include "watchdog.h"
@@ -30,6 +31,10 @@ int task_bind(struct task *t, struct vm *vm)
 
 void task_release(struct task *t)
 {
+    if (t->sock_wait != NULL)
+        sock_task_gone(t->sock_wait, t);
+    if (t->socks != NULL)
+        sock_drop_all(&t->socks);
     if (t->in_drain && t->req != NULL)
         conn_cancel_drain(t->req->conn, t);
     if (t->wake != NULL) {

@@ -19,6 +19,7 @@ struct vm;
 struct req;
 struct event;
 struct lua_State;
+struct sock;
 
 enum task_kind { TASK_MAIN, TASK_THREAD, TASK_TIMER };
 
@@ -31,7 +32,10 @@ enum task_wait {
     TASK_WAIT_DRAIN,   /* the connection's output below the low-water mark */
     TASK_WAIT_THREADS, /* one of the light threads it waits for to end */
     TASK_WAIT_START,   /* not run yet: function and arguments are on its stack */
-    TASK_WAIT_EXIT     /* res:exit: end the request, never resume */
+    TASK_WAIT_EXIT,    /* res:exit: end the request, never resume */
+    TASK_WAIT_SOCK_READ,  /* sock_wait's pending read */
+    TASK_WAIT_SOCK_WRITE, /* sock_wait's pending send */
+    TASK_WAIT_SOCK_CONNECT /* sock_wait's pending connect */
 };
 
 struct task {
@@ -55,6 +59,8 @@ struct task {
     int fn_ref;               /* TIMER: { fn, args... } in home->L's registry */
     struct vm *home;          /* TIMER: pinned generation it was created in */
     struct event *fire;       /* TIMER: owned; the next run */
+    struct sock *sock_wait;   /* TASK_WAIT_SOCK_*: the socket it is parked on */
+    struct sock *socks;       /* TIMER: sockets this run connected; closed when it ends */
     unsigned done : 1;        /* THREAD: ended, results not collected yet */
     unsigned failed : 1;      /* ended by an error */
     unsigned in_drain : 1;

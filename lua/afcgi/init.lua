@@ -13,6 +13,18 @@ local M = {
     timer = core.timer,   -- tm = afcgi.timer(delay, fn, ...): once, tied to no request
     every = core.every,   -- tm = afcgi.every(interval, fn, ...): periodically; tm:cancel()
     log = core.log,       -- afcgi.log(level, ...): error, warn, notice, info or debug
+    socket = core.socket, -- sock = afcgi.socket.tcp(): outbound TCP/unix (docs/API.md)
+    null = core.null,     -- the null value drivers return (same as ngx.null, cjson.null)
 }
+
+-- sock, err = afcgi.socket.connect(host, port [, opts]): a connected socket.
+function M.connect(host, port, opts)
+    local sock = core.socket.tcp()
+    local ok, err = sock:connect(host, port, opts)
+    if not ok then
+        return nil, err
+    end
+    return sock
+end
 
 return M

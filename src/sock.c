@@ -1,0 +1,934 @@
+/*
+ * sock.c: outbound sockets, the resolver and the keepalive pool (see sock.h).
+ *
+ * Every operation has one pending flag per side (rpending, wpending). It
+ * ends in sock_finish_r / sock_finish_w, which mark the result ready and
+ * wake the parked task if there is one; when the operation ended at once,
+ * nobody is parked and the caller collects the result itself.
+ */
+#include "sock.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <lua.h>
+
+#include "log.h"
+#include "server.h"
+#include "task.h"
+
+#define SOCK_READ_CHUNK 65536
+#define SOCK_READS_PER_EVENT 16
+#define SOCK_POOL_DEFAULT 30
+
+struct sock_dns {
+    struct sock *s; /* NULL once the socket gave up on the lookup */
+    struct evdns_getaddrinfo_request *req;
+};
+
+struct pool_conn {
+    struct sock_pool *pool;
+    int fd;
+    unsigned reused;
+    struct event *ev; /* readable (closed or stray data) or idle timeout */
+    struct pool_conn *prev, *next;
+};
+
+struct sock_pool {
+    struct server *srv;
+    char *key;
+    unsigned size, n;
+    struct pool_conn *first, *last; /* most recently parked first */
+    struct sock_pool *next;
+};
+
+static void sock_on_read(evutil_socket_t fd, short what, void *arg);
+static void sock_on_write(evutil_socket_t fd, short what, void *arg);
+
+/* ---- errors and timeouts ------------------------------------------------- */
+
+static const char *sock_errstr(int e)
+{
+    switch (e) {
+    case ECONNREFUSED: return "connection refused";
+    case ECONNRESET: return "connection reset by peer";
+    case EPIPE: return "closed";
+    case ETIMEDOUT: return "timeout";
+    case ENOENT: return "no such file or directory";
+    case EACCES: return "permission denied";
+    case ENETUNREACH: return "network is unreachable";
+    case EHOSTUNREACH: return "no route to host";
+    case EADDRNOTAVAIL: return "address not available";
+    case EMFILE:
+    case ENFILE: return "too many open files";
+    default: return strerror(e);
+    }
+}
+
+static const struct timeval *sock_tv(int ms, struct timeval *tv)
+{
+    if (ms <= 0)
+        return NULL;
+    tv->tv_sec = ms / 1000;
+    tv->tv_usec = (ms % 1000) * 1000;
+    return tv;
+}
+
+/* ---- life and ownership -------------------------------------------------- */
+
+void sock_init(struct sock *s, struct server *srv)
+{
+    memset(s, 0, sizeof *s);
+    s->srv = srv;
+    s->fd = -1;
+    s->connect_ms = s->send_ms = s->read_ms = 60000; /* as OpenResty's defaults */
+}
+
+void sock_own(struct sock *s, const void *owner, struct sock **head)
+{
+    if (s->head == head)
+        return;
+    if (s->head != NULL) { /* unlink from a previous owner */
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            *s->head = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+    }
+    s->owner = owner;
+    s->head = head;
+    s->prev = NULL;
+    s->next = *head;
+    if (*head)
+        (*head)->prev = s;
+    *head = s;
+}
+
+static void sock_disown(struct sock *s)
+{
+    if (s->head == NULL)
+        return;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        *s->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->head = NULL;
+    s->prev = s->next = NULL;
+    s->owner = NULL;
+}
+
+/* Release the descriptor (closed unless keep_fd), events and lookup. No
+ * wake-ups; buffers stay. */
+static void sock_shut(struct sock *s, int keep_fd)
+{
+    if (s->dns != NULL) {
+        struct sock_dns *d = s->dns;
+
+        s->dns = NULL;
+        d->s = NULL; /* the callback frees d, now or later */
+        if (d->req != NULL)
+            evdns_getaddrinfo_cancel(d->req);
+    }
+    if (s->tmo) {
+        event_free(s->tmo);
+        s->tmo = NULL;
+    }
+    if (s->rev) {
+        event_free(s->rev);
+        s->rev = NULL;
+    }
+    if (s->wev) {
+        event_free(s->wev);
+        s->wev = NULL;
+    }
+    if (s->fd >= 0 && !keep_fd)
+        close(s->fd);
+    s->fd = -1;
+    s->state = SOCK_CLOSED;
+    sock_disown(s);
+}
+
+static void sock_finish_w(struct sock *s, const char *err)
+{
+    s->wpending = 0;
+    s->wdone = 1;
+    s->werr = err;
+    if (s->writer != NULL)
+        task_wake(s->writer);
+}
+
+static void sock_finish_r(struct sock *s)
+{
+    s->rpending = 0;
+    s->rdone = 1;
+    if (s->reader != NULL)
+        task_wake(s->reader);
+}
+
+void sock_close(struct sock *s, const char *why)
+{
+    if (s->wpending)
+        sock_finish_w(s, why);
+    if (s->rpending) {
+        s->rerr = why;
+        sock_finish_r(s);
+    }
+    sock_shut(s, 0);
+    if (s->in != NULL && s->reader == NULL)
+        evbuffer_drain(s->in, evbuffer_get_length(s->in));
+    if (s->out != NULL)
+        evbuffer_drain(s->out, evbuffer_get_length(s->out));
+}
+
+void sock_task_gone(struct sock *s, struct task *t)
+{
+    if (s->reader == t) {
+        s->reader = NULL;
+        s->rpending = s->rdone = 0;
+    }
+    if (s->writer == t) {
+        s->writer = NULL;
+        s->wpending = s->wdone = 0;
+    }
+    t->sock_wait = NULL;
+    sock_close(s, "closed"); /* mid-operation: the stream is out of step */
+}
+
+void sock_drop_all(struct sock **head)
+{
+    while (*head != NULL) {
+        struct sock *s = *head;
+
+        if (s->reader != NULL)
+            s->reader->sock_wait = NULL;
+        if (s->writer != NULL)
+            s->writer->sock_wait = NULL;
+        s->reader = s->writer = NULL;
+        s->rpending = s->wpending = s->rdone = s->wdone = 0;
+        sock_close(s, "closed"); /* also unlinks it */
+    }
+}
+
+void sock_gc(struct sock *s)
+{
+    if (s->reader != NULL)
+        s->reader->sock_wait = NULL;
+    if (s->writer != NULL)
+        s->writer->sock_wait = NULL;
+    s->reader = s->writer = NULL;
+    sock_shut(s, 0);
+    if (s->in)
+        evbuffer_free(s->in);
+    if (s->out)
+        evbuffer_free(s->out);
+    free(s->pool_key);
+    s->in = s->out = NULL;
+    s->pool_key = NULL;
+}
+
+/* ---- the keepalive pool -------------------------------------------------- */
+
+static struct sock_pool *pool_find(struct server *srv, const char *key)
+{
+    for (struct sock_pool *p = srv->pools; p != NULL; p = p->next) {
+        if (strcmp(p->key, key) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+static void pool_unlink(struct pool_conn *pc)
+{
+    struct sock_pool *p = pc->pool;
+
+    if (pc->prev)
+        pc->prev->next = pc->next;
+    else
+        p->first = pc->next;
+    if (pc->next)
+        pc->next->prev = pc->prev;
+    else
+        p->last = pc->prev;
+    p->n--;
+}
+
+static void pool_conn_free(struct server *srv, struct pool_conn *pc, int close_fd)
+{
+    pool_unlink(pc);
+    event_free(pc->ev);
+    if (close_fd)
+        close(pc->fd);
+    srv->pool_idle--;
+    free(pc);
+}
+
+static void pool_on_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct pool_conn *pc = arg;
+
+    (void)fd;
+    (void)what; /* readable: the peer closed or said something unasked; or idle too long */
+    pool_conn_free(pc->pool->srv, pc, 1);
+}
+
+/* An idle connection for key, or -1. */
+static int pool_take(struct server *srv, const char *key, unsigned *reused)
+{
+    struct sock_pool *p = pool_find(srv, key);
+    struct pool_conn *pc;
+    int fd;
+
+    if (p == NULL || (pc = p->first) == NULL)
+        return -1;
+    fd = pc->fd;
+    *reused = pc->reused;
+    pool_conn_free(srv, pc, 0);
+    return fd;
+}
+
+static int pool_put(struct server *srv, const char *key, unsigned size, int fd, unsigned reused,
+                    double idle)
+{
+    struct sock_pool *p = pool_find(srv, key);
+    struct pool_conn *pc;
+    struct timeval tv;
+
+    if (p == NULL) {
+        if ((p = calloc(1, sizeof *p)) == NULL || (p->key = strdup(key)) == NULL) {
+            free(p);
+            return -1;
+        }
+        p->srv = srv;
+        p->size = size > 0 ? size : SOCK_POOL_DEFAULT;
+        p->next = srv->pools;
+        srv->pools = p;
+    }
+    if ((pc = calloc(1, sizeof *pc)) == NULL)
+        return -1;
+    pc->ev = event_new(srv->base, fd, EV_READ, pool_on_event, pc);
+    if (pc->ev == NULL) {
+        free(pc);
+        return -1;
+    }
+    if (p->n >= p->size && p->last != NULL)
+        pool_conn_free(srv, p->last, 1); /* full: the least recently used goes */
+    pc->pool = p;
+    pc->fd = fd;
+    pc->reused = reused;
+    pc->next = p->first;
+    if (p->first)
+        p->first->prev = pc;
+    else
+        p->last = pc;
+    p->first = pc;
+    p->n++;
+    srv->pool_idle++;
+    if (idle > 0) {
+        tv.tv_sec = (time_t)idle;
+        tv.tv_usec = (suseconds_t)((idle - (double)tv.tv_sec) * 1e6);
+        event_add(pc->ev, &tv);
+    } else {
+        event_add(pc->ev, NULL);
+    }
+    return 0;
+}
+
+int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
+{
+    if (s->state != SOCK_OPEN || s->eof) {
+        *err = "closed";
+        return -1;
+    }
+    if (s->rpending || s->wpending || s->reader || s->writer) {
+        *err = "socket busy";
+        return -1;
+    }
+    if (s->in != NULL && evbuffer_get_length(s->in) > 0) {
+        *err = "unread data in buffer";
+        return -1;
+    }
+    if (pool_put(s->srv, s->pool_key, size > 0 ? size : s->pool_size, s->fd, s->reused,
+                 idle) < 0) {
+        *err = "out of memory";
+        return -1;
+    }
+    sock_shut(s, 1);
+    return 0;
+}
+
+unsigned sock_pool_idle(const struct server *srv)
+{
+    return srv->pool_idle;
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+/* s has a descriptor: make its events. */
+static int sock_events(struct sock *s)
+{
+    s->rev = event_new(s->srv->base, s->fd, EV_READ, sock_on_read, s);
+    s->wev = event_new(s->srv->base, s->fd, EV_WRITE, sock_on_write, s);
+    return s->rev != NULL && s->wev != NULL ? 0 : -1;
+}
+
+/* The connect ended with err (NULL: connected). */
+static void sock_connected(struct sock *s, const char *err)
+{
+    if (err != NULL) {
+        sock_close(s, err);
+        return;
+    }
+    s->state = SOCK_OPEN;
+    sock_finish_w(s, NULL);
+}
+
+static int sock_start(struct sock *s, const struct sockaddr *sa, socklen_t salen)
+{
+    struct timeval tv;
+    int one = 1;
+
+    s->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd < 0) {
+        sock_close(s, sock_errstr(errno));
+        return SOCK_ERR;
+    }
+    if (sa->sa_family != AF_UNIX) /* request-response protocols: no Nagle delay */
+        (void)setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (sock_events(s) < 0) {
+        sock_close(s, "out of memory");
+        return SOCK_ERR;
+    }
+    if (connect(s->fd, sa, salen) == 0) {
+        sock_connected(s, NULL);
+        return SOCK_DONE;
+    }
+    if (errno != EINPROGRESS) {
+        sock_close(s, errno == EAGAIN ? "resource temporarily unavailable (backlog full)"
+                                      : sock_errstr(errno));
+        return SOCK_ERR;
+    }
+    s->state = SOCK_CONNECTING;
+    event_add(s->wev, sock_tv(s->connect_ms, &tv));
+    return SOCK_AGAIN;
+}
+
+static void sock_on_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct sock_dns *d = arg;
+    struct sock *s = d->s;
+    struct evutil_addrinfo *ai;
+
+    free(d);
+    if (s == NULL) { /* closed meanwhile */
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    s->dns = NULL;
+    if (s->tmo) {
+        event_free(s->tmo);
+        s->tmo = NULL;
+    }
+    if (result != 0 || res == NULL) {
+        snprintf(s->errbuf, sizeof s->errbuf, "could not resolve host (%s)",
+                 result == EVUTIL_EAI_NONAME ? "not found" : evutil_gai_strerror(result));
+        sock_close(s, s->errbuf);
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)
+            break;
+    }
+    if (ai == NULL) {
+        sock_close(s, "could not resolve host (no address)");
+    } else {
+        if (ai->ai_family == AF_INET)
+            ((struct sockaddr_in *)ai->ai_addr)->sin_port = htons((uint16_t)s->port);
+        else
+            ((struct sockaddr_in6 *)ai->ai_addr)->sin6_port = htons((uint16_t)s->port);
+        sock_start(s, ai->ai_addr, (socklen_t)ai->ai_addrlen);
+    }
+    evutil_freeaddrinfo(res);
+}
+
+static void sock_on_dns_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sock_close(arg, "timeout");
+}
+
+/* The resolver, made on first use. NULL with *err set when it cannot be. */
+static struct evdns_base *sock_resolver(struct server *srv, const char **err)
+{
+    struct evdns_base *dns;
+    int rc;
+
+    if (srv->dns != NULL)
+        return srv->dns;
+    /* an idle resolver must not keep the loop from ending */
+    dns = evdns_base_new(srv->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (dns == NULL) {
+        *err = "could not resolve host (no resolver: out of memory)";
+        return NULL;
+    }
+    if (srv->cfg.resolver != NULL) {
+        rc = evdns_base_nameserver_ip_add(dns, srv->cfg.resolver);
+        if (rc == 0)
+            rc = evdns_base_load_hosts(dns, NULL);
+    } else {
+        rc = evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, "/etc/resolv.conf");
+    }
+    if (rc != 0) {
+        log_error("resolver: cannot use %s (error %d)",
+                  srv->cfg.resolver ? srv->cfg.resolver : "/etc/resolv.conf", rc);
+        evdns_base_free(dns, 0);
+        *err = "could not resolve host (no resolver)";
+        return NULL;
+    }
+    evdns_base_set_option(dns, "attempts:", "2");
+    srv->dns = dns;
+    return dns;
+}
+
+/* Parse a literal address into ss; 0 when host is not one. */
+static socklen_t sock_literal(const char *host, int port, struct sockaddr_storage *ss)
+{
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    char buf[64];
+    size_t n = strlen(host);
+
+    memset(ss, 0, sizeof *ss);
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        return sizeof *in4;
+    }
+    if (n > 2 && n < sizeof buf && host[0] == '[' && host[n - 1] == ']') {
+        memcpy(buf, host + 1, n - 2);
+        buf[n - 2] = '\0';
+        host = buf;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        return sizeof *in6;
+    }
+    return 0;
+}
+
+int sock_connect(struct sock *s, const char *host, int port, const char *pool_key)
+{
+    struct server *srv = s->srv;
+    struct sockaddr_storage ss;
+    struct evutil_addrinfo hints;
+    struct evdns_getaddrinfo_request *r;
+    struct evdns_base *dns;
+    struct sock_dns *d;
+    struct timeval tv;
+    const char *err = NULL;
+    char key[300];
+    socklen_t len;
+    int unix_path = strncmp(host, "unix:", 5) == 0;
+    int fd;
+
+    if (s->state != SOCK_CLOSED)
+        sock_close(s, "closed");
+    s->rerr = s->werr = NULL;
+    s->rdone = s->wdone = s->eof = 0;
+    s->reused = 0;
+    s->port = port;
+    s->wpending = 1;
+    if (pool_key == NULL) {
+        if (unix_path)
+            snprintf(key, sizeof key, "%s", host);
+        else
+            snprintf(key, sizeof key, "%s:%d", host, port);
+        pool_key = key;
+    }
+    free(s->pool_key);
+    if ((s->pool_key = strdup(pool_key)) == NULL) {
+        sock_finish_w(s, "out of memory");
+        return SOCK_ERR;
+    }
+    if ((s->in == NULL && (s->in = evbuffer_new()) == NULL) ||
+        (s->out == NULL && (s->out = evbuffer_new()) == NULL)) {
+        sock_finish_w(s, "out of memory");
+        return SOCK_ERR;
+    }
+
+    if ((fd = pool_take(srv, s->pool_key, &s->reused)) >= 0) {
+        s->reused++;
+        s->fd = fd;
+        if (sock_events(s) < 0) {
+            sock_close(s, "out of memory");
+            return SOCK_ERR;
+        }
+        sock_connected(s, NULL);
+        return SOCK_DONE;
+    }
+
+    if (unix_path) {
+        struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+        const char *path = host + 5;
+
+        memset(un, 0, sizeof *un);
+        if (strlen(path) >= sizeof un->sun_path) {
+            sock_finish_w(s, "unix socket path too long");
+            return SOCK_ERR;
+        }
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, path, strlen(path));
+        return sock_start(s, (struct sockaddr *)un, sizeof *un);
+    }
+    if (port < 1 || port > 65535) {
+        sock_finish_w(s, "port out of range (1..65535)");
+        return SOCK_ERR;
+    }
+    if ((len = sock_literal(host, port, &ss)) > 0)
+        return sock_start(s, (struct sockaddr *)&ss, len);
+
+    if ((dns = sock_resolver(srv, &err)) == NULL ||
+        (d = calloc(1, sizeof *d)) == NULL) {
+        sock_finish_w(s, err ? err : "out of memory");
+        return SOCK_ERR;
+    }
+    if (s->connect_ms > 0) {
+        s->tmo = evtimer_new(srv->base, sock_on_dns_timeout, s);
+        if (s->tmo == NULL) {
+            free(d);
+            sock_finish_w(s, "out of memory");
+            return SOCK_ERR;
+        }
+        event_add(s->tmo, sock_tv(s->connect_ms, &tv));
+    }
+    d->s = s;
+    s->dns = d;
+    s->state = SOCK_RESOLVING;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    r = evdns_getaddrinfo(dns, host, NULL, &hints, sock_on_resolved, d);
+    if (s->state != SOCK_RESOLVING) /* answered at once (hosts file, or failed) */
+        return s->state == SOCK_CONNECTING ? SOCK_AGAIN : s->werr ? SOCK_ERR : SOCK_DONE;
+    d->req = r;
+    return SOCK_AGAIN;
+}
+
+/* ---- writing ------------------------------------------------------------- */
+
+/* Write queued output. SOCK_DONE when all went, SOCK_AGAIN, or SOCK_ERR
+ * (closed, writer finished). */
+static int sock_flush(struct sock *s)
+{
+    while (evbuffer_get_length(s->out) > 0) {
+        int n = evbuffer_write(s->out, s->fd);
+
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return SOCK_AGAIN;
+            if (errno == EINTR)
+                continue;
+            sock_close(s, sock_errstr(errno));
+            return SOCK_ERR;
+        }
+    }
+    return SOCK_DONE;
+}
+
+int sock_send(struct sock *s, const char *data, size_t len)
+{
+    struct timeval tv;
+    int rc;
+
+    s->werr = NULL;
+    s->wpending = 1;
+    if (s->state != SOCK_OPEN) {
+        sock_finish_w(s, "closed");
+        return SOCK_ERR;
+    }
+    if (evbuffer_add(s->out, data, len) < 0) {
+        sock_finish_w(s, "out of memory");
+        return SOCK_ERR;
+    }
+    s->wbytes = len;
+    if ((rc = sock_flush(s)) == SOCK_DONE)
+        sock_finish_w(s, NULL);
+    else if (rc == SOCK_AGAIN)
+        event_add(s->wev, sock_tv(s->send_ms, &tv));
+    return rc;
+}
+
+static void sock_on_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct sock *s = arg;
+    struct timeval tv;
+    int err = 0;
+    socklen_t elen = sizeof err;
+
+    if (what & EV_TIMEOUT) {
+        sock_close(s, "timeout");
+        return;
+    }
+    if (s->state == SOCK_CONNECTING) {
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+            err = errno;
+        sock_connected(s, err ? sock_errstr(err) : NULL);
+        return;
+    }
+    if (sock_flush(s) == SOCK_DONE)
+        sock_finish_w(s, NULL);
+    else if (s->state == SOCK_OPEN)
+        event_add(s->wev, sock_tv(s->send_ms, &tv));
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+/* Where the pending UNTIL pattern starts in the buffer, or -1. */
+static ssize_t sock_find(const struct sock *s)
+{
+    struct evbuffer_ptr p = evbuffer_search(s->in, s->until->pat, s->until->plen, NULL);
+
+    return p.pos;
+}
+
+/* Can the pending read be answered from the buffer? */
+static int sock_ready(const struct sock *s)
+{
+    size_t len = evbuffer_get_length(s->in);
+    size_t eol;
+
+    if (s->eof || s->rerr != NULL)
+        return 1;
+    switch (s->rop) {
+    case SOCK_R_LINE:
+        return evbuffer_search_eol(s->in, NULL, &eol, EVBUFFER_EOL_LF).pos >= 0;
+    case SOCK_R_BYTES:
+        return len >= s->rwant;
+    case SOCK_R_ANY:
+        return len > 0;
+    case SOCK_R_UNTIL:
+        return sock_find(s) >= 0 ||
+               (s->rwant > 0 && len >= s->rwant + s->until->plen - 1);
+    default: /* SOCK_R_ALL: only the end answers it */
+        return 0;
+    }
+}
+
+/* Read what the socket has. Sets eof or rerr. */
+static void sock_fill(struct sock *s)
+{
+    for (int i = 0; i < SOCK_READS_PER_EVENT; i++) {
+        int n = evbuffer_read(s->in, s->fd, SOCK_READ_CHUNK);
+
+        if (n == 0) {
+            s->eof = 1;
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                s->rerr = sock_errstr(errno);
+            return;
+        }
+        if (n < SOCK_READ_CHUNK || sock_ready(s))
+            return;
+    }
+}
+
+int sock_read(struct sock *s, enum sock_rop op, size_t want, struct sock_until *u)
+{
+    struct timeval tv;
+
+    s->rop = op;
+    s->rwant = want;
+    s->until = u;
+    s->rerr = NULL;
+    s->rpending = 1;
+    if (s->state != SOCK_OPEN) {
+        s->rerr = "closed";
+        sock_finish_r(s);
+        return SOCK_DONE;
+    }
+    if (sock_ready(s)) {
+        sock_finish_r(s);
+        return SOCK_DONE;
+    }
+    event_add(s->rev, sock_tv(s->read_ms, &tv));
+    return SOCK_AGAIN;
+}
+
+static void sock_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct sock *s = arg;
+    struct timeval tv;
+
+    (void)fd;
+    if (!s->rpending)
+        return;
+    if (what & EV_TIMEOUT) {
+        s->rerr = "timeout";
+        sock_finish_r(s);
+        return;
+    }
+    sock_fill(s);
+    if (sock_ready(s))
+        sock_finish_r(s);
+    else
+        event_add(s->rev, sock_tv(s->read_ms, &tv));
+}
+
+/* Push n bytes from the front of the buffer and drain them (and skip more). */
+static void sock_take(struct sock *s, lua_State *L, size_t n, size_t skip)
+{
+    const unsigned char *p = n > 0 ? evbuffer_pullup(s->in, (ssize_t)n) : NULL;
+
+    lua_pushlstring(L, (const char *)p, n);
+    evbuffer_drain(s->in, n + skip);
+}
+
+/* The read could not be answered: nil, err, partial (everything buffered).
+ * Any error but a read timeout closes the socket, as in OpenResty. */
+static int sock_push_fail(struct sock *s, lua_State *L)
+{
+    const char *err = s->rerr != NULL ? s->rerr : "closed";
+
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    sock_take(s, L, evbuffer_get_length(s->in), 0);
+    if (strcmp(err, "timeout") != 0)
+        sock_close(s, "closed");
+    return 3;
+}
+
+static int sock_push_until(struct sock *s, lua_State *L)
+{
+    struct sock_until *u = s->until;
+    size_t len = evbuffer_get_length(s->in), size = s->rwant;
+    ssize_t at = sock_find(s);
+
+    if (at >= 0) {
+        size_t p = (size_t)at;
+
+        if (size > 0 && p > size) {
+            sock_take(s, L, size, 0);
+            return 1;
+        }
+        if (size > 0 && p == 0 && !u->inclusive) {
+            evbuffer_drain(s->in, u->plen);
+            lua_pushnil(L); /* the pattern itself: this stream is done */
+            return 1;
+        }
+        if (u->inclusive)
+            sock_take(s, L, p + u->plen, 0);
+        else
+            sock_take(s, L, p, u->plen);
+        if (size > 0)
+            u->ended = 1;
+        return 1;
+    }
+    if (size > 0 && len >= size + u->plen - 1 && s->rerr == NULL) {
+        sock_take(s, L, size, 0);
+        return 1;
+    }
+    return sock_push_fail(s, L);
+}
+
+int sock_push_read(struct sock *s, lua_State *L)
+{
+    size_t len = s->in != NULL ? evbuffer_get_length(s->in) : 0;
+    size_t eol;
+    ssize_t at;
+
+    s->rdone = 0;
+    if (s->in == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, s->rerr != NULL ? s->rerr : "closed");
+        lua_pushliteral(L, "");
+        return 3;
+    }
+    switch (s->rop) {
+    case SOCK_R_LINE:
+        at = evbuffer_search_eol(s->in, NULL, &eol, EVBUFFER_EOL_LF).pos;
+        if (at < 0)
+            break;
+        if (at > 0 && ((const char *)evbuffer_pullup(s->in, at))[at - 1] == '\r')
+            sock_take(s, L, (size_t)at - 1, 2); /* CR LF */
+        else
+            sock_take(s, L, (size_t)at, 1);
+        return 1;
+    case SOCK_R_BYTES:
+        if (len < s->rwant)
+            break;
+        sock_take(s, L, s->rwant, 0);
+        return 1;
+    case SOCK_R_ANY:
+        if (len == 0)
+            break;
+        sock_take(s, L, len < s->rwant ? len : s->rwant, 0);
+        return 1;
+    case SOCK_R_UNTIL:
+        return sock_push_until(s, L);
+    default: /* SOCK_R_ALL */
+        if (!s->eof)
+            break;
+        sock_take(s, L, len, 0);
+        sock_close(s, "closed");
+        return 1;
+    }
+    return sock_push_fail(s, L);
+}
+
+int sock_push_write(struct sock *s, lua_State *L, int connect)
+{
+    s->wdone = 0;
+    if (s->werr != NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, s->werr);
+        return 2;
+    }
+    if (connect)
+        lua_pushinteger(L, 1);
+    else
+        lua_pushinteger(L, (lua_Integer)s->wbytes);
+    return 1;
+}
+
+/* ---- the server's part --------------------------------------------------- */
+
+void sock_server_free(struct server *srv)
+{
+    while (srv->pools != NULL) {
+        struct sock_pool *p = srv->pools;
+
+        while (p->first != NULL)
+            pool_conn_free(srv, p->first, 1);
+        srv->pools = p->next;
+        free(p->key);
+        free(p);
+    }
+    if (srv->dns != NULL) {
+        evdns_base_free(srv->dns, 1);
+        srv->dns = NULL;
+    }
+}

@@ -1,0 +1,132 @@
+/*
+ * sock.h: outbound stream sockets for handlers (TCP and unix), with
+ * asynchronous DNS (evdns) and a keepalive pool per host and port.
+ *
+ * A struct sock lives in a Lua userdata (api_sock.c). The C side does the
+ * I/O: an operation that cannot finish now parks the calling task on the
+ * socket (one reader and one writer at most) and the socket's events wake
+ * it when the operation is complete, failed or timed out. Results are
+ * pushed when the task resumes (api_sock.c, sock_push_*).
+ *
+ * Ownership: a connected socket belongs to the request (or the timer run)
+ * that connected it and sits on its list; when that ends, sock_drop_all
+ * closes every socket still on the list, and a parked task is detached
+ * first, so nothing is resumed after its owner ended. Idle connections in
+ * the keepalive pool hold no Lua state and survive reloads.
+ */
+#ifndef AFCGI_SOCK_H
+#define AFCGI_SOCK_H
+
+#include <stddef.h>
+
+struct server;
+struct task;
+struct event;
+struct evbuffer;
+struct sock_dns;
+struct lua_State;
+
+enum sock_state { SOCK_CLOSED, SOCK_RESOLVING, SOCK_CONNECTING, SOCK_OPEN };
+
+/* What the reader waits for. */
+enum sock_rop {
+    SOCK_R_NONE,
+    SOCK_R_LINE,  /* up to LF; CR before it dropped */
+    SOCK_R_BYTES, /* exactly rwant bytes */
+    SOCK_R_ALL,   /* everything until the peer closes */
+    SOCK_R_ANY,   /* whatever arrives, at most rwant bytes */
+    SOCK_R_UNTIL  /* up to a pattern (receiveuntil) */
+};
+
+/* A receiveuntil iterator's state; lives in its own userdata. */
+struct sock_until {
+    size_t plen;
+    int inclusive;
+    int ended; /* the last chunk before the pattern went out: next call says nil */
+    char pat[];
+};
+
+/* Op results: done now, parked (the caller yields), or failed (err set). */
+enum { SOCK_DONE = 0, SOCK_AGAIN = 1, SOCK_ERR = -1 };
+
+struct sock {
+    struct server *srv;
+    int fd;
+    enum sock_state state;
+    const void *owner;            /* the request or timer task; NULL when closed */
+    struct sock **head;           /* owner's list while owned */
+    struct sock *prev, *next;
+    struct event *rev, *wev;      /* on fd; owned */
+    struct event *tmo;            /* resolving: the connect timeout; owned */
+    struct sock_dns *dns;         /* resolving: the lookup; detached on close */
+    struct evbuffer *in, *out;    /* owned; kept across reconnects */
+    struct task *reader, *writer; /* parked tasks; borrowed */
+    char *pool_key;               /* owned */
+    unsigned pool_size;           /* from connect's options; 0: default */
+    unsigned reused;              /* times the connection came from the pool */
+    int port;
+    int connect_ms, send_ms, read_ms; /* 0: no timeout */
+
+    enum sock_rop rop;            /* the pending or ready read */
+    size_t rwant;
+    struct sock_until *until;     /* SOCK_R_UNTIL; borrowed from the iterator */
+    const char *rerr;             /* static text; the read failed */
+    const char *werr;             /* static text; connect or send failed */
+    size_t wbytes;                /* the pending send's size */
+    unsigned rdone : 1;           /* the reader's result is ready */
+    unsigned wdone : 1;           /* the writer's result is ready */
+    unsigned eof : 1;             /* the peer closed its side */
+    unsigned rpending : 1;        /* a read is under way */
+    unsigned wpending : 1;        /* a connect or send is under way */
+    char errbuf[96];              /* werr, when it needs words of its own */
+};
+
+/* A fresh socket in userdata memory (zeroed by the caller or not). */
+void sock_init(struct sock *s, struct server *srv);
+
+/* Connect to host:port, or to a unix socket when host is "unix:/path"
+ * (port ignored). Takes an idle connection from the pool first. */
+int sock_connect(struct sock *s, const char *host, int port, const char *pool_key);
+
+/* Queue data and write what the socket takes; SOCK_AGAIN: park as writer. */
+int sock_send(struct sock *s, const char *data, size_t len);
+
+/* Start a read: SOCK_DONE when its result is ready in the buffer (or it
+ * failed), SOCK_AGAIN when the reader must park. */
+int sock_read(struct sock *s, enum sock_rop op, size_t want, struct sock_until *u);
+
+/* Close the connection; a task parked on it is woken with "closed". */
+void sock_close(struct sock *s, const char *why);
+
+/* Move the connection to the keepalive pool. Returns 0, or -1 with *err. */
+int sock_keepalive(struct sock *s, double idle_seconds, unsigned pool_size, const char **err);
+
+/* The task t, parked on s, goes away (killed or its owner ended): forget
+ * it, and close s, whose protocol state is now unknown. */
+void sock_task_gone(struct sock *s, struct task *t);
+
+/* Close every socket on an owner's list (the owner ended). */
+void sock_drop_all(struct sock **head);
+
+/* The userdata is collected. */
+void sock_gc(struct sock *s);
+
+/* Make s owned by owner, on its list. */
+void sock_own(struct sock *s, const void *owner, struct sock **head);
+
+/* Push the finished read's results (data, or nil, err, partial) onto L
+ * and consume them from the buffer. Returns how many. */
+int sock_push_read(struct sock *s, struct lua_State *L);
+
+/* Push the finished connect's (1) or send's (bytes) results, or nil, err. */
+int sock_push_write(struct sock *s, struct lua_State *L, int connect);
+
+/* Server-wide: the resolver (--resolver, else /etc/resolv.conf; made on
+ * first use) and the pool. sock_server_free closes every pooled
+ * connection and frees the resolver. */
+void sock_server_free(struct server *srv);
+
+/* Idle connections in the pool, for the status page. */
+unsigned sock_pool_idle(const struct server *srv);
+
+#endif
