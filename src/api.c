@@ -12,6 +12,7 @@
 #include "api.h"
 
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -98,6 +99,22 @@ static int api_l_now(lua_State *L)            /* t = afcgi.now() */
     event_base_gettimeofday_cached(api_vm(L)->srv->base, &tv);
     lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
     return 1;
+}
+
+static int api_l_update_time(lua_State *L)    /* afcgi.update_time() */
+{
+    event_base_update_cache_time(api_vm(L)->srv->base);
+    return 0;
+}
+
+static int api_l_worker(lua_State *L)         /* n, pid, exiting = afcgi.worker() */
+{
+    struct server *srv = api_vm(L)->srv;
+
+    lua_pushinteger(L, srv->worker);
+    lua_pushinteger(L, (lua_Integer)getpid());
+    lua_pushboolean(L, srv->stopping);
+    return 3;
 }
 
 /* ---- req ---------------------------------------------------------------- */
@@ -485,6 +502,8 @@ static int api_l_flush(lua_State *L)          /* ok, err = res:flush() */
 static const luaL_Reg api_core_funcs[] = {
     { "sleep", api_l_sleep },
     { "now", api_l_now },
+    { "update_time", api_l_update_time },
+    { "worker", api_l_worker },
     { NULL, NULL },
 };
 
