@@ -155,7 +155,8 @@ describe("afcgi.socket", function()
     end)
 
     it("answers nil, 'closed' on a closed socket", function()
-        same({ a = "nil", e1 = "closed", b = "nil", e2 = "closed", c = "nil", e3 = "closed" }, get(1, "/closed_use?port=" .. peer.port))
+        same({ a = "nil", e1 = "closed", b = "nil", e2 = "closed", c = "nil", e3 = "closed" },
+            get(1, "/closed_use?port=" .. peer.port))
     end)
 
     it("lets one thread read at a time; close wakes a parked reader", function()

@@ -154,30 +154,38 @@ static int api_l_connect(lua_State *L)       /* ok, err = sock:connect(host, por
 
 /* ---- sending ------------------------------------------------------------- */
 
-/* Append a string, number or array of them (nested) to b. */
-static void api_sock_add(lua_State *L, int i, luaL_Buffer *b, int depth)
+/* Queue a string, number or array of them (nested) on s; adds their size
+ * to *total. Raises on other types; returns -1 when out of memory. */
+static int api_sock_queue(lua_State *L, struct sock *s, int i, size_t *total, int depth)
 {
-    int n;
+    const char *p;
+    size_t n;
+    int len;
 
     switch (lua_type(L, i)) {
     case LUA_TSTRING:
     case LUA_TNUMBER:
-        lua_pushvalue(L, i);
-        luaL_addvalue(b);
-        return;
+        p = lua_tolstring(L, i, &n);
+        *total += n;
+        return sock_queue(s, p, n);
     case LUA_TTABLE:
         if (depth > 32)
             luaL_error(L, "send: data nested too deeply");
-        n = (int)lua_objlen(L, i);
-        for (int k = 1; k <= n; k++) {
+        len = (int)lua_objlen(L, i);
+        luaL_checkstack(L, 2, "send: data nested too deeply");
+        for (int k = 1; k <= len; k++) {
+            int rc;
+
             lua_rawgeti(L, i, k);
-            api_sock_add(L, lua_gettop(L), b, depth + 1);
+            rc = api_sock_queue(L, s, lua_gettop(L), total, depth + 1);
             lua_pop(L, 1);
+            if (rc < 0)
+                return -1;
         }
-        return;
+        return 0;
     default:
-        luaL_error(L, "send: string, number or array of them expected, got %s",
-                   luaL_typename(L, i));
+        return luaL_error(L, "send: string, number or array of them expected, got %s",
+                          luaL_typename(L, i));
     }
 }
 
@@ -185,24 +193,18 @@ static int api_l_send(lua_State *L)          /* bytes, err = sock:send(data) */
 {
     struct sock *s = api_sock_arg(L);
     struct task *t = api_sock_task(L, s, "send");
-    const char *p;
-    size_t n;
+    size_t total = 0;
 
     luaL_checkany(L, 2);
-    if (lua_type(L, 2) != LUA_TSTRING) {
-        luaL_Buffer b;
-
-        luaL_buffinit(L, &b);
-        api_sock_add(L, 2, &b, 0);
-        luaL_pushresult(&b);
-        lua_replace(L, 2);
-    }
-    p = lua_tolstring(L, 2, &n);
     if (s->writer != NULL)
         return api_fail(L, "socket busy writing");
     if (s->state != SOCK_OPEN)
         return api_fail(L, "closed");
-    if (sock_send(s, p, n) == SOCK_AGAIN)
+    if (api_sock_queue(L, s, 2, &total, 0) < 0) {
+        sock_close(s, "out of memory");
+        return api_fail(L, "out of memory");
+    }
+    if (sock_send(s, total) == SOCK_AGAIN)
         return api_sock_park(L, t, s, TASK_WAIT_SOCK_WRITE);
     return sock_push_write(s, L, 0);
 }

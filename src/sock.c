@@ -655,7 +655,14 @@ static int sock_flush(struct sock *s)
     return SOCK_DONE;
 }
 
-int sock_send(struct sock *s, const char *data, size_t len)
+int sock_queue(struct sock *s, const char *data, size_t len)
+{
+    if (s->state != SOCK_OPEN || len == 0)
+        return 0;
+    return evbuffer_add(s->out, data, len);
+}
+
+int sock_send(struct sock *s, size_t len)
 {
     struct timeval tv;
     int rc;
@@ -664,10 +671,6 @@ int sock_send(struct sock *s, const char *data, size_t len)
     s->wpending = 1;
     if (s->state != SOCK_OPEN) {
         sock_finish_w(s, "closed");
-        return SOCK_ERR;
-    }
-    if (evbuffer_add(s->out, data, len) < 0) {
-        sock_finish_w(s, "out of memory");
         return SOCK_ERR;
     }
     s->wbytes = len;

@@ -88,8 +88,13 @@ void sock_init(struct sock *s, struct server *srv);
  * (port ignored). Takes an idle connection from the pool first. */
 int sock_connect(struct sock *s, const char *host, int port, const char *pool_key);
 
-/* Queue data and write what the socket takes; SOCK_AGAIN: park as writer. */
-int sock_send(struct sock *s, const char *data, size_t len);
+/* Queue data for the next sock_send (nothing when closed). 0, or -1 when
+ * out of memory. */
+int sock_queue(struct sock *s, const char *data, size_t len);
+
+/* Write what is queued (len bytes: the send's result); SOCK_AGAIN: park
+ * as writer. */
+int sock_send(struct sock *s, size_t len);
 
 /* Start a read: SOCK_DONE when its result is ready in the buffer (or it
  * failed), SOCK_AGAIN when the reader must park. */

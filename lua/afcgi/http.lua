@@ -1,0 +1,212 @@
+-- afcgi.http: an HTTP/1.1 client for handlers, on afcgi.socket. Each call
+-- yields the calling coroutine only; connections go back to the keepalive
+-- pool when the response allows it.
+--
+--   local http = require "afcgi.http"
+--   local res, err = http.request("http://127.0.0.1:8080/api", {
+--       method = "POST", body = "...", headers = { ["Content-Type"] = "text/plain" },
+--       timeout = 5,            -- seconds, for connect, each send and each read (default 10)
+--       keepalive = true,       -- reuse through the pool (default); false: Connection: close
+--       keepalive_timeout = 60, -- seconds a pooled connection may idle (default 60)
+--       pool_size = 30,         -- idle connections kept per host and port (default 30)
+--       max_body = 64 * 2^20,   -- larger responses fail with "response body too large"
+--   })
+--   res.status, res.reason, res.headers["content-type"], res.body, res.reused
+--
+-- Response headers are keyed by lower-case name; a repeated header's values
+-- are joined with ", ", except Set-Cookie, which is a list. http.get(url,
+-- opts) and http.post(url, body, opts) are shorthands. Plain http only:
+-- afcgi's sockets have no TLS, so https URLs fail with a message saying so.
+local afcgi = require "afcgi"
+
+local M = {}
+
+local DEFAULT_TIMEOUT = 10
+local DEFAULT_MAX_BODY = 64 * 1024 * 1024
+local USER_AGENT = "afcgi/" .. afcgi.version
+
+-- scheme, host, port, path of an absolute URL; or nil, err.
+local function parse_url(url)
+    local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+    if not scheme then return nil, "bad url (absolute http:// URL expected): " .. url end
+    scheme = scheme:lower()
+    if scheme == "https" then
+        return nil, "https is not supported (afcgi's sockets have no TLS): " .. url
+    elseif scheme ~= "http" then
+        return nil, "unsupported scheme " .. scheme .. ": " .. url
+    end
+    local authority, path = rest:match("^([^/?#]*)(.*)$")
+    path = path:gsub("#.*$", "")
+    if path == "" or path:sub(1, 1) == "?" then path = "/" .. path end
+    local host, port = authority:match("^(%[[^%]]+%]):?(%d*)$")
+    if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
+    if not host or host == "" then return nil, "bad url (no host): " .. url end
+    port = port ~= "" and tonumber(port) or 80
+    if port < 1 or port > 65535 then return nil, "bad url (port): " .. url end
+    return host, port, path
+end
+M.parse_url = parse_url
+
+local function header_lines(out, headers, seen)
+    for name, value in pairs(headers or {}) do
+        if type(value) == "table" then
+            for _, v in ipairs(value) do out[#out + 1] = name .. ": " .. tostring(v) .. "\r\n" end
+        else
+            out[#out + 1] = name .. ": " .. tostring(value) .. "\r\n"
+        end
+        seen[name:lower()] = true
+    end
+end
+
+-- Reads the status line and headers: status, reason, headers, version.
+local function read_head(sock)
+    local line, err = sock:receive()
+    if not line then return nil, "reading the status line: " .. err end
+    local version, status, reason = line:match("^HTTP/(%d%.%d) (%d%d%d) ?(.*)$")
+    if not version then return nil, "bad status line: " .. line:sub(1, 80) end
+    local headers = {}
+    while true do
+        line, err = sock:receive()
+        if not line then return nil, "reading headers: " .. err end
+        if line == "" then break end
+        local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
+        if not name then return nil, "bad header line: " .. line:sub(1, 80) end
+        name = name:lower()
+        if name == "set-cookie" then
+            local list = headers[name] or {}
+            list[#list + 1] = value
+            headers[name] = list
+        elseif headers[name] then
+            headers[name] = headers[name] .. ", " .. value
+        else
+            headers[name] = value
+        end
+    end
+    return tonumber(status), reason, headers, version
+end
+
+local function read_chunked(sock, max)
+    local parts, total = {}, 0
+    while true do
+        local line, err = sock:receive()
+        if not line then return nil, "reading a chunk size: " .. err end
+        local size = tonumber(line:match("^%s*(%x+)"), 16)
+        if not size then return nil, "bad chunk size: " .. line:sub(1, 40) end
+        if size == 0 then break end
+        total = total + size
+        if total > max then return nil, "response body too large" end
+        local data
+        data, err = sock:receive(size)
+        if not data then return nil, "reading a chunk: " .. err end
+        parts[#parts + 1] = data
+        local crlf
+        crlf, err = sock:receive()
+        if crlf ~= "" then return nil, "bad chunk end: " .. tostring(err or crlf) end
+    end
+    while true do                           -- trailer fields, then the empty line
+        local line, err = sock:receive()
+        if not line then return nil, "reading the trailer: " .. err end
+        if line == "" then break end
+    end
+    return table.concat(parts)
+end
+
+-- The body, and whether the connection may be reused after it.
+local function read_body(sock, method, status, headers, max)
+    if method == "HEAD" or status == 204 or status == 304 or (status >= 100 and status < 200) then
+        return "", true
+    end
+    local te = headers["transfer-encoding"]
+    if te and te:lower():find("chunked", 1, true) then
+        local body, err = read_chunked(sock, max)
+        return body, body ~= nil, err
+    end
+    local cl = headers["content-length"]
+    if cl then
+        local n = tonumber(cl)
+        if not n or n < 0 or n % 1 ~= 0 then return nil, false, "bad content-length: " .. cl end
+        if n > max then return nil, false, "response body too large" end
+        if n == 0 then return "", true end
+        local body, err = sock:receive(n)
+        if not body then return nil, false, "reading the body: " .. err end
+        return body, true
+    end
+    local body, err = sock:receive("*a")     -- delimited by the end of the connection
+    if not body then return nil, false, "reading the body: " .. err end
+    if #body > max then return nil, false, "response body too large" end
+    return body, false
+end
+
+-- res, err = http.request(url, opts)
+function M.request(url, opts)
+    opts = opts or {}
+    local host, port, path = parse_url(url)
+    if not host then return nil, port end
+    local method = (opts.method or "GET"):upper()
+    local body = opts.body
+    if body ~= nil and type(body) ~= "string" then
+        return nil, "body must be a string"
+    end
+    local timeout_ms = (opts.timeout or DEFAULT_TIMEOUT) * 1000
+    local keepalive = opts.keepalive ~= false
+
+    local sock = afcgi.socket.tcp()
+    sock:settimeout(timeout_ms)
+    local ok, err = sock:connect(host:gsub("^%[(.*)%]$", "%1"), port)
+    if not ok then return nil, "connect to " .. host .. ":" .. port .. ": " .. err end
+
+    local out, seen = { method, " ", path, " HTTP/1.1\r\n" }, {}
+    header_lines(out, opts.headers, seen)
+    if not seen.host then
+        out[#out + 1] = "Host: " .. host .. (port ~= 80 and (":" .. port) or "") .. "\r\n"
+    end
+    if not seen["user-agent"] then out[#out + 1] = "User-Agent: " .. USER_AGENT .. "\r\n" end
+    if body and not seen["content-length"] and not seen["transfer-encoding"] then
+        out[#out + 1] = "Content-Length: " .. #body .. "\r\n"
+    elseif not body and (method == "POST" or method == "PUT") and not seen["content-length"] then
+        out[#out + 1] = "Content-Length: 0\r\n"
+    end
+    if not keepalive and not seen.connection then out[#out + 1] = "Connection: close\r\n" end
+    out[#out + 1] = "\r\n"
+    if body then out[#out + 1] = body end
+
+    local reused = sock:getreusedtimes()
+    local sent
+    sent, err = sock:send(out)
+    if not sent then
+        sock:close()
+        return nil, "sending the request: " .. err
+    end
+    local status, reason, headers, version = read_head(sock)
+    if not status then
+        sock:close()
+        return nil, reason
+    end
+    local data, reusable
+    data, reusable, err = read_body(sock, method, status, headers, opts.max_body or DEFAULT_MAX_BODY)
+    if not data then
+        sock:close()
+        return nil, err
+    end
+    local conn = (headers.connection or ""):lower()
+    if keepalive and reusable and not conn:find("close", 1, true)
+        and (version == "1.1" or conn:find("keep-alive", 1, true)) then
+        sock:setkeepalive((opts.keepalive_timeout or 60) * 1000, opts.pool_size)
+    else
+        sock:close()
+    end
+    return { status = status, reason = reason, headers = headers, body = data, reused = reused }
+end
+
+function M.get(url, opts)
+    return M.request(url, opts)
+end
+
+function M.post(url, body, opts)
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.method, o.body = o.method or "POST", body
+    return M.request(url, o)
+end
+
+return M
