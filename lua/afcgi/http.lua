@@ -183,7 +183,8 @@ function M.request(url, opts)
         return nil, reason
     end
     local data, reusable
-    data, reusable, err = read_body(sock, method, status, headers, opts.max_body or DEFAULT_MAX_BODY)
+    local max = opts.max_body or DEFAULT_MAX_BODY
+    data, reusable, err = read_body(sock, method, status, headers, max)
     if not data then
         sock:close()
         return nil, err
