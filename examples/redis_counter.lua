@@ -4,11 +4,16 @@
 -- non-blocking sockets: while it waits for Redis the worker serves others.
 --
 --     REDIS_HOST=127.0.0.1 REDIS_PORT=6379 afcgi examples/redis_counter.lua
+--
+-- REDIS_POOL (default 100) is how many idle connections the worker keeps:
+-- set it to the number of requests you expect at once, or the ones over it
+-- close and reconnect.
 require "afcgi.ngx"                         -- the ngx names the driver uses
 local redis = require "nginx.redis"
 
 local HOST = os.getenv("REDIS_HOST") or "127.0.0.1"
 local PORT = tonumber(os.getenv("REDIS_PORT")) or 6379
+local POOL = tonumber(os.getenv("REDIS_POOL")) or 100
 
 return function(req, res)
     local red = redis:new()
@@ -23,7 +28,7 @@ return function(req, res)
         red:close()
         return res:error(500, "redis: " .. err)
     end
-    red:set_keepalive(10000, 100)           -- back to the pool: idle 10 s, 100 per worker
+    red:set_keepalive(10000, POOL)          -- back to the pool: idle 10 s, POOL per worker
     res:header("Content-Type", "text/plain")
     res:write(req.path, " ", n, "\n")
 end
