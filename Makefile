@@ -14,7 +14,7 @@ CFLAGS   += $(OPT) -g $(CSTD) $(WARN) $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm -pthread
 
 BUILD    ?= build/release
-SERVER_SRCS = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/api_sock.c src/sock.c \
+SERVER_SRCS = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/api_sock.c src/sock.c src/sema.c \
               src/server.c src/watchdog.c src/task.c src/thread.c src/timer.c \
               src/api_task.c src/options.c src/listen.c src/privs.c src/master.c \
               src/stats.c src/access.c src/main.c
@@ -136,7 +136,7 @@ FUZZ_TARGETS  = record nv conn
 FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 $(CSTD) -Wall -Wextra -Werror $(PKG_CFLAGS) \
                 -DFUZZ_APP='"$(CURDIR)/spec/fixtures/fuzz_app.lua"' -DFUZZ_LUA_DIR='"$(CURDIR)/lua"'
-FUZZ_CORE     = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/api_sock.c src/sock.c src/server.c \
+FUZZ_CORE     = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/api_sock.c src/sock.c src/sema.c src/server.c \
                 src/watchdog.c src/task.c src/thread.c src/timer.c src/api_task.c \
                 src/listen.c src/stats.c src/access.c
 

@@ -3,6 +3,7 @@
 --   /hello   examples/hello.lua
 --   /sleep   examples/sleep.lua   (?ms=N)
 --   /echo    examples/echo.lua    (any method; POST a body to see body_len)
+--   /chat/   examples/chat.lua    (long-poll chat room, mounted with afcgi.router)
 -- anything else answers 404.
 --
 --     ./afcgi --listen 127.0.0.1:9000 examples/index.lua
@@ -20,8 +21,9 @@ local function load_example(name)
         error("cannot load " .. err, 2)          -- err names file:line
     end
     local handler = chunk()
-    if type(handler) ~= "function" then
-        error(path .. " did not return a handler function", 2)
+    local mt = getmetatable(handler)
+    if type(handler) ~= "function" and not (type(mt) == "table" and mt.__call) then
+        error(path .. " did not return a handler", 2)
     end
     return handler
 end
@@ -31,6 +33,10 @@ local routes = {
     ["/sleep"] = load_example("sleep"),
     ["/echo"] = load_example("echo"),
 }
+
+-- the chat is a router of its own: mounted, it sees paths below /chat
+local mounted = require("afcgi.router").new()
+mounted:mount("/chat", load_example("chat"))
 
 local INDEX = [[
 <!DOCTYPE html>
@@ -43,6 +49,7 @@ local INDEX = [[
   <li><a href="/sleep?ms=500">/sleep?ms=500</a>: waits half a second without
       blocking other requests (open several at once)</li>
   <li><a href="/echo?a=1&amp;b=two">/echo?a=1&amp;b=two</a>: the request as JSON</li>
+  <li><a href="/chat/">/chat/</a>: a long-poll chat room (open it in two windows)</li>
 </ul>
 <form method="post" action="/echo?from=form">
   <input name="text" value="some text"> <button>POST to /echo</button>
@@ -59,6 +66,12 @@ return function(req, res)
     local handler = routes[req.path]
     if handler then
         return handler(req, res)
+    end
+    if req.path == "/chat" then
+        return res:redirect("/chat/")          -- the page's links are relative
+    end
+    if req.path:sub(1, 6) == "/chat/" then
+        return mounted(req, res)
     end
     if req.path == "/" then
         res:header("Content-Type", "text/html; charset=utf-8")

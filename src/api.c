@@ -21,6 +21,7 @@
 
 #include "fcgi.h"
 #include "req.h"
+#include "sema.h"
 #include "server.h"
 #include "task.h"
 #include "thread.h"
@@ -316,6 +317,8 @@ int api_wake_results(struct task *t)
     case TASK_WAIT_SOCK_WRITE:
     case TASK_WAIT_SOCK_CONNECT:
         return api_sock_wake(t);
+    case TASK_WAIT_SEMA:
+        return sema_wake_results(t);
     case TASK_WAIT_START:
         return t->nargs; /* already on its stack */
     default: /* TASK_WAIT_SLEEP */
@@ -552,6 +555,7 @@ int api_open(lua_State *L)
     lua_setfield(L, -2, "generation");
     api_task_open(L, vm);
     api_sock_open(L, vm);
+    sema_open(L, vm);
     lua_newtable(L);                          /* req_fields: Lua-computed req fields */
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "req_fields");

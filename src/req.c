@@ -513,8 +513,18 @@ static void req_log_path(const struct req *r, const char **path, int *plen)
 void req_expire(struct req *r)
 {
     static const char *const waits[] = {
-        "running", "afcgi.sleep", "the request body", "the request body",
-        "the client to read", "light threads", "a light thread to start", "its end",
+        [TASK_WAIT_NONE] = "running",
+        [TASK_WAIT_SLEEP] = "afcgi.sleep",
+        [TASK_WAIT_BODY] = "the request body",
+        [TASK_WAIT_READ] = "the request body",
+        [TASK_WAIT_DRAIN] = "the client to read",
+        [TASK_WAIT_THREADS] = "light threads",
+        [TASK_WAIT_START] = "a light thread to start",
+        [TASK_WAIT_EXIT] = "its end",
+        [TASK_WAIT_SOCK_READ] = "a socket read",
+        [TASK_WAIT_SOCK_WRITE] = "a socket send",
+        [TASK_WAIT_SOCK_CONNECT] = "a socket connect",
+        [TASK_WAIT_SEMA] = "a semaphore",
     };
     enum task_wait w = r->main.wait;
     int receiving = !r->params_done || w == TASK_WAIT_BODY || w == TASK_WAIT_READ;
@@ -528,7 +538,8 @@ void req_expire(struct req *r)
              r->srv->cfg.request_timeout > 0 && r->deadline == NULL
                  ? r->srv->cfg.request_timeout : 0.0,
              r->params_done ? "waiting for " : "receiving params",
-             r->params_done ? waits[w] : "", status);
+             r->params_done && (size_t)w < sizeof waits / sizeof *waits ? waits[w] : "",
+             status);
     if (!r->headers_sent)
         req_simple_response(r, status, status == 408 ? "408 Request Timeout\n"
                                                      : "504 Gateway Timeout\n");

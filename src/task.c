@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "log.h"
 #include "req.h"
+#include "sema.h"
 #include "server.h"
 #include "sock.h"
 #include "timer.h"
@@ -35,6 +36,8 @@ void task_release(struct task *t)
         sock_task_gone(t->sock_wait, t);
     if (t->socks != NULL)
         sock_drop_all(&t->socks);
+    if (t->sema_wait != NULL)
+        sema_task_gone(t);
     if (t->in_drain && t->req != NULL)
         conn_cancel_drain(t->req->conn, t);
     if (t->wake != NULL) {

@@ -20,6 +20,7 @@ struct req;
 struct event;
 struct lua_State;
 struct sock;
+struct sema;
 
 enum task_kind { TASK_MAIN, TASK_THREAD, TASK_TIMER };
 
@@ -35,7 +36,8 @@ enum task_wait {
     TASK_WAIT_EXIT,    /* res:exit: end the request, never resume */
     TASK_WAIT_SOCK_READ,  /* sock_wait's pending read */
     TASK_WAIT_SOCK_WRITE, /* sock_wait's pending send */
-    TASK_WAIT_SOCK_CONNECT /* sock_wait's pending connect */
+    TASK_WAIT_SOCK_CONNECT, /* sock_wait's pending connect */
+    TASK_WAIT_SEMA     /* sema_wait posted, or its wake event as the timeout */
 };
 
 struct task {
@@ -61,6 +63,8 @@ struct task {
     struct event *fire;       /* TIMER: owned; the next run */
     struct sock *sock_wait;   /* TASK_WAIT_SOCK_*: the socket it is parked on */
     struct sock *socks;       /* TIMER: sockets this run connected; closed when it ends */
+    struct sema *sema_wait;   /* TASK_WAIT_SEMA: queued on it (NULL once posted) */
+    struct task *sema_prev, *sema_next;
     unsigned done : 1;        /* THREAD: ended, results not collected yet */
     unsigned failed : 1;      /* ended by an error */
     unsigned in_drain : 1;

@@ -15,6 +15,7 @@ local M = {
     log = core.log,       -- afcgi.log(level, ...): error, warn, notice, info or debug
     socket = core.socket, -- sock = afcgi.socket.tcp(): outbound TCP/unix (docs/API.md)
     null = core.null,     -- the null value drivers return (same as ngx.null, cjson.null)
+    semaphore = core.semaphore, -- s = afcgi.semaphore(n): s:wait(seconds), s:post(n), s:count()
 }
 
 -- sock, err = afcgi.socket.connect(host, port [, opts]): a connected socket.

@@ -1,0 +1,183 @@
+/*
+ * sema.c: semaphores, the one way requests wait for each other (a long-poll
+ * waiting for a message another request posts). Shaped after OpenResty's
+ * ngx.semaphore:
+ *
+ *   sema = afcgi.semaphore([n])      -- n resources to start with (default 0)
+ *   ok, err = sema:wait(seconds)     -- true, or nil, "timeout"
+ *   sema:post([n])                   -- n more resources (default 1); wakes waiters FIFO
+ *   n = sema:count()                 -- resources, or minus the number of waiters
+ *
+ * A semaphore is not owned by any request. A waiting task sits on its FIFO
+ * (t->sema_wait, sema_prev/next) with its wake event as the timeout; it
+ * leaves the FIFO when posted, when the timeout fires, or when the task is
+ * released (its request ended), so a post never wakes a task that is gone.
+ */
+#include "sema.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "api.h"
+#include "server.h"
+#include "task.h"
+#include "vm.h"
+
+#define SEMA_MT "afcgi.semaphore"
+
+struct sema {
+    lua_Integer count;
+    unsigned nwait;
+    struct task *head, *tail; /* waiters, first come first served */
+};
+
+static void sema_unlink(struct sema *s, struct task *t)
+{
+    if (t->sema_prev)
+        t->sema_prev->sema_next = t->sema_next;
+    else
+        s->head = t->sema_next;
+    if (t->sema_next)
+        t->sema_next->sema_prev = t->sema_prev;
+    else
+        s->tail = t->sema_prev;
+    t->sema_prev = t->sema_next = NULL;
+    t->sema_wait = NULL;
+    s->nwait--;
+}
+
+void sema_task_gone(struct task *t)
+{
+    sema_unlink(t->sema_wait, t);
+}
+
+int sema_wake_results(struct task *t)
+{
+    if (t->sema_wait != NULL) { /* still queued: the timeout fired */
+        sema_unlink(t->sema_wait, t);
+        lua_pushnil(t->co);
+        lua_pushliteral(t->co, "timeout");
+        return 2;
+    }
+    lua_pushboolean(t->co, 1);
+    return 1;
+}
+
+static struct vm *sema_vm(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static int sema_l_new(lua_State *L)            /* sema = afcgi.semaphore([n]) */
+{
+    lua_Integer n = luaL_optinteger(L, 1, 0);
+    struct sema *s;
+
+    luaL_argcheck(L, n >= 0, 1, "resources must be >= 0");
+    s = lua_newuserdata(L, sizeof *s);
+    s->count = n;
+    s->nwait = 0;
+    s->head = s->tail = NULL;
+    luaL_getmetatable(L, SEMA_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int sema_l_wait(lua_State *L)           /* ok, err = sema:wait(seconds) */
+{
+    struct sema *s = luaL_checkudata(L, 1, SEMA_MT);
+    double seconds = luaL_optnumber(L, 2, 0);
+    struct task *t = task_current(sema_vm(L)->srv, L);
+
+    luaL_argcheck(L, seconds >= 0, 2, "timeout must be >= 0");
+    if (s->count > 0 && s->head == NULL) {
+        s->count--;
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (t == NULL)
+        return luaL_error(L, "sema:wait works in a request's handler, its light threads or a "
+                             "timer (not while the app loads, nor in a coroutine of your own)");
+    if (seconds == 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "timeout");
+        return 2;
+    }
+    t->sema_wait = s;
+    t->sema_prev = s->tail;
+    t->sema_next = NULL;
+    if (s->tail)
+        s->tail->sema_next = t;
+    else
+        s->head = t;
+    s->tail = t;
+    s->nwait++;
+    task_park_sleep(t, seconds);
+    t->wait = TASK_WAIT_SEMA;
+    return lua_yield(L, 0);
+}
+
+static int sema_l_post(lua_State *L)           /* sema:post([n]) */
+{
+    struct sema *s = luaL_checkudata(L, 1, SEMA_MT);
+    lua_Integer n = luaL_optinteger(L, 2, 1);
+
+    luaL_argcheck(L, n >= 0, 2, "resources must be >= 0");
+    s->count += n;
+    while (s->count > 0 && s->head != NULL) {
+        struct task *t = s->head;
+
+        s->count--;
+        sema_unlink(s, t);
+        if (t->wake != NULL)
+            event_del(t->wake); /* the timeout */
+        task_wake(t);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int sema_l_count(lua_State *L)          /* n = sema:count() */
+{
+    struct sema *s = luaL_checkudata(L, 1, SEMA_MT);
+
+    lua_pushinteger(L, s->count > 0 ? s->count : -(lua_Integer)s->nwait);
+    return 1;
+}
+
+static int sema_l_gc(lua_State *L)
+{
+    struct sema *s = luaL_checkudata(L, 1, SEMA_MT);
+
+    while (s->head != NULL) /* cannot happen: waiters hold it on their stacks */
+        sema_unlink(s, s->head);
+    return 0;
+}
+
+void sema_open(lua_State *L, struct vm *vm)
+{
+    static const luaL_Reg methods[] = {
+        { "wait", sema_l_wait },
+        { "post", sema_l_post },
+        { "count", sema_l_count },
+        { NULL, NULL },
+    };
+
+    luaL_newmetatable(L, SEMA_MT);
+    lua_newtable(L);
+    for (const luaL_Reg *f = methods; f->name != NULL; f++) {
+        lua_pushlightuserdata(L, vm);
+        lua_pushcclosure(L, f->func, 1);
+        lua_setfield(L, -2, f->name);
+    }
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, sema_l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, SEMA_MT);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+    lua_pushlightuserdata(L, vm);
+    lua_pushcclosure(L, sema_l_new, 1);
+    lua_setfield(L, -2, "semaphore");
+}
