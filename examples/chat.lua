@@ -37,7 +37,8 @@ local PAGE = [[<!doctype html>
 border:1px solid #ccc;padding:.5em}#log p{margin:.2em 0}b{color:#036}</style></head>
 <body><h1>afcgi chat</h1><div id="log"></div>
 <form id="f"><input id="name" placeholder="name" size="10">
-<input id="text" placeholder="say something" size="40" autocomplete="off"> <button>Send</button></form>
+<input id="text" placeholder="say something" size="40" autocomplete="off">
+<button>Send</button></form>
 <script>
 let last = 0;
 const log = document.getElementById("log");
