@@ -85,6 +85,23 @@ describe("nginx with examples/nginx.conf in front of examples/index.lua", functi
         assert.same({ 404, "not found: /nope\n" }, { missing.status, missing.body })
     end)
 
+    it("serves the chat at /chat/: the page, a message posted, a poll that gets it", function()
+        local moved = get(ngx, "/chat")
+        assert.same({ 302, "/chat/" }, { moved.status, moved.headers.location })
+        local page = get(ngx, "/chat/")
+        assert.equal(200, page.status)
+        assert.truthy(page.body:find("<title>afcgi chat</title>", 1, true))
+        local said = helpers.http_request(ngx.port, {
+            method = "POST", path = "/chat/say", body = "name=ann&text=hi+there",
+            headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },
+        }, 10)
+        assert.equal(200, said.status, said.body)
+        local poll = get(ngx, "/chat/poll?since=0")
+        assert.equal(200, poll.status)
+        local j = cjson.decode(poll.body)
+        assert.same({ 1, "ann", "hi there" }, { j.last, j.messages[1].name, j.messages[1].text })
+    end)
+
     it("runs 200 parallel /sleep?ms=200 requests at the same time", function()
         local n, reqs = 200, {}
         for i = 1, n do reqs[i] = { method = "GET", path = "/sleep?ms=200" } end
