@@ -58,7 +58,8 @@ afcgi-asan: $(SERVER_OBJS)
 # Installing them must not start nginx as a system service: a policy-rc.d
 # that answers 101 keeps the packages' scripts from starting anything.
 DEB_PKGS = build-essential pkg-config luajit2 libluajit2-5.1-dev libevent-dev lua-cjson \
-           lua-busted lua-socket lua-posix lua-check luarocks nginx haproxy redis-server lua-nginx-redis dnsmasq-base clang libclang-rt-14-dev valgrind
+           lua-busted lua-socket lua-posix lua-check luarocks nginx haproxy redis-server lua-nginx-redis dnsmasq-base \
+           apache2 lighttpd caddy h2o iproute2 clang libclang-rt-14-dev valgrind
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
