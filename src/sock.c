@@ -29,7 +29,6 @@
 #include "server.h"
 #include "task.h"
 
-#define SOCK_READ_CHUNK 65536
 #define SOCK_READS_PER_EVENT 16
 #define SOCK_POOL_DEFAULT 30
 
@@ -737,11 +736,15 @@ static int sock_ready(const struct sock *s)
     }
 }
 
-/* Read what the socket has. Sets eof or rerr. */
+/* Read what the socket has, through the server's shared read buffer (one
+ * read(2) per piece; evbuffer_read would add an ioctl to size it). Sets
+ * eof or rerr. */
 static void sock_fill(struct sock *s)
 {
+    uint8_t *buf = s->srv->rbuf;
+
     for (int i = 0; i < SOCK_READS_PER_EVENT; i++) {
-        int n = evbuffer_read(s->in, s->fd, SOCK_READ_CHUNK);
+        ssize_t n = read(s->fd, buf, SERVER_RBUF);
 
         if (n == 0) {
             s->eof = 1;
@@ -754,7 +757,11 @@ static void sock_fill(struct sock *s)
                 s->rerr = sock_errstr(errno);
             return;
         }
-        if (n < SOCK_READ_CHUNK || sock_ready(s))
+        if (evbuffer_add(s->in, buf, (size_t)n) < 0) {
+            s->rerr = "out of memory";
+            return;
+        }
+        if ((size_t)n < SERVER_RBUF || sock_ready(s))
             return;
     }
 }
