@@ -254,6 +254,28 @@ describe("afcgi.socket", function()
         assert.is_nil(s2:log():find("resumed after hold", 1, true))
     end)
 
+    it("keeps the pool across a reload; a socket of the old code closes with its request", function()
+        local psignal = require "posix.signal"
+        local fc = require "fcgi_client"
+        assert.equal("0", get(1, "/ping?port=" .. redis.port).reused)
+        -- a request of generation 1 parks on a socket across the reload
+        local mark = srv:mark()
+        c:begin(2)
+        c:params(2, fc.cgi_params("GET", "/hold?port=" .. peer.port))
+        c:stdin(2, "")
+        srv:wait_log("fixture sockets holding", 5, mark)
+        psignal.kill(srv.pid, psignal.SIGHUP)
+        srv:wait_log("generation 2 serves new requests", 5, mark)
+        -- generation 2 takes the connection generation 1 pooled
+        assert.equal("1", get(3, "/ping?port=" .. redis.port).reused)
+        assert.equal(1, established(peer.port))
+        c:abort(2)
+        c:read_matching(function(rec) return rec.id == 2 and rec.type == fc.END_REQUEST end, 5, "END 2")
+        helpers.wait_until(function() return established(peer.port) == 0 end, 5,
+            "the old generation's socket to close with its request")
+        assert.is_nil(srv:log():sub(mark + 1):find("resumed after hold", 1, true))
+    end)
+
     it("resolves names asynchronously with --resolver, and says when a name is unknown", function()
         local dns = helpers.start_dns({ ["redis.afcgi.test"] = "127.0.0.1" })
         local s2 = helpers.start_server("sockets", { args = { "--resolver", "127.0.0.1:" .. dns.port } })
