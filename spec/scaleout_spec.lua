@@ -36,6 +36,11 @@ local WINDOW = 12         -- client requests open at once
 local PAUSE_MS = 100      -- each GET /whoami and POST /incr waits this long in its handler
 local MAX_REQUESTS = 4000 -- bounds of the load, whatever happens
 local MAX_SECONDS = 60
+-- After the victim's exit, HAProxy may still put a request or two on its
+-- FastCGI connections before its event loop (another thread, maybe) sees
+-- them closed: such a request was sent, so it is in flight on the dead host
+-- like the others and a POST among them fails. This bounds that window.
+local NOTICE = 0.25
 
 local usable, why_not = netns.usable()
 
@@ -328,16 +333,24 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
         assert.equal(128 + psignal.SIGKILL, kill_status)
         assert.is_truthy(t_down, "haproxy never marked " .. victim.name .. " DOWN:\n" .. hap:log():sub(-3000))
 
-        local log = haproxy_log(hap)
+        -- HAProxy writes a request's log line once the response went out:
+        -- the last ones may come a little after the client had its answer.
+        local log
+        helpers.wait_until(function()
+            log = haproxy_log(hap)
+            for _, r in ipairs(recs) do
+                if not log[r.id] then return false end
+            end
+            return true
+        end, 10, "haproxy's log line for every request")
         local figures = { requests = #recs, gets = 0, posts = 0, get_retried = 0, post_retried = 0,
-                          post_failed = 0, after_kill = 0 }
+                          post_failed = 0, after_kill = 0, late = -1 }
         local failed_posts, ok_posts = {}, {}
         local after_by_host = {}
         for _, r in ipairs(recs) do
             local l = log[r.id]
             -- Every request got an answer from HAProxy, and HAProxy logged it.
             assert(r.status, ("request %s %s: %s"):format(r.method, r.path, tostring(r.error)))
-            assert(l, "no haproxy log line for request " .. r.id)
             assert.equal(r.status, l.status, l.line)
             local host = r.headers["x-served-by"]
             if r.status < 300 then
@@ -345,7 +358,7 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
                 assert.equal(host, r.body:match("^(%S+)"), r.body)
                 assert.equal(host, l.host, l.line)
             end
-            if r.t_start > t_kill then
+            if r.t_start > t_kill + NOTICE then
                 figures.after_kill = figures.after_kill + 1
                 assert(r.status < 300, ("request %s after the kill: %d %s"):format(r.id, r.status, l.line))
                 assert(host ~= victim.name, "request " .. r.id .. " after the kill served by the dead host")
@@ -369,8 +382,9 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
                     assert.equal(502, r.status, l.line)
                     assert.equal(victim.name, l.host, l.line)
                     assert.equal(0, l.retries, l.line)
-                    assert(r.t_start <= t_kill, ("POST %s failed but was sent %.3f s after the kill: %s")
-                           :format(r.id, r.t_start - t_kill, l.line))
+                    assert(r.t_start <= t_kill + NOTICE, ("POST %s failed but was sent %.3f s after the "
+                           .. "kill: %s"):format(r.id, r.t_start - t_kill, l.line))
+                    figures.late = math.max(figures.late, r.t_start - t_kill)
                 end
             end
         end
@@ -417,12 +431,13 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
 
         print(("\nscale-out: %d requests (%d GET, %d POST) in %.1f s; at the kill %s had %d GET and %d POST "
                .. "in flight; DOWN %.2f s after the kill; GETs retried %d, failed 0; POSTs retried "
-               .. "(connection refused, before DOWN) %d, failed %d (%d of them applied); %d requests "
-               .. "after the kill, served by %s; Redis counter %d = %d POSTs 201 + %d applied before "
-               .. "their host died")
+               .. "(connection refused, before DOWN) %d, failed %d (%d of them applied; the last sent "
+               .. "%+.3f s from the kill); %d requests from %.2f s after the kill, served by %s; Redis "
+               .. "counter %d = %d POSTs 201 + %d applied before their host died")
               :format(figures.requests, figures.gets, figures.posts, recs[#recs].t_end - t0, victim.name,
                       at_kill.GET, at_kill.POST, t_down - t_kill, figures.get_retried,
-                      figures.post_retried, figures.post_failed, applied_failed, figures.after_kill,
+                      figures.post_retried, figures.post_failed, applied_failed, figures.late,
+                      figures.after_kill, NOTICE,
                       cjson.encode(after_by_host), counter, count(ok_posts), applied_failed))
 
         -- The host comes back (same address): health checks bring it UP and
