@@ -17,6 +17,9 @@
 -- every POST answered 201 plus some of the failed ones, that died after
 -- their increment. Then the host comes back and takes its share again.
 --
+-- And a fourth host (its namespace is made too) joins at runtime through
+-- HAProxy's stats socket ("add server"), the way docs/SCALEOUT.md describes.
+--
 -- Needs root (CI runs as root): without it the spec is pending.
 local helpers = require "helpers"
 local proc = require "proc"
@@ -30,7 +33,8 @@ local ppoll = require "posix.poll"
 local unistd = require "posix.unistd"
 
 local HAPROXY = "/usr/sbin/haproxy"
-local N_HOSTS = 3
+local N_HOSTS = 3         -- in examples/scaleout/haproxy.cfg; a fourth namespace is made for
+                          -- the host added at runtime
 local VICTIM = 2          -- h2 is stopped
 local WINDOW = 12         -- client requests open at once
 local PAUSE_MS = 100      -- each GET /whoami and POST /incr waits this long in its handler
@@ -255,7 +259,7 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
 
     before_each(function()
         netns.sweep()
-        topo = netns.topology(N_HOSTS)
+        topo = netns.topology(N_HOSTS + 1)
         dir = proc.tmpdir()
         redis = start_redis(topo)
         hosts = {}
@@ -397,7 +401,8 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
                ("%d POSTs failed; %d were in flight on %s, the client had at most %d")
                :format(figures.post_failed, at_kill.POST, victim.name, WINDOW))
         -- After the kill the two others did the work, both of them.
-        for i, h in ipairs(topo.hosts) do
+        for i = 1, N_HOSTS do
+            local h = topo.hosts[i]
             if i ~= VICTIM then
                 assert((after_by_host[h.name] or 0) >= 10, ("%s served %d requests after the kill")
                        :format(h.name, after_by_host[h.name] or 0))
@@ -461,5 +466,42 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
                       hap:log():sub(mark + 1))
         -- Nothing in Redis moved meanwhile (GETs only).
         assert.equal(counter, tonumber(red:call("GET", "counter")))
+    end)
+    it("adds a fourth host at runtime through HAProxy's stats socket", function()
+        local h4 = topo.hosts[N_HOSTS + 1]
+        start_host(N_HOSTS + 1)
+        -- A server added with "add server" starts in maintenance, its
+        -- checks off; default-server does not apply to it.
+        local out = hap_cmd(hap.sock, ("add server afcgi/%s %s:9000 proto fcgi check inter 500ms fall 2 rise 2")
+                            :format(h4.name, h4.ip))
+        assert.truthy(out:find("New server registered", 1, true), out)
+        assert.equal("MAINT", server_states(hap)[h4.name])
+        assert.equal("", (hap_cmd(hap.sock, "enable health afcgi/" .. h4.name):gsub("%s", "")))
+        assert.equal("", (hap_cmd(hap.sock, "enable server afcgi/" .. h4.name):gsub("%s", "")))
+        helpers.wait_until(function() return server_states(hap)[h4.name] == "UP" end, 30,
+                           h4.name .. " to pass its health checks")
+        -- Round robin over four now: 40 requests, 10 each; the POSTs add up
+        -- in Redis whichever host took them.
+        local reqs = {}
+        for i = 1, 40 do
+            reqs[i] = i % 2 == 1 and { method = "GET", path = "/whoami" }
+                or { method = "POST", path = "/incr?id=a" .. i }
+        end
+        local results = helpers.http_parallel(hap.port, reqs, { window = 4, timeout = 30 })
+        local by_host = {}
+        for i, r in ipairs(results) do
+            assert(r.status == 200 or r.status == 201, ("request %d: %s"):format(i, r.error or r.status))
+            local host = r.headers["x-served-by"]
+            assert.equal(host, r.body:match("^(%S+)"))
+            by_host[host] = (by_host[host] or 0) + 1
+        end
+        for _, h in ipairs(topo.hosts) do
+            assert((by_host[h.name] or 0) >= 5, ("%s served %d of 40: %s"):format(h.name, by_host[h.name] or 0,
+                                                                                 cjson.encode(by_host)))
+        end
+        local r = helpers.http_request(hap.port, { method = "GET", path = "/count" }, 10)
+        assert.equal(200, r.status)
+        assert.equal(20, tonumber(r.body:match("^%S+ (%d+)")))
+        print(("\nscale-out: %s added at runtime; 40 requests served by %s"):format(h4.name, cjson.encode(by_host)))
     end)
 end)
