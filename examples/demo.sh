@@ -1,9 +1,12 @@
 #!/bin/bash
-# examples/demo.sh: serves examples/index.lua through a real nginx, in the
-# foreground, until Ctrl-C (or SIGTERM). `make demo` builds ./afcgi and runs it.
+# examples/demo.sh: serves examples/index.lua through a real nginx (or
+# HAProxy), in the foreground, until Ctrl-C (or SIGTERM). `make demo` builds
+# ./afcgi and runs it.
 #
 #     examples/demo.sh              # http://127.0.0.1:8080/
 #     PORT=8081 examples/demo.sh
+#     FRONT=haproxy examples/demo.sh    # HAProxy with examples/haproxy.cfg:
+#                                       # many requests per FastCGI connection
 #
 # afcgi listens on a free loopback port; nginx runs from its own generated
 # config in a temporary directory (config, pid, logs and temp files there),
@@ -12,8 +15,13 @@
 # examples/nginx.conf). On exit both are stopped by PID and the directory is
 # removed.
 #
-# Environment: PORT (default 8080), AFCGI (default ./afcgi of this checkout),
-# NGINX (default nginx from PATH or /usr/sbin/nginx), TMPDIR.
+# With FRONT=haproxy, HAProxy runs examples/haproxy.cfg itself, only its bind
+# and server addresses replaced, instead of nginx.
+#
+# Environment: PORT (default 8080), FRONT (nginx or haproxy; default nginx),
+# AFCGI (default ./afcgi of this checkout), NGINX (default nginx from PATH or
+# /usr/sbin/nginx), HAPROXY (default haproxy from PATH or /usr/sbin/haproxy),
+# TMPDIR.
 # shellcheck disable=SC2317  # (functions called from traps and wait_for)
 set -u
 
@@ -21,6 +29,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PORT=${PORT:-8080}
 AFCGI=${AFCGI:-$ROOT/afcgi}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+HAPROXY=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
+FRONT=${FRONT:-nginx}
 START_TIMEOUT=10        # seconds each of afcgi and nginx get to become ready
 STOP_TIMEOUT=10         # seconds each gets to exit on SIGTERM before SIGKILL
 
@@ -28,11 +38,15 @@ die() { echo "demo: $*" >&2; exit 1; }
 
 case $PORT in ''|*[!0-9]*) die "PORT must be a number, got '$PORT'" ;; esac
 [ -x "$AFCGI" ] || die "$AFCGI is not built: run make afcgi (or make demo)"
-[ -x "$NGINX" ] || die "nginx not found: run make deps (or set NGINX=/path/to/nginx)"
+case $FRONT in
+    nginx) [ -x "$NGINX" ] || die "nginx not found: run make deps (or set NGINX=/path/to/nginx)" ;;
+    haproxy) [ -x "$HAPROXY" ] || die "haproxy not found: run make deps (or set HAPROXY=...)" ;;
+    *) die "FRONT must be nginx or haproxy, got '$FRONT'" ;;
+esac
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/afcgi-demo.XXXXXX") || die "cannot create a temp dir"
 chmod 755 "$RUN"        # nginx workers (user nobody when run as root) must reach it
-AFCGI_PID='' NGINX_PID=''
+AFCGI_PID='' FRONT_PID=''
 
 # Sends SIGTERM to pid and waits (bounded) for it to exit; SIGKILL after
 # STOP_TIMEOUT. Both processes are this shell's children, so bash reaps them
@@ -57,7 +71,7 @@ cleanup() {
     trap '' INT TERM HUP      # a second Ctrl-C must not cut the (bounded) cleanup short
     trap - EXIT
     echo "demo: stopping"
-    stop_pid "$NGINX_PID" nginx      # first: no new requests reach afcgi
+    stop_pid "$FRONT_PID" "$FRONT"   # first: no new requests reach afcgi
     stop_pid "$AFCGI_PID" afcgi
     rm -rf "$RUN"
 }
@@ -68,7 +82,7 @@ trap 'exit 0' INT TERM HUP
 
 show_logs() {
     echo "--- afcgi log:" >&2; tail -n 20 "$RUN/afcgi.log" >&2 2>/dev/null
-    echo "--- nginx error log:" >&2; tail -n 20 "$RUN/error.log" >&2 2>/dev/null
+    echo "--- $FRONT log:" >&2; tail -n 20 "$RUN/error.log" >&2 2>/dev/null
 }
 
 # Polls "$@" every 50 ms until it succeeds; fails after START_TIMEOUT seconds
@@ -97,6 +111,16 @@ wait_for "$AFCGI_PID" afcgi afcgi_ready
 UPSTREAM=$(sed -n 's/.*ready, listening on \(127\.0\.0\.1:[0-9]*\).*/\1/p' "$RUN/afcgi.log")
 [ -n "$UPSTREAM" ] || die "no address in afcgi's readiness line: $(cat "$RUN/afcgi.log")"
 
+if [ "$FRONT" = haproxy ]; then
+    # examples/haproxy.cfg itself, with the demo's port and afcgi's address
+    sed -e "s/^\( *bind \)127\.0\.0\.1:8081\$/\1127.0.0.1:$PORT/" \
+        -e "s/^\( *server afcgi1 \)127\.0\.0\.1:9000 proto fcgi\$/\1$UPSTREAM proto fcgi/" \
+        "$ROOT/examples/haproxy.cfg" >"$RUN/haproxy.cfg"
+    grep -q "bind 127.0.0.1:$PORT\$" "$RUN/haproxy.cfg" && grep -q "server afcgi1 $UPSTREAM " "$RUN/haproxy.cfg" ||
+        die "examples/haproxy.cfg no longer has its bind/server lines: update demo.sh"
+    setsid "$HAPROXY" -db -f "$RUN/haproxy.cfg" >"$RUN/error.log" 2>&1 &
+    FRONT_PID=$!
+else
 USER_LINE=                      # as root, nginx workers run as nobody
 if [ "$(id -u)" = 0 ]; then
     USER_LINE="user nobody;"
@@ -153,21 +177,23 @@ http {
 EOF
 
 setsid "$NGINX" -p "$RUN/" -c "$RUN/nginx.conf" -e "$RUN/error.log" 2>"$RUN/nginx.stderr" &
-NGINX_PID=$!
+FRONT_PID=$!
 
-# Ready once a request goes all the way through nginx to afcgi and back.
-hello_through_nginx() {
+fi
+
+# Ready once a request goes all the way through the front to afcgi and back.
+hello_through_front() {
     # shellcheck disable=SC2016  # $1 and $status belong to the inner bash
     timeout 2 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
         printf "GET /hello HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3
         IFS= read -r status <&3 && [[ $status == "HTTP/1."?" 200 "* ]]' _ "$PORT" 2>/dev/null
 }
-wait_for "$NGINX_PID" "nginx on 127.0.0.1:$PORT" hello_through_nginx
+wait_for "$FRONT_PID" "$FRONT on 127.0.0.1:$PORT" hello_through_front
 
 cat <<EOF
 afcgi (pid $AFCGI_PID) on $UPSTREAM serving examples/index.lua
-nginx (pid $NGINX_PID) in front of it, logs in $RUN
+$FRONT (pid $FRONT_PID) in front of it, logs in $RUN
 
     open http://127.0.0.1:$PORT/
 
@@ -176,6 +202,6 @@ EOF
 
 # Returns when a signal arrives (its trap exits, the EXIT trap cleans up) or
 # when either process exits on its own.
-wait -n "$AFCGI_PID" "$NGINX_PID"
+wait -n "$AFCGI_PID" "$FRONT_PID"
 show_logs
-die "afcgi or nginx exited unexpectedly"
+die "afcgi or $FRONT exited unexpectedly"
