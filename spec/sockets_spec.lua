@@ -173,9 +173,9 @@ describe("afcgi.socket", function()
     it("refuses a socket of another live request, closes one kept past its request", function()
         local fc = require "fcgi_client"
         -- request 1 stashes a socket and sleeps; request 2 tries to use it meanwhile
+        local mark = srv:mark()
         c:begin(1)
         c:params(1, fc.cgi_params("GET", "/stash?hold=300&port=" .. peer.port))
-        local mark = srv:mark()
         c:stdin(1, "")
         srv:wait_log("fixture sockets stashed", 5, mark)
         same({ ok = "false", err = "other" }, get(2, "/use_stash"))
@@ -191,11 +191,12 @@ describe("afcgi.socket", function()
     end)
 
     it("drops an idle pooled connection past its timeout, and one the peer closed", function()
-        assert.equal("0", get(1, "/ping?idle=200&port=" .. redis.port).reused)
-        assert.equal(1, established(redis.port))
+        -- pooled for 10 s: the next request gets it; pooled again for 0.2 s
+        assert.equal("0", get(1, "/ping?idle=10000&port=" .. redis.port).reused)
+        assert.equal("1", get(2, "/ping?idle=200&port=" .. redis.port).reused)
         helpers.wait_until(function() return established(redis.port) == 0 end, 5,
             "the idle pooled connection to close after 200 ms")
-        assert.equal("0", get(2, "/ping?port=" .. redis.port).reused)
+        assert.equal("0", get(4, "/ping?port=" .. redis.port).reused)
         assert.equal(1, established(redis.port))
         -- redis drops its clients while ours idles in the pool
         local admin = assert(socket.connect("127.0.0.1", redis.port))
@@ -252,6 +253,21 @@ describe("afcgi.socket", function()
         assert.equal("holding\n", r.body) -- headers were out: the request is cut short
         helpers.wait_until(function() return established(peer.port) == 0 end, 5, "timeout closed")
         assert.is_nil(s2:log():find("resumed after hold", 1, true))
+    end)
+
+    it("keeps a socket or semaphore waited on from the GC until the wait ends", function()
+        same({ data = "nil", err = "timeout", it_data = "nil", it_err = "timeout" },
+            get(1, "/gc_read?port=" .. peer.port))
+        same({ ok = "nil", err = "timeout" }, get(2, "/gc_sema"))
+    end)
+
+    it("keeps a reconnected socket owned, queues nothing from a send that raised, "
+       .. "says closed to a second *a", function()
+        assert.equal("hi", get(1, "/reconnect?port=" .. peer.port).line)
+        helpers.wait_until(function() return established(peer.port) == 0 end, 5,
+            "the reconnected socket to close with its request")
+        same({ raised = "true", line = "+PONG" }, get(2, "/send_raises?port=" .. redis.port))
+        same({ a = "01234", b = "nil", err = "closed" }, get(3, "/all_twice?port=" .. peer.port))
     end)
 
     it("keeps the pool across a reload; a socket of the old code closes with its request", function()

@@ -41,7 +41,11 @@ static struct vm *api_sock_vm(lua_State *L)
 
 static struct sock *api_sock_arg(lua_State *L)
 {
-    return luaL_checkudata(L, 1, SOCK_MT);
+    struct sock *s = luaL_checkudata(L, 1, SOCK_MT);
+
+    if (s->srv == NULL) /* a finalizer of the app's brought it back after __gc */
+        luaL_error(L, "socket used after it was garbage-collected");
+    return s;
 }
 
 /* The running task, which must be allowed to use s. Raises. */
@@ -67,8 +71,14 @@ static void api_sock_own(struct task *t, struct sock *s)
         sock_own(s, t, &t->socks);
 }
 
-static int api_sock_park(lua_State *L, struct task *t, struct sock *s, enum task_wait w)
+/* Park t on s. The object at index 'anchor' (the socket, or a receiveuntil
+ * iterator's state, which holds its socket) is kept from the GC until the
+ * task resumes: a yield drops this C function's arguments from the stack
+ * the collector scans. */
+static int api_sock_park(lua_State *L, struct task *t, struct sock *s, enum task_wait w,
+                         int anchor)
 {
+    task_anchor(t, L, anchor);
     if (w == TASK_WAIT_SOCK_READ)
         s->reader = t;
     else
@@ -89,18 +99,24 @@ int api_sock_wake(struct task *t)
 {
     struct sock *s = t->sock_wait;
 
+    int n;
+
     t->sock_wait = NULL;
     if (s == NULL) { /* cannot happen: the socket detaches tasks it drops */
+        task_unanchor(t);
         lua_pushnil(t->co);
         lua_pushliteral(t->co, "closed");
         return 2;
     }
     if (t->wait == TASK_WAIT_SOCK_READ) {
         s->reader = NULL;
-        return sock_push_read(s, t->co);
+        n = sock_push_read(s, t->co);
+    } else {
+        s->writer = NULL;
+        n = sock_push_write(s, t->co, t->wait == TASK_WAIT_SOCK_CONNECT);
     }
-    s->writer = NULL;
-    return sock_push_write(s, t->co, t->wait == TASK_WAIT_SOCK_CONNECT);
+    task_unanchor(t); /* after the pushes, which may run the GC */
+    return n;
 }
 
 /* ---- creating and connecting --------------------------------------------- */
@@ -123,10 +139,11 @@ static int api_l_connect(lua_State *L)       /* ok, err = sock:connect(host, por
     const char *pool = NULL;
     int unix_path = strncmp(host, "unix:", 5) == 0;
     int oi = unix_path && !lua_isnumber(L, 3) ? 3 : 4;
-    lua_Integer port = 0;
+    lua_Number port = 0;
+    int rc;
 
     if (!unix_path)
-        port = luaL_checkinteger(L, 3);
+        port = luaL_checknumber(L, 3);
     if (!lua_isnoneornil(L, oi)) {
         luaL_checktype(L, oi, LUA_TTABLE);
         lua_getfield(L, oi, "pool");
@@ -136,57 +153,80 @@ static int api_l_connect(lua_State *L)       /* ok, err = sock:connect(host, por
         if (!lua_isnil(L, -1)) {
             lua_Integer n = luaL_checkinteger(L, -1);
 
-            luaL_argcheck(L, n > 0, oi, "pool_size must be > 0");
+            luaL_argcheck(L, n > 0 && n <= 1000000, oi, "pool_size must be 1..1000000");
             s->pool_size = (unsigned)n;
         }
         lua_getfield(L, oi, "backlog");
         if (!lua_isnil(L, -1))
             return luaL_argerror(L, oi, "the backlog option is not supported");
-        lua_pop(L, 3);
+        /* the pool name stays on the stack while it is used */
     }
     if (s->reader != NULL || s->writer != NULL)
         return api_fail(L, "socket busy");
-    api_sock_own(t, s);
-    if (sock_connect(s, host, (int)port, pool) == SOCK_AGAIN)
-        return api_sock_park(L, t, s, TASK_WAIT_SOCK_CONNECT);
+    if (!unix_path && (port < 1 || port > 65535 || port != (lua_Number)(int)port))
+        return api_fail(L, "port out of range (1..65535)");
+    rc = sock_connect(s, host, (int)port, pool); /* closes s first if it was connected */
+    if (s->state != SOCK_CLOSED)
+        api_sock_own(t, s);                      /* so its request's end closes it */
+    if (rc == SOCK_AGAIN)
+        return api_sock_park(L, t, s, TASK_WAIT_SOCK_CONNECT, 1);
     return sock_push_write(s, L, 1);
 }
 
 /* ---- sending ------------------------------------------------------------- */
 
-/* Queue a string, number or array of them (nested) on s; adds their size
- * to *total. Raises on other types; returns -1 when out of memory. */
-static int api_sock_queue(lua_State *L, struct sock *s, int i, size_t *total, int depth)
+/* Check that the value at i is a string, a number or an array (nested at
+ * most 32 deep, no holes) of them, before anything is queued: a send that
+ * raises must not leave part of its data behind for the next one. */
+static void api_sock_check(lua_State *L, int i, int depth)
 {
-    const char *p;
-    size_t n;
     int len;
 
     switch (lua_type(L, i)) {
     case LUA_TSTRING:
     case LUA_TNUMBER:
-        p = lua_tolstring(L, i, &n);
-        *total += n;
-        return sock_queue(s, p, n);
+        return;
     case LUA_TTABLE:
         if (depth > 32)
             luaL_error(L, "send: data nested too deeply");
         len = (int)lua_objlen(L, i);
         luaL_checkstack(L, 2, "send: data nested too deeply");
         for (int k = 1; k <= len; k++) {
-            int rc;
-
             lua_rawgeti(L, i, k);
-            rc = api_sock_queue(L, s, lua_gettop(L), total, depth + 1);
+            api_sock_check(L, lua_gettop(L), depth + 1);
             lua_pop(L, 1);
-            if (rc < 0)
-                return -1;
         }
-        return 0;
+        return;
     default:
-        return luaL_error(L, "send: string, number or array of them expected, got %s",
-                          luaL_typename(L, i));
+        luaL_error(L, "send: string, number or array of them expected, got %s",
+                   luaL_typename(L, i));
     }
+}
+
+/* Queue what api_sock_check accepted; adds its size to *total. Returns -1
+ * when out of memory. */
+static int api_sock_queue(lua_State *L, struct sock *s, int i, size_t *total)
+{
+    const char *p;
+    size_t n;
+    int len;
+
+    if (lua_type(L, i) != LUA_TTABLE) {
+        p = lua_tolstring(L, i, &n);
+        *total += n;
+        return sock_queue(s, p, n);
+    }
+    len = (int)lua_objlen(L, i);
+    for (int k = 1; k <= len; k++) {
+        int rc;
+
+        lua_rawgeti(L, i, k);
+        rc = api_sock_queue(L, s, lua_gettop(L), total);
+        lua_pop(L, 1);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int api_l_send(lua_State *L)          /* bytes, err = sock:send(data) */
@@ -196,28 +236,29 @@ static int api_l_send(lua_State *L)          /* bytes, err = sock:send(data) */
     size_t total = 0;
 
     luaL_checkany(L, 2);
+    api_sock_check(L, 2, 0);
     if (s->writer != NULL)
         return api_fail(L, "socket busy writing");
     if (s->state != SOCK_OPEN)
         return api_fail(L, "closed");
-    if (api_sock_queue(L, s, 2, &total, 0) < 0) {
+    if (api_sock_queue(L, s, 2, &total) < 0) {
         sock_close(s, "out of memory");
         return api_fail(L, "out of memory");
     }
     if (sock_send(s, total) == SOCK_AGAIN)
-        return api_sock_park(L, t, s, TASK_WAIT_SOCK_WRITE);
+        return api_sock_park(L, t, s, TASK_WAIT_SOCK_WRITE, 1);
     return sock_push_write(s, L, 0);
 }
 
 /* ---- receiving ----------------------------------------------------------- */
 
 static int api_sock_read(lua_State *L, struct sock *s, struct task *t, enum sock_rop op,
-                         size_t want, struct sock_until *u)
+                         size_t want, struct sock_until *u, int anchor)
 {
     if (s->reader != NULL)
         return api_fail(L, "socket busy reading");
     if (sock_read(s, op, want, u) == SOCK_AGAIN)
-        return api_sock_park(L, t, s, TASK_WAIT_SOCK_READ);
+        return api_sock_park(L, t, s, TASK_WAIT_SOCK_READ, anchor);
     return sock_push_read(s, L);
 }
 
@@ -228,22 +269,23 @@ static int api_l_receive(lua_State *L)       /* data, err, partial = sock:receiv
     const char *pat;
 
     if (lua_isnoneornil(L, 2))
-        return api_sock_read(L, s, t, SOCK_R_LINE, 0, NULL);
+        return api_sock_read(L, s, t, SOCK_R_LINE, 0, NULL, 1);
     if (lua_type(L, 2) == LUA_TNUMBER || (lua_isnumber(L, 2) && lua_tonumber(L, 2) >= 0)) {
         lua_Number n = lua_tonumber(L, 2);
 
-        luaL_argcheck(L, n >= 0 && n < 1e15, 2, "size must be >= 0");
+        luaL_argcheck(L, n >= 0 && n <= (lua_Number)SOCK_MAX_BUFFER, 2,
+                      "size must be 0..1073741824");
         if (n < 1) { /* nothing asked: nothing to wait for */
             lua_pushliteral(L, "");
             return 1;
         }
-        return api_sock_read(L, s, t, SOCK_R_BYTES, (size_t)n, NULL);
+        return api_sock_read(L, s, t, SOCK_R_BYTES, (size_t)n, NULL, 1);
     }
     pat = luaL_checkstring(L, 2);
     if (strcmp(pat, "*l") == 0 || strcmp(pat, "l") == 0)
-        return api_sock_read(L, s, t, SOCK_R_LINE, 0, NULL);
+        return api_sock_read(L, s, t, SOCK_R_LINE, 0, NULL, 1);
     if (strcmp(pat, "*a") == 0 || strcmp(pat, "a") == 0)
-        return api_sock_read(L, s, t, SOCK_R_ALL, 0, NULL);
+        return api_sock_read(L, s, t, SOCK_R_ALL, 0, NULL, 1);
     return luaL_argerror(L, 2, "\"*l\", \"*a\" or a size expected");
 }
 
@@ -253,8 +295,10 @@ static int api_l_receiveany(lua_State *L)    /* data, err = sock:receiveany(max)
     struct task *t = api_sock_task(L, s, "receiveany");
     lua_Number max = luaL_checknumber(L, 2);
 
-    luaL_argcheck(L, max >= 1 && max < 1e15, 2, "max must be >= 1");
-    return api_sock_read(L, s, t, SOCK_R_ANY, (size_t)max, NULL);
+    luaL_argcheck(L, max >= 1, 2, "max must be >= 1");
+    if (max > (lua_Number)SOCK_MAX_BUFFER)
+        max = (lua_Number)SOCK_MAX_BUFFER;
+    return api_sock_read(L, s, t, SOCK_R_ANY, (size_t)max, NULL, 1);
 }
 
 static int api_l_until_iter(lua_State *L)    /* data, err, partial = it([size]) */
@@ -264,13 +308,15 @@ static int api_l_until_iter(lua_State *L)    /* data, err, partial = it([size]) 
     struct task *t = api_sock_task(L, s, "receiveuntil iterator");
     lua_Number size = luaL_optnumber(L, 1, 0);
 
-    luaL_argcheck(L, size >= 0 && size < 1e15, 1, "size must be >= 0");
+    luaL_argcheck(L, size >= 0 && size <= (lua_Number)SOCK_MAX_BUFFER, 1,
+                  "size must be 0..1073741824");
     if (u->ended) { /* the last chunk went out: say so once, then start over */
         u->ended = 0;
         lua_pushnil(L);
         return 1;
     }
-    return api_sock_read(L, s, t, SOCK_R_UNTIL, (size_t)size, u);
+    lua_pushvalue(L, lua_upvalueindex(3)); /* its state holds the socket: anchor that */
+    return api_sock_read(L, s, t, SOCK_R_UNTIL, (size_t)size, u, lua_gettop(L));
 }
 
 static int api_l_receiveuntil(lua_State *L)  /* it = sock:receiveuntil(pattern, opts) */
@@ -295,6 +341,10 @@ static int api_l_receiveuntil(lua_State *L)  /* it = sock:receiveuntil(pattern, 
     u->ended = 0;
     u->inclusive = inclusive;
     memcpy(u->pat, pat, plen);
+    lua_createtable(L, 1, 0);                /* the state's environment holds the socket */
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_setfenv(L, -2);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, 1);
     lua_pushvalue(L, -3);

@@ -9,9 +9,11 @@
  *   n = sema:count()                 -- resources, or minus the number of waiters
  *
  * A semaphore is not owned by any request. A waiting task sits on its FIFO
- * (t->sema_wait, sema_prev/next) with its wake event as the timeout; it
- * leaves the FIFO when posted, when the timeout fires, or when the task is
- * released (its request ended), so a post never wakes a task that is gone.
+ * (t->sema_wait, sema_queued, sema_prev/next) with its wake event as the
+ * timeout, and anchors the semaphore against the GC; it leaves the FIFO when
+ * posted, when the timeout fires, or when the task is released (its request
+ * ended), so a post never wakes a task that is gone, and a resource posted
+ * to a task released before it resumed goes to the next waiter.
  */
 #include "sema.h"
 
@@ -25,6 +27,7 @@
 #include "vm.h"
 
 #define SEMA_MT "afcgi.semaphore"
+#define SEMA_MAX ((lua_Integer)1 << 52) /* resources a semaphore can count */
 
 struct sema {
     lua_Integer count;
@@ -32,6 +35,7 @@ struct sema {
     struct task *head, *tail; /* waiters, first come first served */
 };
 
+/* Take t off the queue; it keeps sema_wait until resumed or released. */
 static void sema_unlink(struct sema *s, struct task *t)
 {
     if (t->sema_prev)
@@ -43,19 +47,46 @@ static void sema_unlink(struct sema *s, struct task *t)
     else
         s->tail = t->sema_prev;
     t->sema_prev = t->sema_next = NULL;
-    t->sema_wait = NULL;
+    t->sema_queued = 0;
     s->nwait--;
+}
+
+/* Add n resources (n > 0) and wake as many waiters as they cover. */
+static void sema_add(struct sema *s, lua_Integer n)
+{
+    s->count = s->count > SEMA_MAX - n ? SEMA_MAX : s->count + n;
+    while (s->count > 0 && s->head != NULL) {
+        struct task *t = s->head;
+
+        s->count--;
+        sema_unlink(s, t);
+        if (t->wake != NULL)
+            event_del(t->wake); /* the timeout */
+        task_wake(t);
+    }
 }
 
 void sema_task_gone(struct task *t)
 {
-    sema_unlink(t->sema_wait, t);
+    struct sema *s = t->sema_wait;
+
+    t->sema_wait = NULL;
+    if (t->sema_queued)
+        sema_unlink(s, t);
+    else
+        sema_add(s, 1); /* posted but never resumed: the resource goes to the next */
 }
 
 int sema_wake_results(struct task *t)
 {
-    if (t->sema_wait != NULL) { /* still queued: the timeout fired */
-        sema_unlink(t->sema_wait, t);
+    struct sema *s = t->sema_wait;
+    int timed_out = t->sema_queued;
+
+    t->sema_wait = NULL;
+    if (timed_out)
+        sema_unlink(s, t);
+    task_unanchor(t);
+    if (timed_out) {
         lua_pushnil(t->co);
         lua_pushliteral(t->co, "timeout");
         return 2;
@@ -74,7 +105,7 @@ static int sema_l_new(lua_State *L)            /* sema = afcgi.semaphore([n]) */
     lua_Integer n = luaL_optinteger(L, 1, 0);
     struct sema *s;
 
-    luaL_argcheck(L, n >= 0, 1, "resources must be >= 0");
+    luaL_argcheck(L, n >= 0 && n <= SEMA_MAX, 1, "resources must be >= 0");
     s = lua_newuserdata(L, sizeof *s);
     s->count = n;
     s->nwait = 0;
@@ -104,7 +135,9 @@ static int sema_l_wait(lua_State *L)           /* ok, err = sema:wait(seconds) *
         lua_pushliteral(L, "timeout");
         return 2;
     }
+    task_anchor(t, L, 1); /* the yield drops it from the stack the GC scans */
     t->sema_wait = s;
+    t->sema_queued = 1;
     t->sema_prev = s->tail;
     t->sema_next = NULL;
     if (s->tail)
@@ -123,17 +156,9 @@ static int sema_l_post(lua_State *L)           /* sema:post([n]) */
     struct sema *s = luaL_checkudata(L, 1, SEMA_MT);
     lua_Integer n = luaL_optinteger(L, 2, 1);
 
-    luaL_argcheck(L, n >= 0, 2, "resources must be >= 0");
-    s->count += n;
-    while (s->count > 0 && s->head != NULL) {
-        struct task *t = s->head;
-
-        s->count--;
-        sema_unlink(s, t);
-        if (t->wake != NULL)
-            event_del(t->wake); /* the timeout */
-        task_wake(t);
-    }
+    luaL_argcheck(L, n >= 0 && n <= SEMA_MAX, 2, "resources must be >= 0");
+    if (n > 0)
+        sema_add(s, n);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -150,8 +175,10 @@ static int sema_l_gc(lua_State *L)
 {
     struct sema *s = luaL_checkudata(L, 1, SEMA_MT);
 
-    while (s->head != NULL) /* cannot happen: waiters hold it on their stacks */
+    while (s->head != NULL) { /* cannot happen: waiters anchor it (task_anchor) */
+        s->head->sema_wait = NULL;
         sema_unlink(s, s->head);
+    }
     return 0;
 }
 

@@ -549,7 +549,6 @@ void server_free(struct server *srv)
         conn_free(srv->conns);
     timer_free_all(srv);
     vm_release(srv->vm);
-    sock_server_free(srv); /* after the sockets' userdata went with the Lua state */
     watchdog_stop(srv->wd);
     if (srv->stats_ev)
         event_free(srv->stats_ev);
@@ -573,6 +572,10 @@ void server_free(struct server *srv)
         event_free(srv->compact_ev);
     free(srv->slots);
     free(srv->free_slots);
+    /* after the sockets' userdata went with the Lua state, and after the
+     * other events: it runs the loop once to finish cancelled lookups */
+    if (srv->base)
+        sock_server_free(srv);
     free(srv->rbuf);
     if (srv->base)
         event_base_free(srv->base);

@@ -238,6 +238,7 @@ void sock_gc(struct sock *s)
     free(s->pool_key);
     s->in = s->out = NULL;
     s->pool_key = NULL;
+    s->srv = NULL; /* collected: api_sock_arg refuses it from now on */
 }
 
 /* ---- the keepalive pool -------------------------------------------------- */
@@ -361,6 +362,8 @@ int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
         *err = "unread data in buffer";
         return -1;
     }
+    if (idle > 1e8)
+        idle = 1e8; /* over three years: "forever", without overflowing a time_t */
     if (pool_put(s->srv, s->pool_key, size > 0 ? size : s->pool_size, s->fd, s->reused,
                  idle) < 0) {
         *err = "out of memory";
@@ -494,6 +497,11 @@ static struct evdns_base *sock_resolver(struct server *srv, const char **err)
             rc = evdns_base_load_hosts(dns, NULL);
     } else {
         rc = evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, "/etc/resolv.conf");
+        if (rc == 1 || rc == 6) { /* no file, or no nameserver in it: libevent's defaults */
+            log_warn("resolver: %s /etc/resolv.conf: using 127.0.0.1 and /etc/hosts",
+                     rc == 1 ? "cannot read" : "no nameserver in");
+            rc = 0;
+        }
     }
     if (rc != 0) {
         log_error("resolver: cannot use %s (error %d)",
@@ -544,7 +552,6 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
     struct sock_dns *d;
     struct timeval tv;
     const char *err = NULL;
-    char key[300];
     socklen_t len;
     int unix_path = strncmp(host, "unix:", 5) == 0;
     int fd;
@@ -556,15 +563,16 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
     s->reused = 0;
     s->port = port;
     s->wpending = 1;
-    if (pool_key == NULL) {
-        if (unix_path)
-            snprintf(key, sizeof key, "%s", host);
-        else
-            snprintf(key, sizeof key, "%s:%d", host, port);
-        pool_key = key;
-    }
     free(s->pool_key);
-    if ((s->pool_key = strdup(pool_key)) == NULL) {
+    if (pool_key != NULL) {
+        s->pool_key = strdup(pool_key);
+    } else if ((s->pool_key = malloc(strlen(host) + 8)) != NULL) {
+        if (unix_path)
+            strcpy(s->pool_key, host);
+        else
+            sprintf(s->pool_key, "%s:%d", host, port);
+    }
+    if (s->pool_key == NULL) {
         sock_finish_w(s, "out of memory");
         return SOCK_ERR;
     }
@@ -705,25 +713,46 @@ static void sock_on_write(evutil_socket_t fd, short what, void *arg)
 
 /* ---- reading ------------------------------------------------------------- */
 
-/* Where the pending UNTIL pattern starts in the buffer, or -1. */
-static ssize_t sock_find(const struct sock *s)
+/* Where the pending UNTIL pattern starts in the buffer, or -1. The search
+ * starts where the last one left off (s->scanned), so a long stream is not
+ * scanned again from the start at every read. */
+static ssize_t sock_find(struct sock *s)
 {
-    struct evbuffer_ptr p = evbuffer_search(s->in, s->until->pat, s->until->plen, NULL);
+    struct evbuffer_ptr from, p;
+    size_t len = evbuffer_get_length(s->in), plen = s->until->plen;
 
+    if (evbuffer_ptr_set(s->in, &from, s->scanned, EVBUFFER_PTR_SET) < 0)
+        evbuffer_ptr_set(s->in, &from, 0, EVBUFFER_PTR_SET);
+    p = evbuffer_search(s->in, s->until->pat, plen, &from);
+    if (p.pos < 0)
+        s->scanned = len >= plen ? len - plen + 1 : 0;
+    return p.pos;
+}
+
+/* Where the first LF is, or -1; resumes like sock_find. */
+static ssize_t sock_find_eol(struct sock *s)
+{
+    struct evbuffer_ptr from, p;
+    size_t eol;
+
+    if (evbuffer_ptr_set(s->in, &from, s->scanned, EVBUFFER_PTR_SET) < 0)
+        evbuffer_ptr_set(s->in, &from, 0, EVBUFFER_PTR_SET);
+    p = evbuffer_search_eol(s->in, &from, &eol, EVBUFFER_EOL_LF);
+    if (p.pos < 0)
+        s->scanned = evbuffer_get_length(s->in);
     return p.pos;
 }
 
 /* Can the pending read be answered from the buffer? */
-static int sock_ready(const struct sock *s)
+static int sock_ready(struct sock *s)
 {
     size_t len = evbuffer_get_length(s->in);
-    size_t eol;
 
     if (s->eof || s->rerr != NULL)
         return 1;
     switch (s->rop) {
     case SOCK_R_LINE:
-        return evbuffer_search_eol(s->in, NULL, &eol, EVBUFFER_EOL_LF).pos >= 0;
+        return sock_find_eol(s) >= 0;
     case SOCK_R_BYTES:
         return len >= s->rwant;
     case SOCK_R_ANY:
@@ -761,6 +790,10 @@ static void sock_fill(struct sock *s)
             s->rerr = "out of memory";
             return;
         }
+        if (evbuffer_get_length(s->in) > SOCK_MAX_BUFFER && !sock_ready(s)) {
+            s->rerr = "more than 1 GiB buffered for one receive";
+            return;
+        }
         if ((size_t)n < SERVER_RBUF || sock_ready(s))
             return;
     }
@@ -774,6 +807,7 @@ int sock_read(struct sock *s, enum sock_rop op, size_t want, struct sock_until *
     s->rwant = want;
     s->until = u;
     s->rerr = NULL;
+    s->scanned = 0;
     s->rpending = 1;
     if (s->state != SOCK_OPEN) {
         s->rerr = "closed";
@@ -867,7 +901,6 @@ static int sock_push_until(struct sock *s, lua_State *L)
 int sock_push_read(struct sock *s, lua_State *L)
 {
     size_t len = s->in != NULL ? evbuffer_get_length(s->in) : 0;
-    size_t eol;
     ssize_t at;
 
     s->rdone = 0;
@@ -879,7 +912,7 @@ int sock_push_read(struct sock *s, lua_State *L)
     }
     switch (s->rop) {
     case SOCK_R_LINE:
-        at = evbuffer_search_eol(s->in, NULL, &eol, EVBUFFER_EOL_LF).pos;
+        at = sock_find_eol(s);
         if (at < 0)
             break;
         if (at > 0 && ((const char *)evbuffer_pullup(s->in, at))[at - 1] == '\r')
@@ -900,7 +933,7 @@ int sock_push_read(struct sock *s, lua_State *L)
     case SOCK_R_UNTIL:
         return sock_push_until(s, L);
     default: /* SOCK_R_ALL */
-        if (!s->eof)
+        if (!s->eof || s->rerr != NULL)
             break;
         sock_take(s, L, len, 0);
         sock_close(s, "closed");
@@ -938,7 +971,11 @@ void sock_server_free(struct server *srv)
         free(p);
     }
     if (srv->dns != NULL) {
+        /* lookups cancelled when their sockets closed end in deferred
+         * callbacks: let them run (they free their state), then fail the rest */
+        event_base_loop(srv->base, EVLOOP_NONBLOCK);
         evdns_base_free(srv->dns, 1);
+        event_base_loop(srv->base, EVLOOP_NONBLOCK);
         srv->dns = NULL;
     }
 }

@@ -49,6 +49,10 @@ struct sock_until {
 /* Op results: done now, parked (the caller yields), or failed (err set). */
 enum { SOCK_DONE = 0, SOCK_AGAIN = 1, SOCK_ERR = -1 };
 
+/* The most one receive may return or hold buffered (a Lua string must stay
+ * far below LuaJIT's 2 GiB limit). */
+#define SOCK_MAX_BUFFER ((size_t)1 << 30)
+
 struct sock {
     struct server *srv;
     int fd;
@@ -73,6 +77,7 @@ struct sock {
     const char *rerr;             /* static text; the read failed */
     const char *werr;             /* static text; connect or send failed */
     size_t wbytes;                /* the pending send's size */
+    size_t scanned;               /* LINE/UNTIL: buffered bytes known not to start a match */
     unsigned rdone : 1;           /* the reader's result is ready */
     unsigned wdone : 1;           /* the writer's result is ready */
     unsigned eof : 1;             /* the peer closed its side */

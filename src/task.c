@@ -30,6 +30,20 @@ int task_bind(struct task *t, struct vm *vm)
     return 0;
 }
 
+void task_anchor(struct task *t, lua_State *L, int idx)
+{
+    task_unanchor(t);
+    lua_pushvalue(L, idx);
+    t->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void task_unanchor(struct task *t)
+{
+    if (t->anchor_ref > 0 && t->vm != NULL)
+        luaL_unref(t->vm->L, LUA_REGISTRYINDEX, t->anchor_ref);
+    t->anchor_ref = 0;
+}
+
 void task_release(struct task *t)
 {
     if (t->sock_wait != NULL)
@@ -38,6 +52,7 @@ void task_release(struct task *t)
         sock_drop_all(&t->socks);
     if (t->sema_wait != NULL)
         sema_task_gone(t);
+    task_unanchor(t);
     if (t->in_drain && t->req != NULL)
         conn_cancel_drain(t->req->conn, t);
     if (t->wake != NULL) {

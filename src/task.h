@@ -63,12 +63,14 @@ struct task {
     struct event *fire;       /* TIMER: owned; the next run */
     struct sock *sock_wait;   /* TASK_WAIT_SOCK_*: the socket it is parked on */
     struct sock *socks;       /* TIMER: sockets this run connected; closed when it ends */
-    struct sema *sema_wait;   /* TASK_WAIT_SEMA: queued on it (NULL once posted) */
+    struct sema *sema_wait;   /* TASK_WAIT_SEMA: the semaphore, until resumed or released */
+    int anchor_ref;           /* > 0: what it waits on, kept from the GC in the registry */
     struct task *sema_prev, *sema_next;
     unsigned done : 1;        /* THREAD: ended, results not collected yet */
     unsigned failed : 1;      /* ended by an error */
     unsigned in_drain : 1;
     unsigned cancelled : 1;   /* TIMER: no further runs */
+    unsigned sema_queued : 1; /* on sema_wait's queue (0: posted, not resumed yet) */
 };
 
 /* Give t a coroutine of vm (pinning vm). Returns 0, or -1 when out of memory. */
@@ -87,6 +89,12 @@ void task_resume(struct task *t, int nargs);
 /* Park the running task on one wait; the caller returns lua_yield next. */
 void task_park(struct task *t, enum task_wait wait);
 void task_park_sleep(struct task *t, double seconds);
+
+/* Keep the value at idx of L (the object t is about to wait on: a socket, a
+ * semaphore) from the garbage collector until task_unanchor: a yield drops
+ * the C function's arguments from the stack the collector scans. */
+void task_anchor(struct task *t, struct lua_State *L, int idx);
+void task_unanchor(struct task *t);
 
 /* Resume t at the next loop turn (its wait is satisfied). */
 void task_wake(struct task *t);

@@ -18,7 +18,7 @@ local M = {
     semaphore = core.semaphore, -- s = afcgi.semaphore(n): s:wait(seconds), s:post(n), s:count()
 }
 
--- sock, err = afcgi.socket.connect(host, port [, opts]): a connected socket.
+-- sock, err = afcgi.connect(host, port [, opts]): a connected socket.
 function M.connect(host, port, opts)
     local sock = core.socket.tcp()
     local ok, err = sock:connect(host, port, opts)
