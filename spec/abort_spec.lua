@@ -102,7 +102,8 @@ describe("a connection closed by the client", function()
     end)
 
     it("frees everything of 2000 requests in flight, round after round", function()
-        local srv = helpers.start_server("app")
+        -- info: the server logs the full collection that follows each mass abort
+        local srv = helpers.start_server("app", { args = { "--log-level", "info" } })
         local pid, rounds = srv.pid, 8
         -- warm up (timers, first connection); this connection stays open
         local c = helpers.connect(srv)
@@ -117,9 +118,12 @@ describe("a connection closed by the client", function()
             end, true)
             assert.is_true(helpers.fd_count(pid) > fds0)
             assert.equal(0, #gone.pending, "requests ended before the connection was closed")
+            local mark = srv:mark()
             gone:close()
             helpers.wait_until(function() return helpers.fd_count(pid) == fds0 end, 5,
                                ("the fd count to return to %d after round %d"):format(fds0, round))
+            -- RSS once the collection and malloc_trim after the drop have run
+            srv:wait_log("memory compacted", 5, mark)
             rss[round] = helpers.rss_kb(pid)
         end
         local spent = socket.gettime() - t0

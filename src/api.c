@@ -135,17 +135,11 @@ static void api_push_param(lua_State *L, const struct req *r, const char *name, 
 
 static void api_push_path(lua_State *L, const struct req *r)
 {
-    const char *v, *q;
+    const char *v;
     size_t vlen;
 
-    if (req_param(r, "DOCUMENT_URI", 12, &v, &vlen)) {
-        lua_pushlstring(L, v, vlen);
-    } else if (req_param(r, "REQUEST_URI", 11, &v, &vlen)) {
-        q = memchr(v, '?', vlen);
-        lua_pushlstring(L, v, q ? (size_t)(q - v) : vlen);
-    } else {
-        api_push_param(L, r, "SCRIPT_NAME", 1);
-    }
+    req_path(r, &v, &vlen);
+    lua_pushlstring(L, v, vlen);
 }
 
 static void api_push_params(lua_State *L, const struct req *r)

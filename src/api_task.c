@@ -197,7 +197,8 @@ static int api_l_log(lua_State *L)            /* afcgi.log(level, ...) */
     api_log_text(L, 2, &b);
     luaL_pushresult(&b);
     if (t != NULL && t->req != NULL) {
-        if (!req_param(t->req, "DOCUMENT_URI", 12, &path, &plen)) {
+        req_path(t->req, &path, &plen);
+        if (plen == 0) {
             path = "?";
             plen = 1;
         }

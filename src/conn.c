@@ -159,6 +159,94 @@ static void tab_remove(struct conn *c, struct req *r)
 
 /* ---- closing ---------------------------------------------------------- */
 
+#define CONN_LINGER_SECONDS 2
+#define CONN_LINGER_BYTES (1024 * 1024)
+
+/* A descriptor closing lingering, as nginx's lingering_close: our side is
+ * shut down; what the peer still sends (a web server's last empty STDIN,
+ * written after our answer) is read and dropped until it closes, goes
+ * quiet for CONN_LINGER_SECONDS, or sends CONN_LINGER_BYTES. Closing with
+ * unread input would send a reset, and a reset can destroy the end of the
+ * answer before the peer has read it. */
+struct lingering {
+    struct server *srv;
+    int fd;
+    size_t dropped;
+    struct event *ev;
+    struct lingering *prev, *next; /* srv->lingers */
+};
+
+static void linger_free(struct lingering *l)
+{
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        l->srv->lingers = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    event_free(l->ev);
+    close(l->fd);
+    free(l);
+}
+
+/* Read and drop what is there: 1 while the peer may send more, else 0. */
+static int linger_drain(struct server *srv, int fd, size_t *dropped)
+{
+    for (;;) {
+        ssize_t n = read(fd, srv->rbuf, SERVER_RBUF);
+
+        if (n > 0) {
+            *dropped += (size_t)n;
+            if (*dropped > CONN_LINGER_BYTES)
+                return 0;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+}
+
+static void linger_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct lingering *l = arg;
+
+    if ((what & EV_TIMEOUT) || !linger_drain(l->srv, fd, &l->dropped))
+        linger_free(l);
+}
+
+static void conn_linger_close(struct server *srv, int fd)
+{
+    struct timeval tv = { CONN_LINGER_SECONDS, 0 };
+    size_t dropped = 0;
+    struct lingering *l;
+
+    if (srv->stopping || shutdown(fd, SHUT_WR) < 0 || !linger_drain(srv, fd, &dropped) ||
+        (l = calloc(1, sizeof *l)) == NULL) {
+        close(fd);
+        return;
+    }
+    l->srv = srv;
+    l->fd = fd;
+    l->dropped = dropped;
+    if ((l->ev = event_new(srv->base, fd, EV_READ | EV_PERSIST, linger_on_read, l)) == NULL) {
+        close(fd);
+        free(l);
+        return;
+    }
+    event_add(l->ev, &tv);
+    l->next = srv->lingers;
+    if (l->next)
+        l->next->prev = l;
+    srv->lingers = l;
+}
+
+void conn_linger_free_all(struct server *srv)
+{
+    while (srv->lingers != NULL)
+        linger_free(srv->lingers);
+}
+
 void conn_free(struct conn *c)
 {
     struct server *srv;
@@ -196,7 +284,10 @@ void conn_free(struct conn *c)
     event_free(c->wev);
     evbuffer_free(c->out);
     buf_free(&c->partial);
-    close(c->fd);
+    if (c->linger)
+        conn_linger_close(srv, c->fd);
+    else
+        close(c->fd);
     if (c->passed)
         server_return_cookie(srv, c->cookie);
     log_debug("conn %llu: closed", (unsigned long long)c->seq);
@@ -297,6 +388,7 @@ void conn_flush(struct conn *c)
     if (left > 0) {
         event_add(c->wev, NULL);
     } else if (c->closing) {
+        c->linger = 1; /* everything was written: let it reach the peer */
         conn_free(c);
         return;
     }

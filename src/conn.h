@@ -46,6 +46,7 @@ struct conn {
     unsigned passed : 1;        /* arrived as a descriptor with a cookie */
     unsigned body_paused : 1;   /* its one request has more unread body than high water */
     unsigned multiplexed : 1;   /* has carried two requests at once */
+    unsigned linger : 1;        /* closed by us after its answers: close lingering */
 };
 
 /* Take ownership of an accepted, connected socket. Returns NULL (fd closed,
@@ -56,6 +57,12 @@ struct conn *conn_new(struct server *srv, int fd, const char *peer);
  * broken), close the socket, free everything. NULL-safe. Only from a loop
  * callback, never while one of its requests' coroutines is running. */
 void conn_free(struct conn *c);
+
+/* Close every descriptor still lingering (conn.c: after a graceful close
+ * we shut down our side and read what the peer still sends, for at most
+ * CONN_LINGER_SECONDS, so its unread input does not turn our close into a
+ * reset that destroys the end of the answer in flight). */
+void conn_linger_free_all(struct server *srv);
 
 /* Append bytes to the output and queue a flush. Returns 0, or -1 when out of
  * memory (the connection is then marked closing). */

@@ -497,17 +497,34 @@ void req_reject(struct req *r, unsigned status, const char *body)
     conn_end_request(r->conn, r);
 }
 
-/* A path for logs: DOCUMENT_URI or SCRIPT_NAME, else "?". */
+void req_path(const struct req *r, const char **path, size_t *len)
+{
+    const char *q;
+
+    if (req_param(r, "DOCUMENT_URI", 12, path, len) && *len > 0)
+        return;
+    if (req_param(r, "REQUEST_URI", 11, path, len) && *len > 0) {
+        if ((q = memchr(*path, '?', *len)) != NULL)
+            *len = (size_t)(q - *path);
+        return;
+    }
+    if (req_param(r, "SCRIPT_NAME", 11, path, len))
+        return;
+    *path = "";
+    *len = 0;
+}
+
+/* The path for logs, at most 200 bytes, "?" when there is none. */
 static void req_log_path(const struct req *r, const char **path, int *plen)
 {
     size_t n;
 
-    if (req_param(r, "DOCUMENT_URI", 12, path, &n) || req_param(r, "SCRIPT_NAME", 11, path, &n)) {
-        *plen = n > 200 ? 200 : (int)n;
-    } else {
+    req_path(r, path, &n);
+    if (n == 0) {
         *path = "?";
-        *plen = 1;
+        n = 1;
     }
+    *plen = n > 200 ? 200 : (int)n;
 }
 
 void req_expire(struct req *r)

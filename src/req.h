@@ -114,6 +114,12 @@ int req_congested(const struct req *r);
 /* The reason phrase of an HTTP status ("Not Found"), "Status" if unknown. */
 const char *req_reason(unsigned status);
 
+/* The request's path: DOCUMENT_URI when the web server sends one that is
+ * not empty (nginx: decoded, normalised), else REQUEST_URI up to its '?',
+ * else SCRIPT_NAME; "" when none of them is there. Caddy 2.6 sends an empty
+ * DOCUMENT_URI, h2o an empty SCRIPT_NAME. */
+void req_path(const struct req *r, const char **path, size_t *len);
+
 /* Look up a param; returns 1 and sets value/vlen when present. */
 int req_param(const struct req *r, const char *name, size_t nlen, const char **value,
               size_t *vlen);

@@ -296,6 +296,7 @@ static void server_on_compact(evutil_socket_t fd, short what, void *arg)
     (void)what;
     vm_collect(srv->vm);
     malloc_trim(0);
+    log_info("memory compacted after many requests ended at once");
 }
 
 /* ---- stopping --------------------------------------------------------- */
@@ -547,6 +548,7 @@ void server_free(struct server *srv)
     server_close_listeners(srv);
     while (srv->conns != NULL)
         conn_free(srv->conns);
+    conn_linger_free_all(srv);
     timer_free_all(srv);
     vm_release(srv->vm);
     watchdog_stop(srv->wd);

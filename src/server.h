@@ -23,6 +23,7 @@ struct vm;
 struct watchdog;
 struct evdns_base;
 struct sock_pool;
+struct lingering;
 
 /* Bytes of params one connection may hold for requests that have not
  * started: 1 KiB per request it may carry (--max-conn-reqs), at least 1 MiB.
@@ -56,6 +57,7 @@ struct server {
     struct conn *conns;              /* every open connection; owned */
     struct task *current;            /* task whose coroutine is running, or NULL */
     struct task *timers;             /* afcgi.timer / afcgi.every; owned */
+    struct lingering *lingers;          /* descriptors closing lingering (conn.c); owned */
     uint32_t timer_serial;
     struct watchdog *wd;             /* --cpu-timeout; owned, NULL when off */
     struct evdns_base *dns;          /* handlers' resolver, made on first use; owned */

@@ -170,9 +170,7 @@ int stats_answer(struct req *r)
     const char *want = r->srv->cfg.status_path;
     int n;
 
-    if (!req_param(r, "DOCUMENT_URI", 12, &path, &plen) &&
-        !req_param(r, "SCRIPT_NAME", 11, &path, &plen))
-        return 0;
+    req_path(r, &path, &plen);
     if (plen != strlen(want) || memcmp(path, want, plen) != 0)
         return 0;
     if (!req_param(r, "QUERY_STRING", 12, &q, &qlen))

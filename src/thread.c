@@ -56,7 +56,8 @@ static void thread_log_lost_error(struct task *t)
     const char *path = "?";
     size_t plen = 1;
 
-    if (!req_param(t->req, "DOCUMENT_URI", 12, &path, &plen)) {
+    req_path(t->req, &path, &plen);
+    if (plen == 0) {
         path = "?";
         plen = 1;
     }
