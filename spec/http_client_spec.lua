@@ -123,6 +123,31 @@ describe("afcgi.http", function()
         assert.matches("https is not supported", r.err)
     end)
 
+    it("copes with odd responses: 1xx first, bad chunk sizes, long and many headers, "
+       .. "a body until close over max_body", function()
+        local peer = helpers.start_peer()
+        local function raw(id, name, extra)
+            local url = "http://127.0.0.1:" .. peer.port .. "/raw/" .. name
+            return facts(c:request(id, "/fetch?u=" .. query.escape(url) .. (extra or "")))
+        end
+        local early = raw(1, "early")
+        assert.same({ "200", "ok" }, { early.status, early.head })
+        assert.matches("^bad chunk size", raw(2, "badchunk").err)
+        local spaces = raw(3, "spaces")      -- 60,000 blanks around "x", trimmed
+        assert.same({ "200", "ok" }, { spaces.status, spaces.head })
+        assert.equal("response head too large", raw(4, "manyheaders").err)
+        assert.equal("response body too large", raw(5, "eof", "&mb=1000").err)
+        assert.equal("3000", raw(6, "eof").len)
+    end)
+
+    it("refuses header values and paths that would split the request", function()
+        local r = facts(c:request(1, "/fetch?h=" .. query.escape("a\r\nX-Evil: 1") .. "&u="
+            .. query.escape(base .. "/static/small.txt")))
+        assert.equal("CR or LF in the value of header X-Test", r.err)
+        r = facts(c:request(2, "/fetch?u=" .. query.escape(base .. "/static/small.txt HTTP/1.0\r\n")))
+        assert.matches("^bad url", r.err)
+    end)
+
     it("serves examples/proxy.lua in front of nginx", function()
         stdlib.setenv("UPSTREAM", base .. "/")
         local ok, p = pcall(helpers.start_server, "examples/proxy.lua")

@@ -23,6 +23,9 @@ local M = {}
 
 local DEFAULT_TIMEOUT = 10
 local DEFAULT_MAX_BODY = 64 * 1024 * 1024
+local MAX_HEAD = 64 * 1024          -- status line and headers, bytes
+local MAX_HEADERS = 100
+local READ_PIECE = 65536            -- a body delimited by the end of the connection
 local USER_AGENT = "afcgi/" .. afcgi.version
 
 -- scheme, host, port, path of an absolute URL; or nil, err.
@@ -47,30 +50,61 @@ local function parse_url(url)
 end
 M.parse_url = parse_url
 
+-- Header lines from opts.headers; nil, err for a name or value that would
+-- split the request (CR, LF, or a name that is not a token).
 local function header_lines(out, headers, seen)
     for name, value in pairs(headers or {}) do
-        if type(value) == "table" then
-            for _, v in ipairs(value) do out[#out + 1] = name .. ": " .. tostring(v) .. "\r\n" end
-        else
-            out[#out + 1] = name .. ": " .. tostring(value) .. "\r\n"
+        name = tostring(name)
+        if not name:match("^[!#$%%&'*+.^_`|~%w-]+$") then
+            return nil, "bad header name: " .. name:sub(1, 40)
+        end
+        local values = type(value) == "table" and value or { value }
+        for _, v in ipairs(values) do
+            v = tostring(v)
+            if v:find("[\r\n]") then return nil, "CR or LF in the value of header " .. name end
+            out[#out + 1] = name .. ": " .. v .. "\r\n"
         end
         seen[name:lower()] = true
     end
+    return true
+end
+
+-- s from position i without leading and trailing blanks, in linear time
+-- (a pattern such as "^%s*(.-)%s*$" is quadratic on a long run of spaces).
+local function trim(s, i)
+    local a = s:find("[^ \t]", i)
+    if not a then return "" end
+    local b = #s
+    while b > a do
+        local c = s:byte(b)
+        if c ~= 32 and c ~= 9 then break end
+        b = b - 1
+    end
+    return s:sub(a, b)
 end
 
 -- Reads the status line and headers: status, reason, headers, version.
+-- At most MAX_HEAD bytes and MAX_HEADERS lines; trimming is linear.
 local function read_head(sock)
     local line, err = sock:receive()
     if not line then return nil, "reading the status line: " .. err end
+    local size = #line
+    if size > MAX_HEAD then return nil, "response head too large" end
     local version, status, reason = line:match("^HTTP/(%d%.%d) (%d%d%d) ?(.*)$")
     if not version then return nil, "bad status line: " .. line:sub(1, 80) end
-    local headers = {}
+    local headers, count = {}, 0
     while true do
         line, err = sock:receive()
         if not line then return nil, "reading headers: " .. err end
         if line == "" then break end
-        local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
-        if not name then return nil, "bad header line: " .. line:sub(1, 80) end
+        size, count = size + #line + 2, count + 1
+        if size > MAX_HEAD or count > MAX_HEADERS then return nil, "response head too large" end
+        local colon = line:find(":", 1, true)
+        local name = colon and line:sub(1, colon - 1)
+        if not name or not name:match("^[!#$%%&'*+.^_`|~%w-]+$") then
+            return nil, "bad header line: " .. line:sub(1, 80)
+        end
+        local value = trim(line, colon + 1)
         name = name:lower()
         if name == "set-cookie" then
             local list = headers[name] or {}
@@ -90,7 +124,8 @@ local function read_chunked(sock, max)
     while true do
         local line, err = sock:receive()
         if not line then return nil, "reading a chunk size: " .. err end
-        local size = tonumber(line:match("^%s*(%x+)"), 16)
+        local hex = line:match("^%s*(%x+)")
+        local size = hex and #hex <= 12 and tonumber(hex, 16)
         if not size then return nil, "bad chunk size: " .. line:sub(1, 40) end
         if size == 0 then break end
         total = total + size
@@ -131,10 +166,18 @@ local function read_body(sock, method, status, headers, max)
         if not body then return nil, false, "reading the body: " .. err end
         return body, true
     end
-    local body, err = sock:receive("*a")     -- delimited by the end of the connection
-    if not body then return nil, false, "reading the body: " .. err end
-    if #body > max then return nil, false, "response body too large" end
-    return body, false
+    local parts, total = {}, 0            -- delimited by the end of the connection
+    while true do
+        local piece, err = sock:receiveany(READ_PIECE)
+        if not piece then
+            if err == "closed" then break end
+            return nil, false, "reading the body: " .. err
+        end
+        total = total + #piece
+        if total > max then return nil, false, "response body too large" end
+        parts[#parts + 1] = piece
+    end
+    return table.concat(parts), false
 end
 
 -- res, err = http.request(url, opts)
@@ -155,8 +198,20 @@ function M.request(url, opts)
     local ok, err = sock:connect(host:gsub("^%[(.*)%]$", "%1"), port)
     if not ok then return nil, "connect to " .. host .. ":" .. port .. ": " .. err end
 
+    if not method:match("^[!#$%%&'*+.^_`|~%w-]+$") then
+        sock:close()
+        return nil, "bad method: " .. method:sub(1, 40)
+    end
+    if path:find("[%s%c]") then
+        sock:close()
+        return nil, "bad url (spaces or control characters in the path)"
+    end
     local out, seen = { method, " ", path, " HTTP/1.1\r\n" }, {}
-    header_lines(out, opts.headers, seen)
+    local hok, herr = header_lines(out, opts.headers, seen)
+    if not hok then
+        sock:close()
+        return nil, herr
+    end
     if not seen.host then
         out[#out + 1] = "Host: " .. host .. (port ~= 80 and (":" .. port) or "") .. "\r\n"
     end
@@ -177,11 +232,14 @@ function M.request(url, opts)
         sock:close()
         return nil, "sending the request: " .. err
     end
-    local status, reason, headers, version = read_head(sock)
-    if not status then
-        sock:close()
-        return nil, reason
-    end
+    local status, reason, headers, version
+    repeat                                  -- 1xx (100 Continue, 103 Early Hints): the next
+        status, reason, headers, version = read_head(sock)
+        if not status then
+            sock:close()
+            return nil, reason
+        end
+    until status >= 200 or status == 101
     local data, reusable
     local max = opts.max_body or DEFAULT_MAX_BODY
     data, reusable, err = read_body(sock, method, status, headers, max)
@@ -192,7 +250,9 @@ function M.request(url, opts)
     local conn = (headers.connection or ""):lower()
     if keepalive and reusable and not conn:find("close", 1, true)
         and (version == "1.1" or conn:find("keep-alive", 1, true)) then
-        sock:setkeepalive((opts.keepalive_timeout or 60) * 1000, opts.pool_size)
+        if not sock:setkeepalive((opts.keepalive_timeout or 60) * 1000, opts.pool_size) then
+            sock:close()
+        end
     else
         sock:close()
     end

@@ -8,6 +8,8 @@
 --   LINES       "one\r\ntwo\nthree" then close (the last line unterminated)
 --   HANG        read nothing more, answer nothing, never close
 --   SLOW n ms   n bytes, one every ms milliseconds, then close
+--   GET /raw/NAME HTTP/1.1 (an HTTP request): a canned, odd HTTP response
+--               (RAW below), then close
 -- The spec stops it at cleanup; it exits by itself after 300 s, so a lost
 -- peer never outlives a run for long.
 local socket = require "socket"
@@ -24,12 +26,28 @@ local function blob(n)
     return unit:rep(math.floor(n / 10) + 1):sub(1, n)
 end
 
+-- Canned HTTP responses for the HTTP client's error paths.
+local RAW = {
+    badchunk = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    early = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        .. "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    spaces = "HTTP/1.1 200 OK\r\nX-Big: " .. (" "):rep(30000) .. "x" .. (" "):rep(30000)
+        .. "\r\nContent-Length: 2\r\n\r\nok",
+    manyheaders = "HTTP/1.1 200 OK\r\n" .. ("X-A: 1\r\n"):rep(200) .. "Content-Length: 2\r\n\r\nok",
+    eof = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" .. ("e"):rep(3000),
+}
+
 local function drop(c)
     conns[c] = nil
     c:close()
 end
 
 local function start(c, st, line)
+    local raw = line:match("^GET /raw/(%w+) HTTP")
+    if raw then
+        st.cmd, st.out, st.close_after = "RAW", RAW[raw] or "HTTP/1.1 404 Not Found\r\n\r\n", true
+        return
+    end
     local cmd, a, b = line:match("^(%u+)%s*(%d*)%s*(%d*)")
     st.cmd = cmd
     if cmd == "BLOB" then
@@ -74,7 +92,7 @@ while socket.gettime() - started < 300 do
                     st.inbuf = rest
                     if not st.cmd then
                         start(c, st, line)
-                    elseif st.cmd == "ECHO" then
+                    elseif st.cmd == "ECHO" then  -- (RAW: the rest of the request is ignored)
                         st.out = (st.out or "") .. line .. "\n"
                     end
                 end
