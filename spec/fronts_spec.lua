@@ -23,16 +23,7 @@ local function nginx_conf(file, listen)
         { "server " .. ADDR .. ";", "server ${upstream};" },
         { "include fastcgi_params;", "include /etc/nginx/fastcgi_params;" },
     })
-    return [[
-events { worker_connections 2048; }
-http {
-    access_log off;
-    client_body_temp_path ${prefix}/client_body;
-    fastcgi_temp_path ${prefix}/fastcgi_temp;
-    proxy_temp_path ${prefix}/proxy_temp;
-    scgi_temp_path ${prefix}/scgi_temp;
-    uwsgi_temp_path ${prefix}/uwsgi_temp;
-]] .. text .. "\n}\n"
+    return helpers.nginx_conf(text)
 end
 
 local function start_nginx(file, listen)

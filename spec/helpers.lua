@@ -348,18 +348,31 @@ end
 
 -- nginx --------------------------------------------------------------------
 
+-- nginx's temporary directories, all in the run's prefix: ${temps} in a
+-- template given to start_nginx.
+local NGINX_TEMPS = [[
+    client_body_temp_path ${prefix}/client_body;
+    fastcgi_temp_path ${prefix}/fastcgi_temp;
+    proxy_temp_path ${prefix}/proxy_temp;
+    scgi_temp_path ${prefix}/scgi_temp;
+    uwsgi_temp_path ${prefix}/uwsgi_temp;
+]]
+
+-- An nginx.conf around http_body (the inside of an http block, such as an
+-- example's upstream and server blocks): events, no access log, the
+-- temporary directories in the prefix.
+function M.nginx_conf(http_body, worker_connections)
+    return ("events { worker_connections %d; }\nhttp {\n    access_log off;\n${temps}%s\n}\n")
+        :format(worker_connections or 2048, http_body)
+end
+
 -- A minimal nginx.conf: every location is passed to ${upstream} (host:port,
 -- or unix:/path) over FastCGI with keepalive connections.
 M.NGINX_CONF = [[
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path ${prefix}/client_body;
-    fastcgi_temp_path ${prefix}/fastcgi_temp;
-    proxy_temp_path ${prefix}/proxy_temp;
-    scgi_temp_path ${prefix}/scgi_temp;
-    uwsgi_temp_path ${prefix}/uwsgi_temp;
-    upstream afcgi { server ${upstream}; keepalive 8; }
+${temps}    upstream afcgi { server ${upstream}; keepalive 8; }
     server {
         listen 127.0.0.1:${port};
         client_max_body_size 16m;
@@ -383,6 +396,7 @@ http {
 function M.start_nginx(conf_template, vars)
     local prefix = assert(stdlib.mkdtemp("/tmp/afcgi-nginx-XXXXXX"))
     local v = { prefix = prefix, port = M.free_port() }
+    v.temps = NGINX_TEMPS:gsub("%${prefix}", function() return prefix end)
     for k, val in pairs(vars or {}) do v[k] = val end
     local conf = (conf_template or M.NGINX_CONF):gsub("%${([%w_]+)}", function(k)
         return assert(v[k] and tostring(v[k]), "no value for ${" .. k .. "} in nginx template")

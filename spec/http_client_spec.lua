@@ -11,12 +11,7 @@ local CONF = [[
 events { worker_connections 1024; }
 http {
     access_log off;
-    client_body_temp_path ${prefix}/client_body;
-    fastcgi_temp_path ${prefix}/fastcgi_temp;
-    proxy_temp_path ${prefix}/proxy_temp;
-    scgi_temp_path ${prefix}/scgi_temp;
-    uwsgi_temp_path ${prefix}/uwsgi_temp;
-    types { text/plain txt; application/octet-stream bin; }
+${temps}    types { text/plain txt; application/octet-stream bin; }
     upstream afcgi { server ${upstream}; keepalive 8; }
     server {
         listen 127.0.0.1:${port};

@@ -16,16 +16,7 @@ local function example_conf()
     text, n3 = text:gsub("include fastcgi_params;", "include /etc/nginx/fastcgi_params;")
     assert(n1 == 1 and n2 == 1 and n3 == 1,
            "examples/nginx.conf no longer has its listen/server/include lines: update nginx_spec")
-    return [[
-events { worker_connections 2048; }
-http {
-    access_log off;
-    client_body_temp_path ${prefix}/client_body;
-    fastcgi_temp_path ${prefix}/fastcgi_temp;
-    proxy_temp_path ${prefix}/proxy_temp;
-    scgi_temp_path ${prefix}/scgi_temp;
-    uwsgi_temp_path ${prefix}/uwsgi_temp;
-]] .. text .. "\n}\n"
+    return helpers.nginx_conf(text)
 end
 
 -- Starts afcgi on app (debug log: one "accepted" line per connection) and
