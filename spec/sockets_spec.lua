@@ -131,9 +131,10 @@ describe("afcgi.socket", function()
         assert.equal(tostring(2 * 1024 * 1024), f.back)
     end)
 
-    it("times a read out without closing the socket", function()
+    it("times a read out without closing the socket, and keeps it out of the pool", function()
         local f = get(1, "/read_timeout?to=100&port=" .. peer.port)
-        same({ data = "nil", err = "timeout", slow_enough = "true", sent = "5", serr = "nil" }, f)
+        same({ data = "nil", err = "timeout", slow_enough = "true", sent = "5", serr = "nil",
+               kept = "nil", kerr = "a read timed out on this connection" }, f)
     end)
 
     it("times a connect out when the peer's backlog is full", function()

@@ -362,6 +362,10 @@ int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
         *err = "unread data in buffer";
         return -1;
     }
+    if (s->timed_out) { /* its reply may still arrive, for the next user to read */
+        *err = "a read timed out on this connection";
+        return -1;
+    }
     if (idle > 1e8)
         idle = 1e8; /* over three years: "forever", without overflowing a time_t */
     if (pool_put(s->srv, s->pool_key, size > 0 ? size : s->pool_size, s->fd, s->reused,
@@ -559,7 +563,7 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
     if (s->state != SOCK_CLOSED)
         sock_close(s, "closed");
     s->rerr = s->werr = NULL;
-    s->rdone = s->wdone = s->eof = 0;
+    s->rdone = s->wdone = s->eof = s->timed_out = 0;
     s->reused = 0;
     s->port = port;
     s->wpending = 1;
@@ -832,6 +836,7 @@ static void sock_on_read(evutil_socket_t fd, short what, void *arg)
         return;
     if (what & EV_TIMEOUT) {
         s->rerr = "timeout";
+        s->timed_out = 1;
         sock_finish_r(s);
         return;
     }
@@ -898,7 +903,7 @@ static int sock_push_until(struct sock *s, lua_State *L)
     return sock_push_fail(s, L);
 }
 
-int sock_push_read(struct sock *s, lua_State *L)
+static int sock_push_read_result(struct sock *s, lua_State *L)
 {
     size_t len = s->in != NULL ? evbuffer_get_length(s->in) : 0;
     ssize_t at;
@@ -940,6 +945,15 @@ int sock_push_read(struct sock *s, lua_State *L)
         return 1;
     }
     return sock_push_fail(s, L);
+}
+
+int sock_push_read(struct sock *s, lua_State *L)
+{
+    int n = sock_push_read_result(s, L);
+
+    if (s->rerr == NULL || lua_type(L, -n) != LUA_TNIL)
+        s->timed_out = 0; /* data came: the stream is back in step */
+    return n;
 }
 
 int sock_push_write(struct sock *s, lua_State *L, int connect)

@@ -82,6 +82,7 @@ struct sock {
     unsigned wdone : 1;           /* the writer's result is ready */
     unsigned eof : 1;             /* the peer closed its side */
     unsigned rpending : 1;        /* a read is under way */
+    unsigned timed_out : 1;       /* the last read timed out: a late reply may come */
     unsigned wpending : 1;        /* a connect or send is under way */
     char errbuf[96];              /* werr, when it needs words of its own */
 };
