@@ -105,7 +105,9 @@ describe("luarocks make rocks/afcgi-scm-1.rockspec", function()
 return function(req, res)
     res:header("Content-Type", "text/plain")
     res:write(debug.getinfo(req.read_body, "S").source:sub(2), "\n",
-              package.searchpath("afcgi", package.path) or "none", "\n")
+              package.searchpath("afcgi", package.path) or "none", "\n",
+              package.searchpath("afcgi.http", package.path) or "none", "\n",
+              package.searchpath("afcgi.ngx", package.path) or "none", "\n")
 end
 ]])
         f:close()
@@ -113,10 +115,16 @@ end
         local c = helpers.connect(srv)
         local r = c:request(1, fc.cgi_params("GET", "/"))
         assert.equal(200, r.status)
-        local request_src, init_src = r.body:match("^([^\n]*)\n([^\n]*)\n$")
+        local request_src, init_src, http_src, ngx_src =
+            r.body:match("^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n$")
         assert.equal(stdlib.realpath(tree .. "/share/lua/5.1/afcgi/request.lua"),
                      stdlib.realpath(request_src))
         assert.equal(stdlib.realpath(tree .. "/share/lua/5.1/afcgi/init.lua"),
                      stdlib.realpath(init_src))
+        -- the outbound modules are part of the rock too
+        assert.equal(stdlib.realpath(tree .. "/share/lua/5.1/afcgi/http.lua"),
+                     stdlib.realpath(http_src))
+        assert.equal(stdlib.realpath(tree .. "/share/lua/5.1/afcgi/ngx.lua"),
+                     stdlib.realpath(ngx_src))
     end)
 end)
