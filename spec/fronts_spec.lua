@@ -84,18 +84,6 @@ local function start_h2o(upstream)
     return fronts.foreground("h2o", { "/usr/bin/h2o", "-c", path }, port)
 end
 
-local function start_haproxy(upstream)
-    local prefix = fronts.prefix("haproxy")
-    local port = helpers.free_port()
-    local conf = fronts.render(fronts.example("examples/haproxy.cfg", {
-        { "bind 127%.0%.0%.1:8081\n", "bind 127.0.0.1:${port}\n" },
-        { "server afcgi1 " .. ADDR .. " proto fcgi\n", "server afcgi1 ${upstream} proto fcgi\n" },
-    }), { port = port, upstream = upstream })
-    local path = fronts.write(prefix, "haproxy.cfg", conf)
-    local pidfile, log = prefix .. "/haproxy.pid", prefix .. "/haproxy.log"
-    return fronts.daemon("haproxy", ("/usr/sbin/haproxy -D -p '%s' -f '%s' >'%s' 2>&1"):format(
-        pidfile, path, log), pidfile, port, log)
-end
 
 -- Each front: how to start it (in front of upstream "host:port"), and what
 -- it does, as found with Debian 12's packages:
@@ -165,7 +153,7 @@ local FRONTS = {
     },
     {
         name = "haproxy with examples/haproxy.cfg",
-        start = start_haproxy,
+        start = fronts.haproxy,
         keepalive = true, streams = true, abort = "none",
         -- HAProxy 2.6 answers 302 for any response with a Location header.
         redirects = { [301] = 302, [303] = 302, [307] = 302, [308] = 302 },

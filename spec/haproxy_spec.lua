@@ -6,63 +6,12 @@
 -- handful of FastCGI connections, and a client that goes away reaching
 -- afcgi as FCGI_ABORT_REQUEST.
 local helpers = require "helpers"
+local fronts = require "fronts"
 local cjson = require "cjson"
 local socket = require "socket"
-local stdlib = require "posix.stdlib"
-local psignal = require "posix.signal"
 
-local HAPROXY = "/usr/sbin/haproxy"
-
--- examples/haproxy.cfg with its fixed addresses made ${port} and ${upstream}.
-local function example_conf()
-    local text = assert(io.open("examples/haproxy.cfg")):read("*a")
-    local n1, n2
-    text, n1 = text:gsub("bind 127%.0%.0%.1:8081\n", "bind 127.0.0.1:${port}\n")
-    text, n2 = text:gsub("server afcgi1 127%.0%.0%.1:9000 proto fcgi\n",
-                         "server afcgi1 ${upstream} proto fcgi\n")
-    assert(n1 == 1 and n2 == 1,
-           "examples/haproxy.cfg no longer has its bind/server lines: update haproxy_spec")
-    return text
-end
-
-local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
--- Starts HAProxy as a daemon of its own (-D, pid file in a temp prefix) with
--- examples/haproxy.cfg on a free port in front of upstream; waits until it
--- accepts connections. Stopped by its PID (SIGTERM, then SIGKILL) at cleanup.
-local function start_haproxy(upstream)
-    local prefix = assert(stdlib.mkdtemp("/tmp/afcgi-haproxy-XXXXXX"))
-    local hap = { prefix = prefix, port = helpers.free_port() }
-    local conf = example_conf():gsub("%${(%w+)}", { port = hap.port, upstream = upstream })
-    local f = assert(io.open(prefix .. "/haproxy.cfg", "w"))
-    f:write(conf)
-    f:close()
-    local pidfile = prefix .. "/haproxy.pid"
-    helpers.defer(function()
-        local pid = tonumber(helpers.read_file(pidfile):match("%d+"))
-        if pid then
-            psignal.kill(pid, psignal.SIGTERM)
-            local ok = pcall(helpers.wait_until, function() return psignal.kill(pid, 0) ~= 0 end,
-                             5, "haproxy to exit")
-            if not ok then psignal.kill(pid, psignal.SIGKILL) end
-        end
-        os.execute("rm -rf " .. shq(prefix))
-    end)
-    -- -D returns once the configuration is loaded and the daemon forked;
-    -- HAProxy's own messages (alerts, a failed start) go to haproxy.log.
-    local cmd = ("%s -D -p %s -f %s >%s 2>&1"):format(HAPROXY, shq(pidfile), shq(prefix .. "/haproxy.cfg"),
-                                                      shq(prefix .. "/haproxy.log"))
-    local ok = os.execute(cmd)
-    assert(ok == 0 or ok == true, "haproxy did not start: " .. helpers.read_file(prefix .. "/haproxy.log"))
-    helpers.wait_until(function()
-        local s = socket.tcp()
-        s:settimeout(0.5)
-        local connected = s:connect("127.0.0.1", hap.port)
-        s:close()
-        return connected
-    end, 10, "haproxy to accept connections on port " .. hap.port)
-    return hap
-end
+-- HAProxy runs examples/haproxy.cfg itself: spec/support/fronts.lua.
+local start_haproxy = fronts.haproxy
 
 -- afcgi on app (debug log: one "accepted" line per FastCGI connection, and
 -- "aborted by the web server" lines; an access log with conn= fields) and

@@ -106,4 +106,23 @@ function M.daemon(what, cmd, pidfile, port, log_file)
     return { port = port, pidfile = pidfile, log_file = log_file }
 end
 
+-- HAProxy with examples/haproxy.cfg itself (only its bind and server
+-- addresses replaced) on a free port in front of upstream ("host:port"), as
+-- a daemon with its pid file and log in its own prefix. Returns the object
+-- of M.daemon (.port, .pidfile, .log_file).
+function M.haproxy(upstream)
+    local prefix = M.prefix("haproxy")
+    local port = helpers.free_port()
+    local conf = M.render(M.example("examples/haproxy.cfg", {
+        { "bind 127%.0%.0%.1:8081\n", "bind 127.0.0.1:${port}\n" },
+        { "server afcgi1 127%.0%.0%.1:9000 proto fcgi\n", "server afcgi1 ${upstream} proto fcgi\n" },
+    }), { port = port, upstream = upstream })
+    local path = M.write(prefix, "haproxy.cfg", conf)
+    local pidfile, log = prefix .. "/haproxy.pid", prefix .. "/haproxy.log"
+    -- -D returns once the configuration is loaded and the daemon forked;
+    -- HAProxy's own messages (alerts, a failed start) go to haproxy.log.
+    return M.daemon("haproxy", ("/usr/sbin/haproxy -D -p %s -f %s >%s 2>&1")
+        :format(shq(pidfile), shq(path), shq(log)), pidfile, port, log)
+end
+
 return M
