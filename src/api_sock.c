@@ -48,27 +48,23 @@ static struct sock *api_sock_arg(lua_State *L)
     return s;
 }
 
+/* The list of sockets t's owner holds: its request's, or a timer run's own. */
+static struct sock **api_sock_list(struct task *t)
+{
+    return t->req != NULL ? &t->req->socks : &t->socks;
+}
+
 /* The running task, which must be allowed to use s. Raises. */
 static struct task *api_sock_task(lua_State *L, struct sock *s, const char *fname)
 {
     struct task *t = task_current(api_sock_vm(L)->srv, L);
-    const void *owner;
 
     if (t == NULL)
         luaL_error(L, "%s: sockets work in a request's handler, its light threads or a timer "
                       "(not while the app loads, nor in a coroutine of your own)", fname);
-    owner = t->req != NULL ? (const void *)t->req : (const void *)t;
-    if (s->owner != NULL && s->owner != owner)
+    if (s->head != NULL && s->head != api_sock_list(t))
         luaL_error(L, "%s: this socket belongs to another request or timer", fname);
     return t;
-}
-
-static void api_sock_own(struct task *t, struct sock *s)
-{
-    if (t->req != NULL)
-        sock_own(s, t->req, &t->req->socks);
-    else
-        sock_own(s, t, &t->socks);
 }
 
 /* Park t on s. The object at index 'anchor' (the socket, or a receiveuntil
@@ -98,7 +94,6 @@ static int api_fail(lua_State *L, const char *err)
 int api_sock_wake(struct task *t)
 {
     struct sock *s = t->sock_wait;
-
     int n;
 
     t->sock_wait = NULL;
@@ -167,7 +162,7 @@ static int api_l_connect(lua_State *L)       /* ok, err = sock:connect(host, por
         return api_fail(L, "port out of range (1..65535)");
     rc = sock_connect(s, host, (int)port, pool); /* closes s first if it was connected */
     if (s->state != SOCK_CLOSED)
-        api_sock_own(t, s);                      /* so its request's end closes it */
+        sock_own(s, api_sock_list(t));           /* so its request's end closes it */
     if (rc == SOCK_AGAIN)
         return api_sock_park(L, t, s, TASK_WAIT_SOCK_CONNECT, 1);
     return sock_push_write(s, L, 1);

@@ -544,6 +544,7 @@ void req_expire(struct req *r)
         [TASK_WAIT_SEMA] = "a semaphore",
     };
     enum task_wait w = r->main.wait;
+    const char *what = (size_t)w < sizeof waits / sizeof *waits && waits[w] ? waits[w] : "?";
     int receiving = !r->params_done || w == TASK_WAIT_BODY || w == TASK_WAIT_READ;
     unsigned status = receiving ? 408 : 504;
     const char *path;
@@ -555,7 +556,7 @@ void req_expire(struct req *r)
              r->srv->cfg.request_timeout > 0 && r->deadline == NULL
                  ? r->srv->cfg.request_timeout : 0.0,
              r->params_done ? "waiting for " : "receiving params",
-             r->params_done && (size_t)w < sizeof waits / sizeof *waits ? waits[w] : "",
+             r->params_done ? what : "",
              status);
     if (!r->headers_sent)
         req_simple_response(r, status, status == 408 ? "408 Request Timeout\n"

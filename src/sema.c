@@ -146,8 +146,7 @@ static int sema_l_wait(lua_State *L)           /* ok, err = sema:wait(seconds) *
         s->head = t;
     s->tail = t;
     s->nwait++;
-    task_park_sleep(t, seconds);
-    t->wait = TASK_WAIT_SEMA;
+    task_park_timed(t, TASK_WAIT_SEMA, seconds);
     return lua_yield(L, 0);
 }
 

@@ -62,7 +62,6 @@ struct server {
     struct watchdog *wd;             /* --cpu-timeout; owned, NULL when off */
     struct evdns_base *dns;          /* handlers' resolver, made on first use; owned */
     struct sock_pool *pools;         /* keepalive pools of handlers' sockets; owned */
-    unsigned pool_idle;              /* idle connections in them */
 
     /* Requests are found from Lua by slot and serial, so a handle kept past
      * the end of its request can never reach freed memory. */

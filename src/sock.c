@@ -46,7 +46,6 @@ struct pool_conn {
 };
 
 struct sock_pool {
-    struct server *srv;
     char *key;
     unsigned size, n;
     struct pool_conn *first, *last; /* most recently parked first */
@@ -95,27 +94,6 @@ void sock_init(struct sock *s, struct server *srv)
     s->connect_ms = s->send_ms = s->read_ms = 60000; /* as OpenResty's defaults */
 }
 
-void sock_own(struct sock *s, const void *owner, struct sock **head)
-{
-    if (s->head == head)
-        return;
-    if (s->head != NULL) { /* unlink from a previous owner */
-        if (s->prev)
-            s->prev->next = s->next;
-        else
-            *s->head = s->next;
-        if (s->next)
-            s->next->prev = s->prev;
-    }
-    s->owner = owner;
-    s->head = head;
-    s->prev = NULL;
-    s->next = *head;
-    if (*head)
-        (*head)->prev = s;
-    *head = s;
-}
-
 static void sock_disown(struct sock *s)
 {
     if (s->head == NULL)
@@ -128,7 +106,18 @@ static void sock_disown(struct sock *s)
         s->next->prev = s->prev;
     s->head = NULL;
     s->prev = s->next = NULL;
-    s->owner = NULL;
+}
+
+void sock_own(struct sock *s, struct sock **head)
+{
+    if (s->head == head)
+        return;
+    sock_disown(s);
+    s->head = head;
+    s->next = *head;
+    if (*head)
+        (*head)->prev = s;
+    *head = s;
 }
 
 /* Release the descriptor (closed unless keep_fd), events and lookup. No
@@ -165,7 +154,6 @@ static void sock_shut(struct sock *s, int keep_fd)
 static void sock_finish_w(struct sock *s, const char *err)
 {
     s->wpending = 0;
-    s->wdone = 1;
     s->werr = err;
     if (s->writer != NULL)
         task_wake(s->writer);
@@ -174,7 +162,6 @@ static void sock_finish_w(struct sock *s, const char *err)
 static void sock_finish_r(struct sock *s)
 {
     s->rpending = 0;
-    s->rdone = 1;
     if (s->reader != NULL)
         task_wake(s->reader);
 }
@@ -198,11 +185,11 @@ void sock_task_gone(struct sock *s, struct task *t)
 {
     if (s->reader == t) {
         s->reader = NULL;
-        s->rpending = s->rdone = 0;
+        s->rpending = 0;
     }
     if (s->writer == t) {
         s->writer = NULL;
-        s->wpending = s->wdone = 0;
+        s->wpending = 0;
     }
     t->sock_wait = NULL;
     sock_close(s, "closed"); /* mid-operation: the stream is out of step */
@@ -218,7 +205,7 @@ void sock_drop_all(struct sock **head)
         if (s->writer != NULL)
             s->writer->sock_wait = NULL;
         s->reader = s->writer = NULL;
-        s->rpending = s->wpending = s->rdone = s->wdone = 0;
+        s->rpending = s->wpending = 0;
         sock_close(s, "closed"); /* also unlinks it */
     }
 }
@@ -267,13 +254,12 @@ static void pool_unlink(struct pool_conn *pc)
     p->n--;
 }
 
-static void pool_conn_free(struct server *srv, struct pool_conn *pc, int close_fd)
+static void pool_conn_free(struct pool_conn *pc, int close_fd)
 {
     pool_unlink(pc);
     event_free(pc->ev);
     if (close_fd)
         close(pc->fd);
-    srv->pool_idle--;
     free(pc);
 }
 
@@ -283,7 +269,7 @@ static void pool_on_event(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what; /* readable: the peer closed or said something unasked; or idle too long */
-    pool_conn_free(pc->pool->srv, pc, 1);
+    pool_conn_free(pc, 1);
 }
 
 /* An idle connection for key, or -1. */
@@ -297,7 +283,7 @@ static int pool_take(struct server *srv, const char *key, unsigned *reused)
         return -1;
     fd = pc->fd;
     *reused = pc->reused;
-    pool_conn_free(srv, pc, 0);
+    pool_conn_free(pc, 0);
     return fd;
 }
 
@@ -313,7 +299,6 @@ static int pool_put(struct server *srv, const char *key, unsigned size, int fd, 
             free(p);
             return -1;
         }
-        p->srv = srv;
         p->size = size > 0 ? size : SOCK_POOL_DEFAULT;
         p->next = srv->pools;
         srv->pools = p;
@@ -326,7 +311,7 @@ static int pool_put(struct server *srv, const char *key, unsigned size, int fd, 
         return -1;
     }
     if (p->n >= p->size && p->last != NULL)
-        pool_conn_free(srv, p->last, 1); /* full: the least recently used goes */
+        pool_conn_free(p->last, 1); /* full: the least recently used goes */
     pc->pool = p;
     pc->fd = fd;
     pc->reused = reused;
@@ -337,7 +322,6 @@ static int pool_put(struct server *srv, const char *key, unsigned size, int fd, 
         p->last = pc;
     p->first = pc;
     p->n++;
-    srv->pool_idle++;
     if (idle > 0) {
         tv.tv_sec = (time_t)idle;
         tv.tv_usec = (suseconds_t)((idle - (double)tv.tv_sec) * 1e6);
@@ -375,11 +359,6 @@ int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
     }
     sock_shut(s, 1);
     return 0;
-}
-
-unsigned sock_pool_idle(const struct server *srv)
-{
-    return srv->pool_idle;
 }
 
 /* ---- connecting ---------------------------------------------------------- */
@@ -563,7 +542,7 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
     if (s->state != SOCK_CLOSED)
         sock_close(s, "closed");
     s->rerr = s->werr = NULL;
-    s->rdone = s->wdone = s->eof = s->timed_out = 0;
+    s->eof = s->timed_out = 0;
     s->reused = 0;
     s->port = port;
     s->wpending = 1;
@@ -908,7 +887,6 @@ static int sock_push_read_result(struct sock *s, lua_State *L)
     size_t len = s->in != NULL ? evbuffer_get_length(s->in) : 0;
     ssize_t at;
 
-    s->rdone = 0;
     if (s->in == NULL) {
         lua_pushnil(L);
         lua_pushstring(L, s->rerr != NULL ? s->rerr : "closed");
@@ -958,7 +936,6 @@ int sock_push_read(struct sock *s, lua_State *L)
 
 int sock_push_write(struct sock *s, lua_State *L, int connect)
 {
-    s->wdone = 0;
     if (s->werr != NULL) {
         lua_pushnil(L);
         lua_pushstring(L, s->werr);
@@ -979,7 +956,7 @@ void sock_server_free(struct server *srv)
         struct sock_pool *p = srv->pools;
 
         while (p->first != NULL)
-            pool_conn_free(srv, p->first, 1);
+            pool_conn_free(p->first, 1);
         srv->pools = p->next;
         free(p->key);
         free(p);

@@ -57,8 +57,7 @@ struct sock {
     struct server *srv;
     int fd;
     enum sock_state state;
-    const void *owner;            /* the request or timer task; NULL when closed */
-    struct sock **head;           /* owner's list while owned */
+    struct sock **head;           /* its owner's list (req->socks, a timer's t->socks), or NULL */
     struct sock *prev, *next;
     struct event *rev, *wev;      /* on fd; owned */
     struct event *tmo;            /* resolving: the connect timeout; owned */
@@ -78,8 +77,6 @@ struct sock {
     const char *werr;             /* static text; connect or send failed */
     size_t wbytes;                /* the pending send's size */
     size_t scanned;               /* LINE/UNTIL: buffered bytes known not to start a match */
-    unsigned rdone : 1;           /* the reader's result is ready */
-    unsigned wdone : 1;           /* the writer's result is ready */
     unsigned eof : 1;             /* the peer closed its side */
     unsigned rpending : 1;        /* a read is under way */
     unsigned timed_out : 1;       /* the last read timed out: a late reply may come */
@@ -122,8 +119,8 @@ void sock_drop_all(struct sock **head);
 /* The userdata is collected. */
 void sock_gc(struct sock *s);
 
-/* Make s owned by owner, on its list. */
-void sock_own(struct sock *s, const void *owner, struct sock **head);
+/* Put s on an owner's list (taking it off another's). */
+void sock_own(struct sock *s, struct sock **head);
 
 /* Push the finished read's results (data, or nil, err, partial) onto L
  * and consume them from the buffer. Returns how many. */
@@ -136,8 +133,5 @@ int sock_push_write(struct sock *s, struct lua_State *L, int connect);
  * first use) and the pool. sock_server_free closes every pooled
  * connection and frees the resolver. */
 void sock_server_free(struct server *srv);
-
-/* Idle connections in the pool, for the status page. */
-unsigned sock_pool_idle(const struct server *srv);
 
 #endif

@@ -150,12 +150,12 @@ void task_wake(struct task *t)
         log_error("out of memory for a wake event: a task stays parked until its request ends");
 }
 
-void task_park_sleep(struct task *t, double seconds)
+void task_park_timed(struct task *t, enum task_wait wait, double seconds)
 {
     struct event *ev = task_wake_event(t);
     struct timeval tv;
 
-    t->wait = TASK_WAIT_SLEEP;
+    t->wait = wait;
     if (ev == NULL) {
         log_error("out of memory for a wake event: a task stays parked until its request ends");
         return;
@@ -167,6 +167,11 @@ void task_park_sleep(struct task *t, double seconds)
     tv.tv_sec = (time_t)seconds;
     tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
     event_add(ev, &tv);
+}
+
+void task_park_sleep(struct task *t, double seconds)
+{
+    task_park_timed(t, TASK_WAIT_SLEEP, seconds);
 }
 
 struct task *task_current(struct server *srv, lua_State *L)

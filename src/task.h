@@ -90,6 +90,10 @@ void task_resume(struct task *t, int nargs);
 void task_park(struct task *t, enum task_wait wait);
 void task_park_sleep(struct task *t, double seconds);
 
+/* Park on wait, with the wake event armed as its timeout: resumed by
+ * task_wake or after seconds, whichever comes first. */
+void task_park_timed(struct task *t, enum task_wait wait, double seconds);
+
 /* Keep the value at idx of L (the object t is about to wait on: a socket, a
  * semaphore) from the garbage collector until task_unanchor: a yield drops
  * the C function's arguments from the stack the collector scans. */
