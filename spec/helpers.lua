@@ -617,6 +617,36 @@ function M.http_request(port, req, timeout)
     return res
 end
 
+-- One round of non-blocking HTTP over the sockets in active (socket ->
+-- { out = request bytes, sent = bytes sent, raw = bytes received, method }):
+-- waits at most timeout seconds for any to be ready, sends or receives, and
+-- calls finish(socket, response or { error = ... }) for each that is done.
+function M.http_step(active, timeout, finish)
+    local rt, wt = {}, {}
+    for s, st in pairs(active) do
+        if st.sent < #st.out then wt[#wt + 1] = s else rt[#rt + 1] = s end
+    end
+    local readable, writable = socket.select(rt, wt, timeout)
+    for _, s in ipairs(writable) do
+        local st = active[s]
+        local last, err, partial = s:send(st.out, st.sent + 1)
+        st.sent = last or partial or st.sent
+        if err and err ~= "timeout" then finish(s, { error = "send: " .. err }) end
+    end
+    for _, s in ipairs(readable) do
+        local st = active[s]
+        if st then
+            local chunk, err, partial = s:receive(65536)
+            st.raw = st.raw .. (chunk or partial or "")
+            local eof = err ~= nil and err ~= "timeout"
+            local ok, res = pcall(M.parse_http_response, st.raw, eof, st.method)
+            if not ok then finish(s, { error = res })
+            elseif res then finish(s, res)
+            elseif eof then finish(s, { error = "closed early: " .. err .. ": " .. st.raw:sub(1, 200) }) end
+        end
+    end
+end
+
 -- Runs the requests (a list of req tables as for Http:request) in parallel,
 -- each on its own connection, at most opts.window (default 256) open at once,
 -- all within opts.timeout seconds (default 10). Returns the responses in
@@ -630,7 +660,8 @@ function M.http_parallel(port, reqs, opts)
         local s = socket.tcp()
         s:settimeout(0)
         s:connect("127.0.0.1", port)
-        active[s] = { i = i, out = http_request_bytes(reqs[i], port, false), sent = 0, raw = "" }
+        active[s] = { i = i, out = http_request_bytes(reqs[i], port, false), sent = 0, raw = "",
+                      method = reqs[i].method }
     end
     local function finish(s, res)
         results[active[s].i] = res
@@ -642,27 +673,7 @@ function M.http_parallel(port, reqs, opts)
         while nexti <= #reqs and nexti - done <= window do start(nexti); nexti = nexti + 1 end
         local left = deadline - socket.gettime()
         if left <= 0 then break end
-        local rt, wt = {}, {}
-        for s, st in pairs(active) do
-            if st.sent < #st.out then wt[#wt + 1] = s else rt[#rt + 1] = s end
-        end
-        local readable, writable = socket.select(rt, wt, left)
-        for _, s in ipairs(writable) do
-            local st = active[s]
-            local last, err, partial = s:send(st.out, st.sent + 1)
-            st.sent = last or partial or st.sent
-            if err and err ~= "timeout" then finish(s, { error = "send: " .. err }) end
-        end
-        for _, s in ipairs(readable) do
-            local st = active[s]
-            local chunk, err, partial = s:receive(65536)
-            st.raw = st.raw .. (chunk or partial or "")
-            local eof = err ~= nil and err ~= "timeout"
-            local ok, res = pcall(M.parse_http_response, st.raw, eof, reqs[st.i].method)
-            if not ok then finish(s, { error = res })
-            elseif res then finish(s, res)
-            elseif eof then finish(s, { error = "closed early: " .. err .. ": " .. st.raw:sub(1, 200) }) end
-        end
+        M.http_step(active, left, finish)
     end
     for s in pairs(active) do finish(s, { error = "timeout" }) end
     for i = 1, #reqs do results[i] = results[i] or { error = "not started (timeout)" } end

@@ -164,7 +164,8 @@ local function run_load(port, make, tick)
         s:connect("127.0.0.1", port)
         r.t_start = socket.gettime()
         recs[started] = r
-        active[s] = { rec = r, out = table.concat(lines, "\r\n") .. "\r\n\r\n", sent = 0, raw = "" }
+        active[s] = { rec = r, out = table.concat(lines, "\r\n") .. "\r\n\r\n", sent = 0, raw = "",
+                      method = r.method }
     end
     local function finish(s, res)
         local r = active[s].rec
@@ -189,29 +190,7 @@ local function run_load(port, make, tick)
             for s in pairs(active) do finish(s, { error = "no response within the drain time" }) end
             break
         end
-        local rt, wt = {}, {}
-        for s, st in pairs(active) do
-            if st.sent < #st.out then wt[#wt + 1] = s else rt[#rt + 1] = s end
-        end
-        local readable, writable = socket.select(rt, wt, 0.05)
-        for _, s in ipairs(writable) do
-            local st = active[s]
-            local last, err, partial = s:send(st.out, st.sent + 1)
-            st.sent = last or partial or st.sent
-            if err and err ~= "timeout" then finish(s, { error = "send: " .. err }) end
-        end
-        for _, s in ipairs(readable) do
-            local st = active[s]
-            if st then
-                local chunk, err, partial = s:receive(65536)
-                st.raw = st.raw .. (chunk or partial or "")
-                local eof = err ~= nil and err ~= "timeout"
-                local ok, res = pcall(helpers.parse_http_response, st.raw, eof, st.rec.method)
-                if not ok then finish(s, { error = res })
-                elseif res then finish(s, res)
-                elseif eof then finish(s, { error = "closed early: " .. err .. ": " .. st.raw:sub(1, 200) }) end
-            end
-        end
+        helpers.http_step(active, 0.05, finish)
     end
     return recs
 end
