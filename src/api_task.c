@@ -187,8 +187,8 @@ static int api_l_log(lua_State *L)            /* afcgi.log(level, ...) */
     static const char *const levels[] = { "error", "warn", "notice", "info", "debug", NULL };
     enum log_level level = (enum log_level)luaL_checkoption(L, 1, NULL, levels);
     struct task *t = task_current(api_task_vm(L)->srv, L);
-    const char *path = NULL;
-    size_t plen = 0;
+    const char *path;
+    int plen;
     luaL_Buffer b;
 
     if (!log_enabled(level))
@@ -197,13 +197,9 @@ static int api_l_log(lua_State *L)            /* afcgi.log(level, ...) */
     api_log_text(L, 2, &b);
     luaL_pushresult(&b);
     if (t != NULL && t->req != NULL) {
-        req_path(t->req, &path, &plen);
-        if (plen == 0) {
-            path = "?";
-            plen = 1;
-        }
+        req_log_path(t->req, &path, &plen);
         log_msg(level, "conn %llu request %u %.*s: %s", (unsigned long long)t->req->conn->seq,
-                t->req->id, (int)plen, path, lua_tostring(L, -1));
+                t->req->id, plen, path, lua_tostring(L, -1));
     } else {
         log_msg(level, "%s: %s", t != NULL ? "timer" : "lua", lua_tostring(L, -1));
     }

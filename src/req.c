@@ -35,7 +35,6 @@
 #define DIRECT_WRITE 16384         /* larger writes skip r->out and go straight out */
 
 static void req_finish(struct req *r);
-static void req_log_path(const struct req *r, const char **path, int *plen);
 
 struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
 {
@@ -514,8 +513,7 @@ void req_path(const struct req *r, const char **path, size_t *len)
     *len = 0;
 }
 
-/* The path for logs, at most 200 bytes, "?" when there is none. */
-static void req_log_path(const struct req *r, const char **path, int *plen)
+void req_log_path(const struct req *r, const char **path, int *plen)
 {
     size_t n;
 

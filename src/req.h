@@ -120,6 +120,9 @@ const char *req_reason(unsigned status);
  * DOCUMENT_URI, h2o an empty SCRIPT_NAME. */
 void req_path(const struct req *r, const char **path, size_t *len);
 
+/* The path for log lines: req_path cut at 200 bytes, "?" when empty. */
+void req_log_path(const struct req *r, const char **path, int *plen);
+
 /* Look up a param; returns 1 and sets value/vlen when present. */
 int req_param(const struct req *r, const char *name, size_t nlen, const char **value,
               size_t *vlen);

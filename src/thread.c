@@ -53,17 +53,13 @@ struct task *thread_find(struct req *r, uint32_t serial)
  * (once the request is done with it, so a later wait can still take it). */
 static void thread_log_lost_error(struct task *t)
 {
-    const char *path = "?";
-    size_t plen = 1;
+    const char *path;
+    int plen;
 
-    req_path(t->req, &path, &plen);
-    if (plen == 0) {
-        path = "?";
-        plen = 1;
-    }
+    req_log_path(t->req, &path, &plen);
     luaL_traceback(t->co, t->co, lua_tostring(t->co, -1), 0);
     log_error("conn %llu request %u %.*s: light thread error (never waited for): %s",
-              (unsigned long long)t->req->conn->seq, t->req->id, (int)plen, path,
+              (unsigned long long)t->req->conn->seq, t->req->id, plen, path,
               lua_tostring(t->co, -1));
     lua_pop(t->co, 1);
 }
