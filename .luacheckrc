@@ -7,6 +7,6 @@ files["spec"] = { std = "+busted", max_line_length = 120 }
 
 -- Fixtures that are wrong on purpose: a syntax error the server must report,
 -- an allocation loop whose tables are never read.
-exclude_files = { "spec/fixtures/syntax_error.lua", "spec/fuzz/**" }
+exclude_files = { "spec/fixtures/syntax_error.lua", "fuzz/**" }
 files["spec/fixtures/faults.lua"] = { ignore = { "241" } }
 files["spec/fixtures/load_error.lua"] = { ignore = { "212" } }

@@ -14,15 +14,31 @@ CFLAGS   += $(OPT) -g $(CSTD) $(WARN) $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm -pthread
 
 BUILD    ?= build/release
-SERVER_SRCS = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/api_sock.c src/sock.c src/sema.c \
-              src/server.c src/watchdog.c src/task.c src/thread.c src/timer.c \
-              src/api_task.c src/options.c src/listen.c src/privs.c src/master.c \
-              src/stats.c src/access.c src/main.c
-BENCH_SRCS  = src/fcgi.c src/bench.c src/bench_util.c src/bench_buf.c src/bench_enc.c src/bench_hist.c \
-              src/bench_stats.c src/bench_resp.c src/bench_config.c src/bench_params.c \
-              src/bench_target.c src/bench_opt.c src/bench_conn.c src/bench_worker.c src/bench_report.c
+
+# Layers of the server, bottom to top; a file calls down, never up. Where a
+# lower layer must tell a higher one something, it calls a function pointer
+# the higher one gave it (a wait's ops record, a task's "ended" callback).
+#   1  common/fcgi common/buf log    pure helpers and the codec
+#   2  vm watchdog                   one LuaJIT state per code generation
+#   3  task                          run, park, wake, release one coroutine
+#   4  timer sema sock pool          things a task can wait on (each has its wait ops)
+#   5  req thread <-> conn           a request's life and its connection (the one cluster)
+#   6  access stats                  observers of a request (a flat record in)
+#   7  api api_sock api_task         what handlers call
+#   8  server listen master options privs main
+# src/common/ is shared by the server, the load tool (src/bench/) and the
+# fuzz targets (fuzz/); each program's objects depend on its own headers and
+# the common ones only. docs/ARCHITECTURE.md draws the same picture.
+COMMON_SRCS = src/common/fcgi.c src/common/buf.c
+SERVER_CORE = $(COMMON_SRCS) \
+              $(addprefix src/server/,log.c vm.c watchdog.c task.c timer.c sema.c sock.c \
+                  req.c thread.c conn.c access.c stats.c api.c api_sock.c api_task.c \
+                  server.c listen.c)
+SERVER_SRCS = $(SERVER_CORE) $(addprefix src/server/,options.c privs.c master.c main.c)
+BENCH_SRCS  = src/common/fcgi.c $(wildcard src/bench/*.c)
 SERVER_OBJS = $(SERVER_SRCS:src/%.c=$(BUILD)/%.o)
 BENCH_OBJS  = $(BENCH_SRCS:src/%.c=$(BUILD)/%.o)
+CFLAGS   += -Isrc/common
 
 PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
@@ -41,7 +57,14 @@ afcgi: $(SERVER_OBJS)
 afcgi-bench: $(BENCH_OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/%.o: src/%.c src/*.h | $(BUILD)
+$(BUILD)/common/%.o: src/common/%.c src/common/*.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/server/%.o: src/server/%.c src/server/*.h src/common/*.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/bench/%.o: src/bench/%.c src/bench/*.h src/common/*.h
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD):
@@ -127,7 +150,7 @@ clean:
 
 # ---- fuzzing (libFuzzer, clang) ------------------------------------------
 # make fuzz: each target runs FUZZ_SECONDS (default 60) from its corpus in
-# spec/fuzz/<target>/; new inputs go to build/fuzz/corpus-<target>/.
+# fuzz/corpus/<target>/; new inputs go to build/fuzz/corpus-<target>/.
 # make fuzz-replay: runs every kept input once (the crash regression check).
 # make fuzz-save: merges the new inputs into the kept corpus.
 FUZZ_SECONDS ?= 60
@@ -137,28 +160,27 @@ FUZZ_TARGETS  = record nv conn
 FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 $(CSTD) -Wall -Wextra -Werror $(PKG_CFLAGS) \
                 -DFUZZ_APP='"$(CURDIR)/spec/fixtures/fuzz_app.lua"' -DFUZZ_LUA_DIR='"$(CURDIR)/lua"'
-FUZZ_CORE     = src/fcgi.c src/log.c src/buf.c src/conn.c src/req.c src/vm.c src/api.c src/api_sock.c src/sock.c src/sema.c src/server.c \
-                src/watchdog.c src/task.c src/thread.c src/timer.c src/api_task.c \
-                src/listen.c src/stats.c src/access.c
+FUZZ_CORE     = $(SERVER_CORE)
+FUZZ_INC      = -Isrc/common -Isrc/server
 
-build/fuzz/record: src/fuzz_record.c src/fcgi.c src/fcgi.h
+build/fuzz/record: fuzz/record.c src/common/fcgi.c src/common/fcgi.h
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ src/fuzz_record.c src/fcgi.c
-build/fuzz/nv: src/fuzz_nv.c src/fcgi.c src/fcgi.h
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/record.c src/common/fcgi.c
+build/fuzz/nv: fuzz/nv.c src/common/fcgi.c src/common/fcgi.h
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ src/fuzz_nv.c src/fcgi.c
-build/fuzz/conn: src/fuzz_conn.c $(FUZZ_CORE) src/*.h
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/nv.c src/common/fcgi.c
+build/fuzz/conn: fuzz/conn.c $(FUZZ_CORE) src/server/*.h src/common/*.h
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ src/fuzz_conn.c $(FUZZ_CORE) $(PKG_LIBS) -lm -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/conn.c $(FUZZ_CORE) $(PKG_LIBS) -lm -pthread
 
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
 
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
-	    mkdir -p build/fuzz/corpus-$$t spec/fuzz/$$t; \
+	    mkdir -p build/fuzz/corpus-$$t fuzz/corpus/$$t; \
 	    echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
 	    build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -close_fd_mask=2 \
-	        -print_final_stats=1 build/fuzz/corpus-$$t spec/fuzz/$$t 2>&1 \
+	        -print_final_stats=1 build/fuzz/corpus-$$t fuzz/corpus/$$t 2>&1 \
 	        | grep -E -A40 '^(#[0-9]+.*DONE|stat::number_of_executed_units|==[0-9]+==|SUMMARY)' \
 	        | grep -v '^INFO' ; \
 	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
@@ -166,15 +188,15 @@ fuzz: fuzz-build
 
 fuzz-replay: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
-	    n=$$(ls spec/fuzz/$$t | wc -l); \
-	    build/fuzz/$$t -runs=0 -close_fd_mask=2 spec/fuzz/$$t >/dev/null 2>build/fuzz/replay-$$t.log \
+	    n=$$(ls fuzz/corpus/$$t | wc -l); \
+	    build/fuzz/$$t -runs=0 -close_fd_mask=2 fuzz/corpus/$$t >/dev/null 2>build/fuzz/replay-$$t.log \
 	        || { cat build/fuzz/replay-$$t.log; exit 1; }; \
 	    echo "fuzz-replay $$t: $$n inputs, no crash"; \
 	done
 
 fuzz-save: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
-	    build/fuzz/$$t -merge=1 -close_fd_mask=2 spec/fuzz/$$t build/fuzz/corpus-$$t 2>/dev/null; \
+	    build/fuzz/$$t -merge=1 -close_fd_mask=2 fuzz/corpus/$$t build/fuzz/corpus-$$t 2>/dev/null; \
 	done
 
 # The integration specs with ./afcgi under valgrind memcheck: any memory

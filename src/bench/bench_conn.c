@@ -5,7 +5,7 @@
  * Requests are copies of a per-connection template (BEGIN_REQUEST + PARAMS,
  * built once per connect) followed by the shared STDIN records, with only
  * the request id patched in; everything issued in one loop turn goes out in
- * one send(), interleaved record by record (conn_encode). Reads land in the
+ * one send(), interleaved record by record (bench_conn_encode). Reads land in the
  * worker's buffer and are decoded in place with fcgi.h; a connection keeps
  * only the partial record left at the end of a read.
  */
@@ -45,10 +45,10 @@ struct bench_slot {
     struct bench_resp resp;     /* the response being read */
 };
 
-static void conn_on_read(evutil_socket_t fd, short what, void *arg);
-static void conn_on_write(evutil_socket_t fd, short what, void *arg);
-static void conn_on_retry(evutil_socket_t fd, short what, void *arg);
-static void conn_fail(struct bench_conn *c, int kind);
+static void bench_conn_on_read(evutil_socket_t fd, short what, void *arg);
+static void bench_conn_on_write(evutil_socket_t fd, short what, void *arg);
+static void bench_conn_on_retry(evutil_socket_t fd, short what, void *arg);
+static void bench_conn_fail(struct bench_conn *c, int kind);
 
 /* ---- slots -------------------------------------------------------------- */
 
@@ -86,7 +86,7 @@ static void slot_release(struct bench_conn *c, struct bench_slot *s)
 
 /* ---- the worker's queues ------------------------------------------------ */
 
-static void conn_mark_dirty(struct bench_conn *c)
+static void bench_conn_mark_dirty(struct bench_conn *c)
 {
     if (c->dirty)
         return;
@@ -138,11 +138,11 @@ void bench_conn_issue(struct bench_conn *c, uint64_t t0)
     s->t0 = t0;
     c->pending[c->npending++] = (uint16_t)idx;
     c->w->inflight++;
-    conn_mark_dirty(c);
+    bench_conn_mark_dirty(c);
 }
 
 /* Closed loop and hold mode: fill every free slot the budget allows. */
-static void conn_fill(struct bench_conn *c)
+static void bench_conn_fill(struct bench_conn *c)
 {
     struct bench_worker *w = c->w;
     uint64_t t0 = w->cfg->keep_conn ? w->now : c->t_connect;  /* no keep-conn: count connect */
@@ -157,7 +157,7 @@ static void conn_fill(struct bench_conn *c)
  * Encode the pending requests into c->out, interleaved record by record
  * (all BEGIN_REQUESTs, then the first PARAMS of each, ...), patching ids.
  */
-static void conn_encode(struct bench_conn *c)
+static void bench_conn_encode(struct bench_conn *c)
 {
     size_t r, i, n = c->npending;
     uint8_t *p;
@@ -179,7 +179,7 @@ static void conn_encode(struct bench_conn *c)
 }
 
 /* Hold mode: once c's whole quota is written, add it to the shared count. */
-static void conn_hold_check(struct bench_conn *c)
+static void bench_conn_hold_check(struct bench_conn *c)
 {
     struct bench_worker *w = c->w;
     unsigned long total;
@@ -202,9 +202,9 @@ void bench_conn_flush(struct bench_conn *c)
     if (c->state != BENCH_CONN_UP)
         return;
     if (c->npending > 0)
-        conn_encode(c);
+        bench_conn_encode(c);
     if (c->out.off == c->out.len) {
-        conn_hold_check(c);
+        bench_conn_hold_check(c);
         return;
     }
     n = send(c->fd, c->out.data + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
@@ -212,7 +212,7 @@ void bench_conn_flush(struct bench_conn *c)
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             event_add(c->ev_write, NULL);
         else
-            conn_fail(c, BENCH_ERR_READ);
+            bench_conn_fail(c, BENCH_ERR_READ);
         return;
     }
     if (w->now >= w->t_measure)
@@ -223,13 +223,13 @@ void bench_conn_flush(struct bench_conn *c)
         return;
     }
     c->out.off = c->out.len = 0;
-    conn_hold_check(c);
+    bench_conn_hold_check(c);
 }
 
 /* ---- connecting --------------------------------------------------------- */
 
-/* Append the records in src to c->recs, the list conn_encode copies. */
-static void conn_index_records(struct bench_conn *c, const struct bench_buf *src)
+/* Append the records in src to c->recs, the list bench_conn_encode copies. */
+static void bench_conn_index_records(struct bench_conn *c, const struct bench_buf *src)
 {
     struct fcgi_record rec;
     ssize_t n;
@@ -248,7 +248,7 @@ static void conn_index_records(struct bench_conn *c, const struct bench_buf *src
 }
 
 /* Build the request template for this connection (REMOTE_ADDR/PORT differ per connect). */
-static void conn_build_template(struct bench_conn *c, const char *raddr, const char *rport)
+static void bench_conn_build_template(struct bench_conn *c, const char *raddr, const char *rport)
 {
     const struct bench_config *cfg = c->w->cfg;
     struct bench_buf *nv = &c->w->scratch;
@@ -262,12 +262,12 @@ static void conn_build_template(struct bench_conn *c, const char *raddr, const c
     bench_enc_template(&c->tmpl, nv->data, nv->len, cfg->keep_conn);
     c->nrecs = 0;
     c->req_size = 0;
-    conn_index_records(c, &c->tmpl);
-    conn_index_records(c, &cfg->stdin_recs);
+    bench_conn_index_records(c, &c->tmpl);
+    bench_conn_index_records(c, &cfg->stdin_recs);
 }
 
 /* The client address the params report: ours for TCP, made up for unix sockets. */
-static void conn_local_addr(struct bench_conn *c, char *addr, size_t alen, char *port)
+static void bench_conn_local_addr(struct bench_conn *c, char *addr, size_t alen, char *port)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -290,7 +290,7 @@ static void conn_local_addr(struct bench_conn *c, char *addr, size_t alen, char 
     snprintf(port, 8, "%u", p);
 }
 
-static void conn_up(struct bench_conn *c)
+static void bench_conn_up(struct bench_conn *c)
 {
     struct bench_worker *w = c->w;
     char addr[INET6_ADDRSTRLEN], port[8];
@@ -298,17 +298,17 @@ static void conn_up(struct bench_conn *c)
     c->state = BENCH_CONN_UP;
     c->fail_since = 0;
     c->nconnects++;
-    conn_local_addr(c, addr, sizeof addr, port);
-    conn_build_template(c, addr, port);
-    event_assign(c->ev_read, w->base, c->fd, EV_READ | EV_PERSIST, conn_on_read, c);
-    event_assign(c->ev_write, w->base, c->fd, EV_WRITE, conn_on_write, c);
+    bench_conn_local_addr(c, addr, sizeof addr, port);
+    bench_conn_build_template(c, addr, port);
+    event_assign(c->ev_read, w->base, c->fd, EV_READ | EV_PERSIST, bench_conn_on_read, c);
+    event_assign(c->ev_write, w->base, c->fd, EV_WRITE, bench_conn_on_write, c);
     event_add(c->ev_read, NULL);
-    conn_fill(c);
+    bench_conn_fill(c);
     bench_conn_ready_add(c);
 }
 
 /* Only the first connect error of the whole run is printed. */
-static void conn_log_connect_error(struct bench_conn *c, int err)
+static void bench_conn_log_connect_error(struct bench_conn *c, int err)
 {
     struct bench_run *run = c->w->run;
 
@@ -317,13 +317,13 @@ static void conn_log_connect_error(struct bench_conn *c, int err)
 }
 
 /* Retry after BENCH_RETRY_MS; give up past --timeout when no -d bounds the run. */
-static void conn_connect_failed(struct bench_conn *c, int err)
+static void bench_conn_connect_failed(struct bench_conn *c, int err)
 {
     struct bench_worker *w = c->w;
     const struct bench_config *cfg = w->cfg;
     struct timeval tv = { 0, BENCH_RETRY_MS * 1000 };
 
-    conn_log_connect_error(c, err);
+    bench_conn_log_connect_error(c, err);
     if (w->now >= w->t_measure)
         w->st.err[BENCH_ERR_CONNECT]++;
     c->state = BENCH_CONN_DOWN;
@@ -346,31 +346,31 @@ void bench_conn_connect(struct bench_conn *c)
     c->t_connect = c->w->now = bench_now_ns();
     fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        conn_connect_failed(c, errno);
+        bench_conn_connect_failed(c, errno);
         return;
     }
     if (cfg->addr.ss_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     if (connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addrlen) == 0) {
-        conn_up(c);
+        bench_conn_up(c);
         return;
     }
     if (errno != EINPROGRESS) {
         err = errno;                        /* close() may change it */
         close(fd);
         c->fd = -1;
-        conn_connect_failed(c, err);
+        bench_conn_connect_failed(c, err);
         return;
     }
     c->state = BENCH_CONN_CONNECTING;
-    event_assign(c->ev_write, c->w->base, fd, EV_WRITE, conn_on_write, c);
+    event_assign(c->ev_write, c->w->base, fd, EV_WRITE, bench_conn_on_write, c);
     event_add(c->ev_write, NULL);
 }
 
 /* ---- closing ------------------------------------------------------------ */
 
-static void conn_close(struct bench_conn *c)
+static void bench_conn_close(struct bench_conn *c)
 {
     event_del(c->ev_read);
     event_del(c->ev_write);
@@ -387,17 +387,17 @@ static void conn_close(struct bench_conn *c)
 }
 
 /* Close c and reconnect on the next loop turn (never re-entrantly) if work remains. */
-static void conn_reset(struct bench_conn *c)
+static void bench_conn_reset(struct bench_conn *c)
 {
     struct timeval tv = { 0, 0 };
 
-    conn_close(c);
+    bench_conn_close(c);
     if (bench_worker_has_work(c->w, c))
         event_add(c->ev_retry, &tv);
 }
 
 /* Fail every request on c with 'kind' (aborted ones were counted already), then reset. */
-static void conn_fail(struct bench_conn *c, int kind)
+static void bench_conn_fail(struct bench_conn *c, int kind)
 {
     unsigned i;
     struct bench_slot *s;
@@ -409,14 +409,14 @@ static void conn_fail(struct bench_conn *c, int kind)
         if (s->state != SLOT_FREE)
             slot_release(c, s);
     }
-    conn_reset(c);
+    bench_conn_reset(c);
 }
 
 /* ---- receiving ---------------------------------------------------------- */
 
 /* END_REQUEST for s (§5.5): validate, count, release, and start the next one.
  * Returns 0, 1 when c was closed, -1 for a malformed record. */
-static int conn_end_request(struct bench_conn *c, struct bench_slot *s,
+static int bench_conn_end_request(struct bench_conn *c, struct bench_slot *s,
                             const struct fcgi_record *rec)
 {
     const struct bench_config *cfg = c->w->cfg;
@@ -429,16 +429,16 @@ static int conn_end_request(struct bench_conn *c, struct bench_slot *s,
         bench_worker_account(c->w, s->t0, bench_resp_verdict(&s->resp, &cfg->expect, proto), 1);
     slot_release(c, s);
     if (!cfg->keep_conn) {
-        conn_reset(c);                      /* one request per connection */
+        bench_conn_reset(c);                      /* one request per connection */
         return 1;
     }
-    conn_fill(c);
+    bench_conn_fill(c);
     bench_conn_ready_add(c);
     return 0;
 }
 
 /* Dispatch one record. Returns 0, 1 when c was closed, -1 for a protocol error. */
-static int conn_on_record(struct bench_conn *c, const struct fcgi_record *rec)
+static int bench_conn_on_record(struct bench_conn *c, const struct fcgi_record *rec)
 {
     struct bench_slot *s;
 
@@ -449,7 +449,7 @@ static int conn_on_record(struct bench_conn *c, const struct fcgi_record *rec)
         if (!(s = slot_find(c, rec->id)))
             return -1;                      /* an id we have not got in flight */
         if (rec->type == FCGI_END_REQUEST)
-            return conn_end_request(c, s, rec);
+            return bench_conn_end_request(c, s, rec);
         if (rec->type == FCGI_STDOUT && s->state == SLOT_BUSY)
             bench_resp_feed(&s->resp, &c->w->cfg->expect, rec->content, rec->clen);
         return 0;
@@ -465,7 +465,7 @@ static int conn_on_record(struct bench_conn *c, const struct fcgi_record *rec)
  * over to the front and set *len to its size. Returns 0, or 1 when c was
  * closed or failed (buf is then meaningless).
  */
-static int conn_parse(struct bench_conn *c, uint8_t *buf, size_t *len)
+static int bench_conn_parse(struct bench_conn *c, uint8_t *buf, size_t *len)
 {
     struct fcgi_record rec;
     size_t off = 0;
@@ -474,11 +474,11 @@ static int conn_parse(struct bench_conn *c, uint8_t *buf, size_t *len)
 
     while ((n = fcgi_parse_record(buf + off, *len - off, &rec)) > 0) {
         off += (size_t)n;                   /* rec borrows from buf until the move below */
-        if ((rc = conn_on_record(c, &rec)) != 0)
+        if ((rc = bench_conn_on_record(c, &rec)) != 0)
             break;
     }
     if (n == -1 || rc < 0) {
-        conn_fail(c, BENCH_ERR_PROTOCOL);
+        bench_conn_fail(c, BENCH_ERR_PROTOCOL);
         return 1;
     }
     if (rc > 0)
@@ -492,7 +492,7 @@ static int conn_parse(struct bench_conn *c, uint8_t *buf, size_t *len)
  * Read into the worker's big buffer, behind the partial record this
  * connection kept from its last read; keep the new partial record, if any.
  */
-static void conn_on_read(evutil_socket_t fd, short what, void *arg)
+static void bench_conn_on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct bench_conn *c = arg;
     struct bench_worker *w = c->w;
@@ -514,18 +514,18 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
         if (w->now >= w->t_measure)
             w->st.bytes_in += (uint64_t)n;
         len += (size_t)n;
-        if (conn_parse(c, buf, &len))
+        if (bench_conn_parse(c, buf, &len))
             goto out;
     } while ((size_t)n == room && ++round < 4);
     if (len > 0)
         bench_buf_append(&c->in, buf, len);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-        conn_fail(c, BENCH_ERR_READ);       /* closed or reset under us */
+        bench_conn_fail(c, BENCH_ERR_READ);       /* closed or reset under us */
 out:
     bench_worker_after(w);
 }
 
-static void conn_on_write(evutil_socket_t fd, short what, void *arg)
+static void bench_conn_on_write(evutil_socket_t fd, short what, void *arg)
 {
     struct bench_conn *c = arg;
     struct bench_worker *w = c->w;
@@ -540,9 +540,9 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
         if (err) {
             close(c->fd);
             c->fd = -1;
-            conn_connect_failed(c, err);
+            bench_conn_connect_failed(c, err);
         } else {
-            conn_up(c);
+            bench_conn_up(c);
         }
     } else {
         bench_conn_flush(c);
@@ -550,7 +550,7 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
     bench_worker_after(w);
 }
 
-static void conn_on_retry(evutil_socket_t fd, short what, void *arg)
+static void bench_conn_on_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct bench_conn *c = arg;
     struct bench_worker *w = c->w;
@@ -567,7 +567,7 @@ static void conn_on_retry(evutil_socket_t fd, short what, void *arg)
 
 /* Count s as timed out and send ABORT_REQUEST (§5.4); its slot stays taken
  * until the END_REQUEST that answers the abort. */
-static void conn_abort(struct bench_conn *c, struct bench_slot *s)
+static void bench_conn_abort(struct bench_conn *c, struct bench_slot *s)
 {
     bench_worker_account(c->w, s->t0, BENCH_ERR_TIMEOUT, 0);
     s->state = SLOT_ABORTING;
@@ -575,7 +575,7 @@ static void conn_abort(struct bench_conn *c, struct bench_slot *s)
     bench_buf_reserve(&c->out, FCGI_HEADER_LEN);
     fcgi_put_header(c->out.data + c->out.len, FCGI_ABORT_REQUEST, s->id, 0, 0);
     c->out.len += FCGI_HEADER_LEN;
-    conn_mark_dirty(c);
+    bench_conn_mark_dirty(c);
 }
 
 void bench_conn_check_timeouts(struct bench_conn *c, uint64_t tmo)
@@ -585,8 +585,8 @@ void bench_conn_check_timeouts(struct bench_conn *c, uint64_t tmo)
     unsigned i;
 
     if (c->state == BENCH_CONN_CONNECTING && w->now - c->t_connect > tmo) {
-        conn_close(c);
-        conn_connect_failed(c, ETIMEDOUT);
+        bench_conn_close(c);
+        bench_conn_connect_failed(c, ETIMEDOUT);
         return;
     }
     if (c->state != BENCH_CONN_UP || c->nfree == w->cfg->mpx)
@@ -596,10 +596,10 @@ void bench_conn_check_timeouts(struct bench_conn *c, uint64_t tmo)
         if (s->state == SLOT_FREE || w->now < s->t0 || w->now - s->t0 <= tmo)
             continue;
         if (s->state == SLOT_ABORTING) {
-            conn_fail(c, BENCH_ERR_TIMEOUT);
+            bench_conn_fail(c, BENCH_ERR_TIMEOUT);
             return;
         }
-        conn_abort(c, s);
+        bench_conn_abort(c, s);
     }
 }
 
@@ -626,9 +626,9 @@ void bench_conn_init(struct bench_worker *w, struct bench_conn *c, unsigned gind
     /* own memory for the fd events, reassigned at each connect: no malloc per connect */
     c->ev_read = bench_xrealloc(NULL, evsize);
     c->ev_write = bench_xrealloc(NULL, evsize);
-    event_assign(c->ev_read, w->base, -1, EV_READ, conn_on_read, c);
-    event_assign(c->ev_write, w->base, -1, EV_WRITE, conn_on_write, c);
-    c->ev_retry = evtimer_new(w->base, conn_on_retry, c);
+    event_assign(c->ev_read, w->base, -1, EV_READ, bench_conn_on_read, c);
+    event_assign(c->ev_write, w->base, -1, EV_WRITE, bench_conn_on_write, c);
+    c->ev_retry = evtimer_new(w->base, bench_conn_on_retry, c);
     if (!c->ev_retry)
         bench_die(1, "evtimer_new failed");
 }
@@ -637,7 +637,7 @@ void bench_conn_free(struct bench_conn *c)
 {
     if (!c->w)
         return;                             /* never set up, or freed already */
-    conn_close(c);
+    bench_conn_close(c);
     free(c->ev_read);
     free(c->ev_write);
     if (c->ev_retry)
