@@ -348,7 +348,7 @@ function res:error(status, message, format)
     if format ~= nil and format ~= "text" and format ~= "json" then
         util.arg_error(3, "error", "\"text\" or \"json\" expected")
     end
-    local reason = util.reason(status)
+    local reason = core.reason(status)
     self:status(status)
     if format == "json" then
         self:set_header("Content-Type", "application/json")

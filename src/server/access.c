@@ -13,8 +13,6 @@
 
 #include "log.h"
 #include "req.h"
-#include "conn.h"
-#include "vm.h"
 
 #define ACCESS_BUF (64 * 1024)
 
@@ -93,35 +91,24 @@ static size_t access_escape(char *out, size_t room, const char *s, size_t len)
     return o;
 }
 
-void access_log(const struct req *r, unsigned status, double now)
+void access_log(const struct req_record *rec)
 {
-    const char *method = "-", *uri = "-";
-    size_t mlen = 1, ulen = 1, n;
+    size_t n;
     char line[2400], stamp[32];
-    time_t t = (time_t)now;
+    time_t t = (time_t)rec->end;
     struct tm tm;
 
     if (access_fd < 0)
         return;
-    if (!req_param(r, "REQUEST_METHOD", 14, &method, &mlen)) {
-        method = "-";
-        mlen = 1;
-    }
-    if (!req_param(r, "REQUEST_URI", 11, &uri, &ulen) &&
-        !req_param(r, "DOCUMENT_URI", 12, &uri, &ulen)) {
-        uri = "-";
-        ulen = 1;
-    }
     gmtime_r(&t, &tm);
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
     n = (size_t)snprintf(line, sizeof line, "%s conn=%llu req=%u gen=%u ", stamp,
-                         (unsigned long long)r->conn->seq, r->id,
-                         r->main.vm ? r->main.vm->gen : 0);
-    n += access_escape(line + n, 32, method, mlen);
+                         (unsigned long long)rec->conn, rec->id, rec->gen);
+    n += access_escape(line + n, 32, rec->method, rec->mlen);
     line[n++] = ' ';
-    n += access_escape(line + n, 2048, uri, ulen);
-    n += (size_t)snprintf(line + n, sizeof line - n, " %u %zu %.6f\n", status, r->bytes_out,
-                          now - r->begin_time);
+    n += access_escape(line + n, 2048, rec->uri, rec->ulen);
+    n += (size_t)snprintf(line + n, sizeof line - n, " %u %zu %.6f\n", rec->status,
+                          rec->bytes_out, rec->end - rec->begin);
     if (access_len + n > sizeof access_buf)
         access_flush();
     memcpy(access_buf + access_len, line, n);

@@ -10,13 +10,13 @@
 
 #include <stddef.h>
 
-struct req;
+struct req_record;
 
 /* Open the file ("-": stdout). Returns 0, or -1 with a reason in err. */
 int access_open(const char *path, char *err, size_t errlen);
 
-/* Append r's line (when the log is open). */
-void access_log(const struct req *r, unsigned status, double now);
+/* Append a finished request's line (when the log is open). */
+void access_log(const struct req_record *rec);
 
 /* Write what is buffered. */
 void access_flush(void);

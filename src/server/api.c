@@ -6,8 +6,8 @@
  * ended can only ever produce an error, never touch freed memory.
  *
  * Calls that wait follow one shape: validate, take the fast path if the
- * answer is already here, else park the request on one wait and yield. The
- * wake-up computes the results in api_wake_results.
+ * answer is already here, else park the task on one wait (whose ops push
+ * the results when it is woken) and yield.
  */
 #include "api.h"
 
@@ -19,21 +19,14 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "config.h"
+#include "conn.h"
+#include "core.h"
 #include "fcgi.h"
 #include "req.h"
 #include "sema.h"
-#include "server.h"
 #include "task.h"
-#include "thread.h"
 #include "vm.h"
-
-#define AFCGI_VERSION "0.1.0"
-#define HANDLE_SLOTS 1048576.0 /* 2^20: handle = serial * 2^20 + slot */
-
-static struct vm *api_vm(lua_State *L)
-{
-    return lua_touserdata(L, lua_upvalueindex(1));
-}
 
 /* The live request behind the req or res table at index 1. Raises. */
 static struct req *api_req(lua_State *L)
@@ -44,7 +37,7 @@ static struct req *api_req(lua_State *L)
         luaL_argerror(L, 1, "req or res expected (use ':' to call methods)");
     lua_rawgeti(L, 1, 1);
     if (lua_type(L, -1) == LUA_TNUMBER)
-        r = server_slot_find(api_vm(L)->srv, lua_tonumber(L, -1));
+        r = req_find(core_of(L), lua_tonumber(L, -1));
     else
         luaL_argerror(L, 1, "req or res expected");
     lua_pop(L, 1);
@@ -57,7 +50,7 @@ static struct req *api_req(lua_State *L)
  * may yield for r. NULL otherwise. */
 static struct task *api_own_task(lua_State *L, const struct req *r)
 {
-    struct task *t = task_current(r->srv, L);
+    struct task *t = task_current(&r->core->sched, L);
 
     return t != NULL && t->req == r ? t : NULL;
 }
@@ -72,24 +65,20 @@ static struct task *api_must_yield_here(lua_State *L, const struct req *r, const
     return t;
 }
 
-static int api_push_err(lua_State *L, const char *err)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-}
-
 /* ---- module afcgi.core ------------------------------------------------ */
+
+/* afcgi.sleep: the wake event is the timer; the call returns nothing. */
+static const struct wait_ops api_sleep_wait = { .name = "afcgi.sleep" };
 
 static int api_l_sleep(lua_State *L)          /* afcgi.sleep(seconds) */
 {
     double s = luaL_checknumber(L, 1);
-    struct task *t = task_current(api_vm(L)->srv, L);
+    struct task *t = task_current(&core_of(L)->sched, L);
 
     if (t == NULL)
         return luaL_error(L, "afcgi.sleep called outside a handler, light thread or timer "
                              "(not from a coroutine.wrap)");
-    task_park_sleep(t, s);
+    task_park_timed(t, &api_sleep_wait, NULL, s);
     return lua_yield(L, 0);
 }
 
@@ -97,25 +86,31 @@ static int api_l_now(lua_State *L)            /* t = afcgi.now() */
 {
     struct timeval tv;
 
-    event_base_gettimeofday_cached(api_vm(L)->srv->base, &tv);
+    event_base_gettimeofday_cached(core_of(L)->sched.base, &tv);
     lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
     return 1;
 }
 
 static int api_l_update_time(lua_State *L)    /* afcgi.update_time() */
 {
-    event_base_update_cache_time(api_vm(L)->srv->base);
+    event_base_update_cache_time(core_of(L)->sched.base);
     return 0;
 }
 
 static int api_l_worker(lua_State *L)         /* n, pid, exiting = afcgi.worker() */
 {
-    struct server *srv = api_vm(L)->srv;
+    struct core *core = core_of(L);
 
-    lua_pushinteger(L, srv->worker);
+    lua_pushinteger(L, core->worker);
     lua_pushinteger(L, (lua_Integer)getpid());
-    lua_pushboolean(L, srv->stopping);
+    lua_pushboolean(L, core->stopping);
     return 3;
+}
+
+static int api_l_reason(lua_State *L)         /* phrase = afcgi.core.reason(status) */
+{
+    lua_pushstring(L, req_reason((unsigned)luaL_checkinteger(L, 1)));
+    return 1;
 }
 
 /* ---- req ---------------------------------------------------------------- */
@@ -221,38 +216,6 @@ static int api_l_param(lua_State *L)          /* value = req:param(name) */
     return 1;
 }
 
-/* Push the whole unread body and drop it from the request. */
-static int api_push_body(lua_State *L, struct req *r)
-{
-    size_t n = r->in ? evbuffer_get_length(r->in) : 0;
-
-    if (n == 0) {
-        lua_pushliteral(L, "");
-        return 1;
-    }
-    lua_pushlstring(L, (const char *)evbuffer_pullup(r->in, -1), n);
-    evbuffer_drain(r->in, n);
-    req_body_backpressure(r);
-    return 1;
-}
-
-/* Push up to 'max' unread body bytes, or nil at the end of the body. */
-static int api_push_chunk(lua_State *L, struct req *r, size_t max)
-{
-    size_t n = r->in ? evbuffer_get_length(r->in) : 0;
-
-    if (n == 0) {
-        lua_pushnil(L); /* only reached when stdin_done */
-        return 1;
-    }
-    if (n > max)
-        n = max;
-    lua_pushlstring(L, (const char *)evbuffer_pullup(r->in, (ssize_t)n), n);
-    evbuffer_drain(r->in, n);
-    req_body_backpressure(r);
-    return 1;
-}
-
 static int api_l_read_body(lua_State *L)      /* body, err = req:read_body() */
 {
     struct req *r = api_req(L);
@@ -262,10 +225,10 @@ static int api_l_read_body(lua_State *L)      /* body, err = req:read_body() */
         req_body_backpressure(r);
     }
     if (r->too_large)
-        return api_push_err(L, "too large");
+        return vm_push_err(L, "too large");
     if (r->stdin_done)
-        return api_push_body(L, r);
-    task_park(api_must_yield_here(L, r, "req:read_body"), TASK_WAIT_BODY);
+        return req_push_body(r, L);
+    task_park(api_must_yield_here(L, r, "req:read_body"), &req_body_wait, NULL);
     return lua_yield(L, 0);
 }
 
@@ -278,46 +241,13 @@ static int api_l_read(lua_State *L)           /* chunk, err = req:read([max]) */
     luaL_argcheck(L, max > 0, 2, "must be positive");
     r->reading = 1;
     if (r->too_large)
-        return api_push_err(L, "too large");
+        return vm_push_err(L, "too large");
     if ((r->in && evbuffer_get_length(r->in) > 0) || r->stdin_done)
-        return api_push_chunk(L, r, (size_t)max);
+        return req_push_chunk(r, L, (size_t)max);
     t = api_must_yield_here(L, r, "req:read");
     t->want = (size_t)max;
-    task_park(t, TASK_WAIT_READ);
+    task_park(t, &req_read_wait, NULL);
     return lua_yield(L, 0);
-}
-
-int api_wake_results(struct task *t)
-{
-    lua_State *co = t->co;
-    struct req *r = t->req;
-
-    switch (t->wait) {
-    case TASK_WAIT_BODY:
-        return r->too_large ? api_push_err(co, "too large") : api_push_body(co, r);
-    case TASK_WAIT_READ:
-        return r->too_large ? api_push_err(co, "too large") : api_push_chunk(co, r, t->want);
-    case TASK_WAIT_DRAIN:
-        lua_pushboolean(co, 1);
-        return 1;
-    case TASK_WAIT_THREADS:
-        if (t->woken_by == NULL) { /* the thread was killed meanwhile */
-            lua_pushboolean(co, 0);
-            lua_pushliteral(co, "killed");
-            return 2;
-        }
-        return thread_collect(t->woken_by, co);
-    case TASK_WAIT_SOCK_READ:
-    case TASK_WAIT_SOCK_WRITE:
-    case TASK_WAIT_SOCK_CONNECT:
-        return api_sock_wake(t);
-    case TASK_WAIT_SEMA:
-        return sema_wake_results(t);
-    case TASK_WAIT_START:
-        return t->nargs; /* already on its stack */
-    default: /* TASK_WAIT_SLEEP */
-        return 0;
-    }
 }
 
 /* ---- res ---------------------------------------------------------------- */
@@ -426,7 +356,7 @@ static int api_l_exit(lua_State *L)           /* res:exit([status[, body]]) */
     }
     if (body != NULL && req_write(r, body, blen) < 0)
         return luaL_error(L, "out of memory");
-    task_park(t, TASK_WAIT_EXIT); /* never resumed: the request ends */
+    task_exit(t); /* never resumed: the request ends */
     return lua_yield(L, 0);
 }
 
@@ -458,7 +388,7 @@ static int api_maybe_drain(lua_State *L, struct req *r, int congested)
     struct task *t = congested ? api_own_task(L, r) : NULL;
 
     if (t != NULL) {
-        task_park(t, TASK_WAIT_DRAIN);
+        conn_wait_drain(r->conn, t);
         return lua_yield(L, 0);
     }
     lua_pushboolean(L, 1);
@@ -501,6 +431,7 @@ static const luaL_Reg api_core_funcs[] = {
     { "now", api_l_now },
     { "update_time", api_l_update_time },
     { "worker", api_l_worker },
+    { "reason", api_l_reason },
     { NULL, NULL },
 };
 
@@ -523,16 +454,6 @@ static const luaL_Reg api_res_funcs[] = {
     { NULL, NULL },
 };
 
-/* Set each function into the table on top, with vm as its one upvalue. */
-static void api_setfuncs(lua_State *L, struct vm *vm, const luaL_Reg *f)
-{
-    for (; f->name != NULL; f++) {
-        lua_pushlightuserdata(L, vm);
-        lua_pushcclosure(L, f->func, 1);
-        lua_setfield(L, -2, f->name);
-    }
-}
-
 int api_open(lua_State *L)
 {
     struct vm *vm;
@@ -542,7 +463,7 @@ int api_open(lua_State *L)
     lua_pop(L, 1);
 
     lua_newtable(L);                          /* module afcgi.core */
-    api_setfuncs(L, vm, api_core_funcs);
+    vm_setfuncs(L, vm, api_core_funcs);
     lua_pushliteral(L, AFCGI_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, (lua_Integer)vm->gen);
@@ -555,7 +476,7 @@ int api_open(lua_State *L)
     lua_setfield(L, -3, "req_fields");
 
     lua_newtable(L);                          /* req methods */
-    api_setfuncs(L, vm, api_req_funcs);
+    vm_setfuncs(L, vm, api_req_funcs);
     lua_createtable(L, 0, 2);                 /* req metatable */
     lua_pushlightuserdata(L, vm);
     lua_pushvalue(L, -3);
@@ -567,7 +488,7 @@ int api_open(lua_State *L)
     lua_pop(L, 1);                            /* req_fields */
 
     lua_newtable(L);                          /* res methods */
-    api_setfuncs(L, vm, api_res_funcs);
+    vm_setfuncs(L, vm, api_res_funcs);
     lua_createtable(L, 0, 1);                 /* res metatable */
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "__index");
@@ -584,7 +505,7 @@ int api_open(lua_State *L)
 
 void api_push_args(lua_State *co, struct vm *vm, struct req *r)
 {
-    double handle = (double)r->serial * HANDLE_SLOTS + (double)r->slot;
+    double handle = req_handle(r);
 
     lua_createtable(co, 1, 0);                /* req */
     lua_pushnumber(co, handle);

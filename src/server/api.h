@@ -7,7 +7,6 @@
 struct lua_State;
 struct vm;
 struct req;
-struct task;
 
 /* Register module "afcgi" in package.preload and create the req/res
  * metatables (stored in vm->req_mt_ref / res_mt_ref). Raises on no memory;
@@ -21,14 +20,7 @@ void api_task_open(struct lua_State *L, struct vm *vm);
 /* Add afcgi.core.socket (tcp sockets) and afcgi.core.null (api_sock.c). */
 void api_sock_open(struct lua_State *L, struct vm *vm);
 
-/* Push the results of t's finished socket operation onto its coroutine. */
-int api_sock_wake(struct task *t);
-
 /* Push the req and res tables for r onto co. */
 void api_push_args(struct lua_State *co, struct vm *vm, struct req *r);
-
-/* Push the results of the wait t was parked on, now satisfied, onto its
- * coroutine. Returns how many. Called from the loop, just before resuming. */
-int api_wake_results(struct task *t);
 
 #endif

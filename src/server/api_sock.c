@@ -27,91 +27,98 @@
 #include <lua.h>
 
 #include "req.h"
-#include "server.h"
+#include "core.h"
 #include "sock.h"
 #include "task.h"
 #include "vm.h"
 
 #define SOCK_MT "afcgi.socket"
 
-static struct vm *api_sock_vm(lua_State *L)
-{
-    return lua_touserdata(L, lua_upvalueindex(1));
-}
-
 static struct sock *api_sock_arg(lua_State *L)
 {
     struct sock *s = luaL_checkudata(L, 1, SOCK_MT);
 
-    if (s->srv == NULL) /* a finalizer of the app's brought it back after __gc */
+    if (s->core == NULL) /* a finalizer of the app's brought it back after __gc */
         luaL_error(L, "socket used after it was garbage-collected");
     return s;
-}
-
-/* The list of sockets t's owner holds: its request's, or a timer run's own. */
-static struct sock **api_sock_list(struct task *t)
-{
-    return t->req != NULL ? &t->req->socks : &t->socks;
 }
 
 /* The running task, which must be allowed to use s. Raises. */
 static struct task *api_sock_task(lua_State *L, struct sock *s, const char *fname)
 {
-    struct task *t = task_current(api_sock_vm(L)->srv, L);
+    struct task *t = task_current(&core_of(L)->sched, L);
 
     if (t == NULL)
         luaL_error(L, "%s: sockets work in a request's handler, its light threads or a timer "
                       "(not while the app loads, nor in a coroutine of your own)", fname);
-    if (s->head != NULL && s->head != api_sock_list(t))
+    if (s->head != NULL && s->head != t->socks)
         luaL_error(L, "%s: this socket belongs to another request or timer", fname);
     return t;
 }
+
+/* ---- the waits: what a parked task's resume returns ----------------------- */
+
+/* t->what is the socket, or NULL when it was dropped under the task. */
+static int api_sock_read_results(struct task *t, lua_State *co)
+{
+    struct sock *s = t->what;
+
+    if (s == NULL) /* cannot happen: the socket detaches tasks it drops */
+        return vm_push_err(co, "closed");
+    s->reader = NULL;
+    return sock_push_read(s, co);
+}
+
+static int api_sock_write_results(struct task *t, lua_State *co, int connect)
+{
+    struct sock *s = t->what;
+
+    if (s == NULL)
+        return vm_push_err(co, "closed");
+    s->writer = NULL;
+    return sock_push_write(s, co, connect);
+}
+
+static int api_sock_send_results(struct task *t, lua_State *co)
+{
+    return api_sock_write_results(t, co, 0);
+}
+
+static int api_sock_connect_results(struct task *t, lua_State *co)
+{
+    return api_sock_write_results(t, co, 1);
+}
+
+static void api_sock_cancel(struct task *t)
+{
+    if (t->what != NULL)
+        sock_task_gone(t->what, t);
+}
+
+static const struct wait_ops api_sock_read_wait = {
+    .name = "a socket read", .results = api_sock_read_results, .cancel = api_sock_cancel,
+};
+static const struct wait_ops api_sock_send_wait = {
+    .name = "a socket send", .results = api_sock_send_results, .cancel = api_sock_cancel,
+};
+static const struct wait_ops api_sock_connect_wait = {
+    .name = "a socket connect", .results = api_sock_connect_results, .cancel = api_sock_cancel,
+};
 
 /* Park t on s. The object at index 'anchor' (the socket, or a receiveuntil
  * iterator's state, which holds its socket) is kept from the GC until the
  * task resumes: a yield drops this C function's arguments from the stack
  * the collector scans. */
-static int api_sock_park(lua_State *L, struct task *t, struct sock *s, enum task_wait w,
-                         int anchor)
+static int api_sock_park(lua_State *L, struct task *t, struct sock *s,
+                         const struct wait_ops *w, int anchor)
 {
     task_anchor(t, L, anchor);
-    if (w == TASK_WAIT_SOCK_READ)
+    if (w == &api_sock_read_wait)
         s->reader = t;
     else
         s->writer = t;
-    t->sock_wait = s;
-    task_park(t, w);
+    task_park(t, w, s);
     return lua_yield(L, 0);
-}
-
-static int api_fail(lua_State *L, const char *err)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-}
-
-int api_sock_wake(struct task *t)
-{
-    struct sock *s = t->sock_wait;
-    int n;
-
-    t->sock_wait = NULL;
-    if (s == NULL) { /* cannot happen: the socket detaches tasks it drops */
-        task_unanchor(t);
-        lua_pushnil(t->co);
-        lua_pushliteral(t->co, "closed");
-        return 2;
-    }
-    if (t->wait == TASK_WAIT_SOCK_READ) {
-        s->reader = NULL;
-        n = sock_push_read(s, t->co);
-    } else {
-        s->writer = NULL;
-        n = sock_push_write(s, t->co, t->wait == TASK_WAIT_SOCK_CONNECT);
-    }
-    task_unanchor(t); /* after the pushes, which may run the GC */
-    return n;
 }
 
 /* ---- creating and connecting --------------------------------------------- */
@@ -120,7 +127,7 @@ static int api_l_tcp(lua_State *L)           /* sock = afcgi.socket.tcp() */
 {
     struct sock *s = lua_newuserdata(L, sizeof *s);
 
-    sock_init(s, api_sock_vm(L)->srv);
+    sock_init(s, core_of(L));
     luaL_getmetatable(L, SOCK_MT);
     lua_setmetatable(L, -2);
     return 1;
@@ -157,14 +164,14 @@ static int api_l_connect(lua_State *L)       /* ok, err = sock:connect(host, por
         /* the pool name stays on the stack while it is used */
     }
     if (s->reader != NULL || s->writer != NULL)
-        return api_fail(L, "socket busy");
+        return vm_push_err(L, "socket busy");
     if (!unix_path && (port < 1 || port > 65535 || port != (lua_Number)(int)port))
-        return api_fail(L, "port out of range (1..65535)");
+        return vm_push_err(L, "port out of range (1..65535)");
     rc = sock_connect(s, host, (int)port, pool); /* closes s first if it was connected */
     if (s->state != SOCK_CLOSED)
-        sock_own(s, api_sock_list(t));           /* so its request's end closes it */
+        sock_own(s, t->socks);           /* so its request's end closes it */
     if (rc == SOCK_AGAIN)
-        return api_sock_park(L, t, s, TASK_WAIT_SOCK_CONNECT, 1);
+        return api_sock_park(L, t, s, &api_sock_connect_wait, 1);
     return sock_push_write(s, L, 1);
 }
 
@@ -233,15 +240,15 @@ static int api_l_send(lua_State *L)          /* bytes, err = sock:send(data) */
     luaL_checkany(L, 2);
     api_sock_check(L, 2, 0);
     if (s->writer != NULL)
-        return api_fail(L, "socket busy writing");
+        return vm_push_err(L, "socket busy writing");
     if (s->state != SOCK_OPEN)
-        return api_fail(L, "closed");
+        return vm_push_err(L, "closed");
     if (api_sock_queue(L, s, 2, &total) < 0) {
         sock_close(s, "out of memory");
-        return api_fail(L, "out of memory");
+        return vm_push_err(L, "out of memory");
     }
     if (sock_send(s, total) == SOCK_AGAIN)
-        return api_sock_park(L, t, s, TASK_WAIT_SOCK_WRITE, 1);
+        return api_sock_park(L, t, s, &api_sock_send_wait, 1);
     return sock_push_write(s, L, 0);
 }
 
@@ -251,9 +258,9 @@ static int api_sock_read(lua_State *L, struct sock *s, struct task *t, enum sock
                          size_t want, struct sock_until *u, int anchor)
 {
     if (s->reader != NULL)
-        return api_fail(L, "socket busy reading");
+        return vm_push_err(L, "socket busy reading");
     if (sock_read(s, op, want, u) == SOCK_AGAIN)
-        return api_sock_park(L, t, s, TASK_WAIT_SOCK_READ, anchor);
+        return api_sock_park(L, t, s, &api_sock_read_wait, anchor);
     return sock_push_read(s, L);
 }
 
@@ -387,7 +394,7 @@ static int api_l_setkeepalive(lua_State *L)  /* ok, err = sock:setkeepalive(ms, 
     luaL_argcheck(L, ms >= 0, 2, "timeout in milliseconds, >= 0, expected");
     luaL_argcheck(L, size >= 0, 3, "pool size must be > 0");
     if (sock_keepalive(s, ms / 1000.0, (unsigned)size, &err) < 0)
-        return api_fail(L, err);
+        return vm_push_err(L, err);
     lua_pushinteger(L, 1);
     return 1;
 }
@@ -397,7 +404,7 @@ static int api_l_getreusedtimes(lua_State *L) /* n = sock:getreusedtimes() */
     struct sock *s = api_sock_arg(L);
 
     if (s->state == SOCK_CLOSED)
-        return api_fail(L, "closed");
+        return vm_push_err(L, "closed");
     lua_pushinteger(L, (lua_Integer)s->reused);
     return 1;
 }
@@ -408,7 +415,7 @@ static int api_l_close(lua_State *L)         /* ok, err = sock:close() */
 
     api_sock_task(L, s, "close");
     if (s->state == SOCK_CLOSED)
-        return api_fail(L, "closed");
+        return vm_push_err(L, "closed");
     sock_close(s, "closed");
     lua_pushinteger(L, 1);
     return 1;
@@ -426,7 +433,7 @@ static int api_l_setoption(lua_State *L)     /* ok, err = sock:setoption(name, v
     else
         v = (int)luaL_checkinteger(L, 3);
     if (s->state != SOCK_OPEN)
-        return api_fail(L, "closed");
+        return vm_push_err(L, "closed");
     switch (which) {
     case 0: rc = setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v); break;
     case 1: rc = setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v); break;
@@ -434,7 +441,7 @@ static int api_l_setoption(lua_State *L)     /* ok, err = sock:setoption(name, v
     default: rc = setsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v); break;
     }
     if (rc < 0)
-        return api_fail(L, strerror(errno));
+        return vm_push_err(L, strerror(errno));
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -470,20 +477,11 @@ static const luaL_Reg api_sock_methods[] = {
     { NULL, NULL },
 };
 
-static void api_sock_setfuncs(lua_State *L, struct vm *vm, const luaL_Reg *f)
-{
-    for (; f->name != NULL; f++) {
-        lua_pushlightuserdata(L, vm);
-        lua_pushcclosure(L, f->func, 1);
-        lua_setfield(L, -2, f->name);
-    }
-}
-
 void api_sock_open(lua_State *L, struct vm *vm)
 {
     luaL_newmetatable(L, SOCK_MT);
     lua_newtable(L);
-    api_sock_setfuncs(L, vm, api_sock_methods);
+    vm_setfuncs(L, vm, api_sock_methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, api_l_sock_gc);
     lua_setfield(L, -2, "__gc");

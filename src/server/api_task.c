@@ -13,7 +13,7 @@
 #include "conn.h"
 #include "log.h"
 #include "req.h"
-#include "server.h"
+#include "core.h"
 #include "task.h"
 #include "thread.h"
 #include "timer.h"
@@ -21,11 +21,6 @@
 
 #define THREAD_MT "afcgi.thread"
 #define TIMER_MT "afcgi.timer"
-
-static struct vm *api_task_vm(lua_State *L)
-{
-    return lua_touserdata(L, lua_upvalueindex(1));
-}
 
 static void api_push_handle(lua_State *L, uint32_t serial, const char *mt)
 {
@@ -39,7 +34,7 @@ static void api_push_handle(lua_State *L, uint32_t serial, const char *mt)
 /* The running task serving a request, or raise naming fname. */
 static struct task *api_request_task(lua_State *L, const char *fname)
 {
-    struct task *t = task_current(api_task_vm(L)->srv, L);
+    struct task *t = task_current(&core_of(L)->sched, L);
 
     if (t == NULL || t->req == NULL)
         luaL_error(L, "%s called outside a request's handler or light threads", fname);
@@ -48,7 +43,8 @@ static struct task *api_request_task(lua_State *L, const char *fname)
 
 static int api_l_spawn(lua_State *L)          /* th = afcgi.spawn(fn, ...) */
 {
-    struct task *t = api_request_task(L, "afcgi.spawn"), *th;
+    struct task *t = api_request_task(L, "afcgi.spawn");
+    struct thread *th;
 
     luaL_checktype(L, 1, LUA_TFUNCTION);
     if ((th = thread_spawn(t->req, L, lua_gettop(L) - 1)) == NULL)
@@ -58,14 +54,14 @@ static int api_l_spawn(lua_State *L)          /* th = afcgi.spawn(fn, ...) */
 }
 
 /* The live thread behind the handle at index i, of t's request. Raises. */
-static struct task *api_thread_arg(lua_State *L, struct task *t, int i)
+static struct thread *api_thread_arg(lua_State *L, struct task *t, int i)
 {
     uint32_t *h = luaL_checkudata(L, i, THREAD_MT);
-    struct task *th = thread_find(t->req, *h);
+    struct thread *th = thread_find(t->req, *h);
 
     if (th == NULL)
         luaL_argerror(L, i, "not a light thread of this request, or already waited for");
-    if (th == t)
+    if (&th->task == t)
         luaL_argerror(L, i, "a thread cannot wait for or kill itself");
     return th;
 }
@@ -77,7 +73,7 @@ static int api_l_wait(lua_State *L)           /* ok, res... = afcgi.wait(th, ...
 
     luaL_argcheck(L, n > 0, 1, "light thread expected");
     for (int i = 1; i <= n; i++) {
-        struct task *th = api_thread_arg(L, t, i);
+        struct thread *th = api_thread_arg(L, t, i);
 
         if (th->waiter != NULL && th->waiter != t)
             return luaL_argerror(L, i, "already waited for by another thread");
@@ -86,8 +82,7 @@ static int api_l_wait(lua_State *L)           /* ok, res... = afcgi.wait(th, ...
     }
     for (int i = 1; i <= n; i++)
         api_thread_arg(L, t, i)->waiter = t;
-    t->woken_by = NULL;
-    task_park(t, TASK_WAIT_THREADS);
+    thread_wait(t);
     return lua_yield(L, 0);
 }
 
@@ -95,14 +90,11 @@ static int api_l_kill(lua_State *L)           /* ok, err = afcgi.kill(th) */
 {
     struct task *t = api_request_task(L, "afcgi.kill");
     uint32_t *h = luaL_checkudata(L, 1, THREAD_MT);
-    struct task *th = thread_find(t->req, *h);
+    struct thread *th = thread_find(t->req, *h);
 
-    if (th == NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "not found");
-        return 2;
-    }
-    if (th == t)
+    if (th == NULL)
+        return vm_push_err(L, "not found");
+    if (&th->task == t)
         return luaL_argerror(L, 1, "a thread cannot kill itself");
     thread_free(th);
     lua_pushboolean(L, 1);
@@ -125,15 +117,15 @@ static int api_pack_call(lua_State *L, int fi)
 
 static int api_start_timer(lua_State *L, double delay, double interval)
 {
-    struct vm *vm = api_task_vm(L);
-    struct task *t;
+    struct vm *vm = vm_self(L);
+    struct timer *tm;
 
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (vm->srv->stopping)
+    if (core_of(L)->stopping)
         return luaL_error(L, "the server is stopping: no new timers");
-    if ((t = timer_new(vm->srv, vm, delay, interval, api_pack_call(L, 2))) == NULL)
+    if ((tm = timer_new(core_of(L), vm, delay, interval, api_pack_call(L, 2))) == NULL)
         return luaL_error(L, "out of memory");
-    api_push_handle(L, t->serial, TIMER_MT);
+    api_push_handle(L, tm->serial, TIMER_MT);
     return 1;
 }
 
@@ -156,11 +148,11 @@ static int api_l_every(lua_State *L)          /* tm = afcgi.every(interval, fn, 
 static int api_l_cancel(lua_State *L)         /* ok = tm:cancel() */
 {
     uint32_t *h = luaL_checkudata(L, 1, TIMER_MT);
-    struct task *t = timer_find(api_task_vm(L)->srv, *h);
+    struct timer *tm = timer_find(core_of(L), *h);
 
-    if (t != NULL && !t->cancelled)
-        timer_cancel(t);
-    lua_pushboolean(L, t != NULL);
+    if (tm != NULL && !tm->cancelled)
+        timer_cancel(tm);
+    lua_pushboolean(L, tm != NULL);
     return 1;
 }
 
@@ -186,7 +178,7 @@ static int api_l_log(lua_State *L)            /* afcgi.log(level, ...) */
 {
     static const char *const levels[] = { "error", "warn", "notice", "info", "debug", NULL };
     enum log_level level = (enum log_level)luaL_checkoption(L, 1, NULL, levels);
-    struct task *t = task_current(api_task_vm(L)->srv, L);
+    struct task *t = task_current(&core_of(L)->sched, L);
     const char *path;
     int plen;
     luaL_Buffer b;
@@ -218,11 +210,7 @@ static const luaL_Reg api_task_funcs[] = {
 
 void api_task_open(lua_State *L, struct vm *vm)
 {
-    for (const luaL_Reg *f = api_task_funcs; f->name != NULL; f++) {
-        lua_pushlightuserdata(L, vm);
-        lua_pushcclosure(L, f->func, 1);
-        lua_setfield(L, -2, f->name);
-    }
+    vm_setfuncs(L, vm, api_task_funcs);
     luaL_newmetatable(L, THREAD_MT);
     lua_pushliteral(L, "afcgi.thread");
     lua_setfield(L, -2, "__metatable");

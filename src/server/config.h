@@ -9,6 +9,8 @@
 
 #define CONFIG_MAX_LIST 64
 
+#define AFCGI_VERSION "0.1.0"
+
 struct config {
     const char *app;            /* path of the app script */
     const char *config_file;    /* --config, or NULL */

@@ -19,11 +19,13 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <lua.h>
 
 #include "fcgi.h"
 #include "log.h"
+#include "core.h"
+#include "listen.h"
 #include "req.h"
-#include "server.h"
 #include "task.h"
 
 /* Output above this many high-water marks stops reading new records. */
@@ -38,28 +40,29 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg);
 static void conn_on_write(evutil_socket_t fd, short what, void *arg);
 static int conn_dispatch(struct conn *c, const struct fcgi_record *rec);
 static int conn_parse(struct conn *c, const uint8_t *p, size_t len);
+static void conn_queue_flush(struct conn *c);
 
-struct conn *conn_new(struct server *srv, int fd, const char *peer)
+struct conn *conn_new(struct core *core, int fd, const char *peer)
 {
     struct conn *c = calloc(1, sizeof *c);
 
     if (c == NULL)
         goto fail;
-    c->srv = srv;
+    c->core = core;
     c->fd = fd;
-    c->seq = ++srv->conn_seq;
+    c->seq = ++core->conn_seq;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     if ((c->out = evbuffer_new()) == NULL)
         goto fail;
-    c->rev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
-    c->wev = event_new(srv->base, fd, EV_WRITE, conn_on_write, c);
+    c->rev = event_new(core->sched.base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
+    c->wev = event_new(core->sched.base, fd, EV_WRITE, conn_on_write, c);
     if (c->rev == NULL || c->wev == NULL || event_add(c->rev, NULL) < 0)
         goto fail;
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
-    srv->nconns++;
+    c->next = core->conns;
+    if (core->conns)
+        core->conns->prev = c;
+    core->conns = c;
+    core->nconns++;
     log_debug("conn %llu: accepted from %s", (unsigned long long)c->seq, c->peer);
     return c;
 
@@ -107,8 +110,9 @@ static void tab_put(struct req **tab, uint32_t mask, struct req *r)
     tab[i] = r;
 }
 
-/* Insert r; the table grows to stay at most half full. Returns 0 or -1. */
-static int tab_insert(struct conn *c, struct req *r)
+/* Make room for one more request: the table grows to stay at most half
+ * full. Returns 0 or -1. */
+static int tab_reserve(struct conn *c)
 {
     uint32_t cap = c->tab ? c->tab_mask + 1 : 0;
 
@@ -126,10 +130,15 @@ static int tab_insert(struct conn *c, struct req *r)
         c->tab = nt;
         c->tab_mask = ncap - 1;
     }
+    return 0;
+}
+
+/* Insert r, after tab_reserve. */
+static void tab_insert(struct conn *c, struct req *r)
+{
     tab_put(c->tab, c->tab_mask, r);
     if (++c->nreqs > 1)
         c->multiplexed = 1;
-    return 0;
 }
 
 /* Remove r, shifting later entries of its probe run back (no tombstones). */
@@ -169,11 +178,11 @@ static void tab_remove(struct conn *c, struct req *r)
  * unread input would send a reset, and a reset can destroy the end of the
  * answer before the peer has read it. */
 struct lingering {
-    struct server *srv;
+    struct core *core;
     int fd;
     size_t dropped;
     struct event *ev;
-    struct lingering *prev, *next; /* srv->lingers */
+    struct lingering *prev, *next; /* core->lingers */
 };
 
 static void linger_free(struct lingering *l)
@@ -181,7 +190,7 @@ static void linger_free(struct lingering *l)
     if (l->prev)
         l->prev->next = l->next;
     else
-        l->srv->lingers = l->next;
+        l->core->lingers = l->next;
     if (l->next)
         l->next->prev = l->prev;
     event_free(l->ev);
@@ -190,10 +199,10 @@ static void linger_free(struct lingering *l)
 }
 
 /* Read and drop what is there: 1 while the peer may send more, else 0. */
-static int linger_drain(struct server *srv, int fd, size_t *dropped)
+static int linger_drain(struct core *core, int fd, size_t *dropped)
 {
     for (;;) {
-        ssize_t n = read(fd, srv->rbuf, SERVER_RBUF);
+        ssize_t n = read(fd, core->rbuf, CORE_RBUF);
 
         if (n > 0) {
             *dropped += (size_t)n;
@@ -211,63 +220,82 @@ static void linger_on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct lingering *l = arg;
 
-    if ((what & EV_TIMEOUT) || !linger_drain(l->srv, fd, &l->dropped))
+    if ((what & EV_TIMEOUT) || !linger_drain(l->core, fd, &l->dropped))
         linger_free(l);
 }
 
-static void conn_linger_close(struct server *srv, int fd)
+static void conn_linger_close(struct core *core, int fd)
 {
     struct timeval tv = { CONN_LINGER_SECONDS, 0 };
     size_t dropped = 0;
     struct lingering *l;
 
-    if (srv->stopping || shutdown(fd, SHUT_WR) < 0 || !linger_drain(srv, fd, &dropped) ||
+    if (core->stopping || shutdown(fd, SHUT_WR) < 0 || !linger_drain(core, fd, &dropped) ||
         (l = calloc(1, sizeof *l)) == NULL) {
         close(fd);
         return;
     }
-    l->srv = srv;
+    l->core = core;
     l->fd = fd;
     l->dropped = dropped;
-    if ((l->ev = event_new(srv->base, fd, EV_READ | EV_PERSIST, linger_on_read, l)) == NULL) {
+    if ((l->ev = event_new(core->sched.base, fd, EV_READ | EV_PERSIST, linger_on_read, l)) == NULL) {
         close(fd);
         free(l);
         return;
     }
     event_add(l->ev, &tv);
-    l->next = srv->lingers;
+    l->next = core->lingers;
     if (l->next)
         l->next->prev = l;
-    srv->lingers = l;
+    core->lingers = l;
 }
 
-void conn_linger_free_all(struct server *srv)
+void conn_linger_free_all(struct core *core)
 {
-    while (srv->lingers != NULL)
-        linger_free(srv->lingers);
+    while (core->lingers != NULL)
+        linger_free(core->lingers);
+}
+
+/* Give a passed connection's cookie back to its manager. A manager that is
+ * gone is said once (by whoever noticed first), not per connection. */
+static void conn_return_cookie(struct conn *c)
+{
+    struct core *core = c->core;
+
+    if (core->pass_fd < 0 || core->manager_gone)
+        return;
+    if (listen_return_cookie(core->pass_fd, c->cookie) == 0)
+        return;
+    if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
+        log_warn("the connection manager is gone: connections' cookies are not returned");
+        core->manager_gone = 1;
+    } else {
+        log_warn("cannot return a connection's cookie to the manager: %s", strerror(errno));
+    }
 }
 
 void conn_free(struct conn *c)
 {
-    struct server *srv;
+    struct core *core;
 
     if (c == NULL)
         return;
-    srv = c->srv;
+    core = c->core;
     if (c->nreqs >= CONN_MANY_ABORTED)
-        server_compact(srv); /* thousands of coroutines just became garbage */
+        event_active(core->compact_ev, EV_TIMEOUT, 1); /* thousands of coroutines
+                                                        * just became garbage */
+    c->dropping = 1; /* conn_detach leaves the table to this loop */
     for (uint32_t i = 0; c->tab != NULL && i <= c->tab_mask; i++) {
         struct req *r = c->tab[i];
 
         if (r != NULL) {
             c->tab[i] = NULL;
-            req_aborted(r);
-            req_free(r); /* nothing to send: the peer is gone */
+            req_end(r, REQ_DROPPED); /* nothing to send: the peer is gone */
         }
     }
     free(c->tab);
     if (c->flush_queued) {
-        struct conn **pp = &srv->flush_head;
+        struct conn **pp = &core->flush_head;
 
         while (*pp != c)
             pp = &(*pp)->flush_next;
@@ -276,23 +304,23 @@ void conn_free(struct conn *c)
     if (c->prev)
         c->prev->next = c->next;
     else
-        srv->conns = c->next;
+        core->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    srv->nconns--;
+    core->nconns--;
     event_free(c->rev);
     event_free(c->wev);
     evbuffer_free(c->out);
     buf_free(&c->partial);
     if (c->linger)
-        conn_linger_close(srv, c->fd);
+        conn_linger_close(core, c->fd);
     else
         close(c->fd);
     if (c->passed)
-        server_return_cookie(srv, c->cookie);
+        conn_return_cookie(c);
     log_debug("conn %llu: closed", (unsigned long long)c->seq);
     free(c);
-    server_conn_closed(srv);
+    core->hooks.released(core);
 }
 
 void conn_close(struct conn *c)
@@ -301,7 +329,34 @@ void conn_close(struct conn *c)
         return;
     c->closing = 1;
     event_del(c->rev);
-    server_queue_flush(c->srv, c);
+    conn_queue_flush(c);
+}
+
+/* ---- the flush queue: output leaves once per loop turn ------------------- */
+
+static void conn_queue_flush(struct conn *c)
+{
+    struct core *core = c->core;
+
+    if (c->flush_queued)
+        return;
+    c->flush_queued = 1;
+    c->flush_next = core->flush_head;
+    if (core->flush_head == NULL)
+        event_active(core->flush_ev, EV_TIMEOUT, 1);
+    core->flush_head = c;
+}
+
+void conn_flush_queued(struct core *core)
+{
+    struct conn *c;
+
+    while ((c = core->flush_head) != NULL) {
+        core->flush_head = c->flush_next;
+        c->flush_queued = 0;
+        c->flush_next = NULL;
+        conn_flush(c); /* may free c, or queue it again */
+    }
 }
 
 /* A broken peer: one log line, then close without further ado. */
@@ -321,7 +376,7 @@ int conn_send(struct conn *c, const void *data, size_t len)
         conn_close(c);
         return -1;
     }
-    server_queue_flush(c->srv, c);
+    conn_queue_flush(c);
     return 0;
 }
 
@@ -330,24 +385,37 @@ size_t conn_pending(const struct conn *c)
     return evbuffer_get_length(c->out);
 }
 
-void conn_wait_drain(struct conn *c, struct task *t)
+static void conn_drain_cancel(struct task *t)
 {
-    t->drain_next = c->drain_head;
-    c->drain_head = t;
-    t->in_drain = 1;
-}
-
-void conn_cancel_drain(struct conn *c, struct task *t)
-{
+    struct conn *c = t->what;
     struct task **pp = &c->drain_head;
 
-    if (!t->in_drain)
+    if (!t->queued)
         return;
     while (*pp != t)
-        pp = &(*pp)->drain_next;
-    *pp = t->drain_next;
-    t->drain_next = NULL;
-    t->in_drain = 0;
+        pp = &(*pp)->qnext;
+    *pp = t->qnext;
+    t->qnext = NULL;
+    t->queued = 0;
+}
+
+static int conn_drain_results(struct task *t, lua_State *co)
+{
+    (void)t;
+    lua_pushboolean(co, 1);
+    return 1;
+}
+
+static const struct wait_ops conn_drain_wait = {
+    .name = "the client to read", .results = conn_drain_results, .cancel = conn_drain_cancel,
+};
+
+void conn_wait_drain(struct conn *c, struct task *t)
+{
+    t->qnext = c->drain_head;
+    c->drain_head = t;
+    t->queued = 1;
+    task_park(t, &conn_drain_wait, c);
 }
 
 /* Output went below the low-water mark: wake the writers and read again. */
@@ -357,11 +425,10 @@ static void conn_on_low_water(struct conn *c)
 
     c->drain_head = NULL;
     for (; t != NULL; t = next) {
-        next = t->drain_next;
-        t->drain_next = NULL;
-        t->in_drain = 0;
-        if (t->wait == TASK_WAIT_DRAIN)
-            task_wake(t);
+        next = t->qnext;
+        t->qnext = NULL;
+        t->queued = 0;
+        task_wake(t);
     }
     if (c->read_paused) {
         c->read_paused = 0;
@@ -392,7 +459,7 @@ void conn_flush(struct conn *c)
         conn_free(c);
         return;
     }
-    if (left <= c->srv->cfg.high_water / 2)
+    if (left <= c->core->cfg.high_water / 2)
         conn_on_low_water(c);
 }
 
@@ -421,14 +488,17 @@ void conn_pause_body(struct conn *c, int pause)
     conn_update_reading(c);
 }
 
-void conn_end_request(struct conn *c, struct req *r)
+void conn_detach(struct conn *c, struct req *r)
 {
     if (!r->params_done)
         c->pending_params -= r->params.len; /* ended before its handler ran */
+    if (c->dropping) {
+        c->nreqs--; /* conn_free is emptying the table itself */
+        return;
+    }
     tab_remove(c, r);
     if (!r->keep_conn)
         c->close_when_idle = 1;
-    req_free(r);
     conn_pause_body(c, 0); /* whoever held the body back is gone */
     if (c->close_when_idle && c->nreqs == 0)
         conn_close(c);
@@ -439,15 +509,15 @@ void conn_end_request(struct conn *c, struct req *r)
 static void conn_on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
-    struct server *srv = c->srv;
+    struct core *core = c->core;
     size_t keep = c->partial.len;
     ssize_t n;
 
     (void)what;
     /* the partial record goes first, then new bytes right after it */
     if (keep > 0)
-        memcpy(srv->rbuf, c->partial.data, keep);
-    n = read(fd, srv->rbuf + keep, SERVER_RBUF - keep);
+        memcpy(core->rbuf, c->partial.data, keep);
+    n = read(fd, core->rbuf + keep, CORE_RBUF - keep);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
     if (n <= 0) {
@@ -461,7 +531,7 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     c->partial.len = 0;
-    conn_parse(c, srv->rbuf, keep + (size_t)n);
+    conn_parse(c, core->rbuf, keep + (size_t)n);
 }
 
 int conn_feed(struct conn *c, const uint8_t *data, size_t len)
@@ -509,7 +579,7 @@ static int conn_parse(struct conn *c, const uint8_t *p, size_t len)
         return -1;
     }
     if (!c->read_paused &&
-        conn_pending(c) > c->srv->cfg.high_water * CONN_READ_PAUSE_FACTOR) {
+        conn_pending(c) > c->core->cfg.high_water * CONN_READ_PAUSE_FACTOR) {
         c->read_paused = 1; /* the peer does not read its responses */
         conn_update_reading(c);
     }
@@ -524,7 +594,7 @@ static int conn_parse(struct conn *c, const uint8_t *p, size_t len)
 /* FCGI_GET_VALUES (§4.1): answer the variables we know, in the order asked. */
 static int conn_get_values(struct conn *c, const struct fcgi_record *rec)
 {
-    const struct config *cfg = &c->srv->cfg;
+    const struct config *cfg = &c->core->cfg;
     uint8_t out[FCGI_HEADER_LEN + 256];
     size_t off = FCGI_HEADER_LEN, pos = 0;
     struct fcgi_nv nv;
@@ -558,7 +628,7 @@ static int conn_get_values(struct conn *c, const struct fcgi_record *rec)
 
 static int conn_begin(struct conn *c, const struct fcgi_record *rec)
 {
-    struct server *srv = c->srv;
+    struct core *core = c->core;
     unsigned role, flags;
     uint8_t end[16];
     struct req *r;
@@ -574,21 +644,21 @@ static int conn_begin(struct conn *c, const struct fcgi_record *rec)
         conn_send(c, end, sizeof end);
         return DISPATCH_OK;
     }
-    if (srv->stopping || srv->nreqs >= srv->cfg.max_reqs || c->nreqs >= srv->cfg.max_conn_reqs) {
+    if (core->stopping || core->nreqs >= core->cfg.max_reqs || c->nreqs >= core->cfg.max_conn_reqs) {
         log_warn("conn %llu: request %u refused: %s (%u in flight, %u on this connection)",
                  (unsigned long long)c->seq, rec->id,
-                 srv->stopping ? "shutting down" : "overloaded", srv->nreqs, c->nreqs);
+                 core->stopping ? "shutting down" : "overloaded", core->nreqs, c->nreqs);
         fcgi_put_end_request(end, rec->id, 0, FCGI_OVERLOADED);
         conn_send(c, end, sizeof end);
         if (!(flags & FCGI_KEEP_CONN) && c->nreqs == 0)
             conn_close(c);
         return DISPATCH_OK;
     }
-    if ((r = req_new(c, rec->id, flags & FCGI_KEEP_CONN)) == NULL || tab_insert(c, r) < 0) {
-        req_free(r);
+    if (tab_reserve(c) < 0 || (r = req_new(c, rec->id, flags & FCGI_KEEP_CONN)) == NULL) {
         log_error("conn %llu: out of memory for a request; closing", (unsigned long long)c->seq);
         return DISPATCH_CLOSE;
     }
+    tab_insert(c, r);
     return DISPATCH_OK;
 }
 
@@ -603,7 +673,7 @@ static int conn_params(struct conn *c, struct req *r, const struct fcgi_record *
     if (rec->clen > 0) {
         if (r->rejected)
             return DISPATCH_OK;
-        if (c->pending_params + rec->clen > SERVER_PENDING_PARAMS(&c->srv->cfg))
+        if (c->pending_params + rec->clen > CONN_PENDING_PARAMS(&c->core->cfg))
             return conn_protocol_error(c, "too many params held for requests not started "
                                           "(1 KiB per --max-conn-reqs, at least 1 MiB)", r->id);
         if (req_add_params(r, rec->content, rec->clen) < 0) {
@@ -619,7 +689,7 @@ static int conn_params(struct conn *c, struct req *r, const struct fcgi_record *
     c->pending_params -= r->params.len;
     if (r->rejected) {
         log_warn("conn %llu: request %u: params over --max-params (%zu bytes); answered 431",
-                 (unsigned long long)c->seq, r->id, c->srv->cfg.max_params);
+                 (unsigned long long)c->seq, r->id, c->core->cfg.max_params);
         req_reject(r, 431, "Request Header Fields Too Large\n");
         return DISPATCH_OK;
     }
@@ -678,7 +748,7 @@ static int conn_dispatch(struct conn *c, const struct fcgi_record *rec)
     }
     switch (rec->type) {
     case FCGI_ABORT_REQUEST:
-        req_abort(r);
+        req_end(r, REQ_ABORTED); /* its tasks never run again */
         return DISPATCH_OK;
     case FCGI_PARAMS:
         return conn_params(c, r, rec);

@@ -13,16 +13,35 @@
 
 #include "buf.h"
 
-struct server;
+struct core;
 struct req;
 struct task;
 struct event;
 struct evbuffer;
 
+/* Bytes of params one connection may hold for requests that have not
+ * started: 1 KiB per request it may carry (--max-conn-reqs), at least 1 MiB.
+ * Raising --max-conn-reqs is consenting to that much memory per connection. */
+#define CONN_PENDING_PARAMS(cfg)                                                              \
+    ((size_t)(cfg)->max_conn_reqs * 1024 > 1024 * 1024 ? (size_t)(cfg)->max_conn_reqs * 1024  \
+                                                       : (size_t)1024 * 1024)
+
+/*
+ * Invariants:
+ * - every request in tab is active on this connection (BEGIN_REQUEST seen,
+ *   no END_REQUEST sent); nreqs counts them; req_end takes them out through
+ *   conn_detach.
+ * - closing: no more reading; freed once the output is written (or at
+ *   once by conn_free). A closing connection still carries its requests.
+ * - flush_queued: on core->flush_head's list, written at the end of the turn.
+ * - drain_head: tasks parked until the output drains (their t->queued set).
+ * - multiplexed: it has carried two requests at once; from then on no
+ *   request's body may hold the socket back (body_paused stays 0).
+ */
 struct conn {
-    struct server *srv;         /* borrowed: outlives every connection */
-    struct conn *prev, *next;   /* srv->conns */
-    struct conn *flush_next;    /* srv->flush_head queue, while flush_queued */
+    struct core *core;          /* borrowed: outlives every connection */
+    struct conn *prev, *next;   /* core->conns */
+    struct conn *flush_next;    /* core->flush_head queue, while flush_queued */
     int fd;                     /* owned; closed by conn_free */
     struct event *rev, *wev;    /* owned */
     struct evbuffer *out;       /* owned: records waiting to be written */
@@ -47,11 +66,12 @@ struct conn {
     unsigned body_paused : 1;   /* its one request has more unread body than high water */
     unsigned multiplexed : 1;   /* has carried two requests at once */
     unsigned linger : 1;        /* closed by us after its answers: close lingering */
+    unsigned dropping : 1;      /* conn_free is ending its requests */
 };
 
 /* Take ownership of an accepted, connected socket. Returns NULL (fd closed,
  * logged) when out of memory. */
-struct conn *conn_new(struct server *srv, int fd, const char *peer);
+struct conn *conn_new(struct core *core, int fd, const char *peer);
 
 /* Close now: abort every request (no END_REQUEST: the peer is gone or
  * broken), close the socket, free everything. NULL-safe. Only from a loop
@@ -62,7 +82,7 @@ void conn_free(struct conn *c);
  * we shut down our side and read what the peer still sends, for at most
  * CONN_LINGER_SECONDS, so its unread input does not turn our close into a
  * reset that destroys the end of the answer in flight). */
-void conn_linger_free_all(struct server *srv);
+void conn_linger_free_all(struct core *core);
 
 /* Append bytes to the output and queue a flush. Returns 0, or -1 when out of
  * memory (the connection is then marked closing). */
@@ -71,18 +91,20 @@ int conn_send(struct conn *c, const void *data, size_t len);
 /* Bytes of output not yet written. */
 size_t conn_pending(const struct conn *c);
 
-/* Write what is queued (from the server's flush event). May free c. */
+/* Write what is queued. May free c. */
 void conn_flush(struct conn *c);
 
-/* Detach an ended request from c and free it; close c once idle if a
- * request without FCGI_KEEP_CONN has ended. */
-void conn_end_request(struct conn *c, struct req *r);
+/* Write every connection queued for a flush (the core's flush event). May
+ * free connections. */
+void conn_flush_queued(struct core *core);
 
-/* Park t until the output drops below the low-water mark. */
+/* An ending request leaves c (from req_end, before r is freed); close c
+ * once idle if a request without FCGI_KEEP_CONN has ended. */
+void conn_detach(struct conn *c, struct req *r);
+
+/* Park t (the running task) until the output drops below the low-water
+ * mark; the caller returns lua_yield next. */
 void conn_wait_drain(struct conn *c, struct task *t);
-
-/* Forget t as a drain waiter (it is ending). */
-void conn_cancel_drain(struct conn *c, struct task *t);
 
 /* Read from the socket or not, as closing and the two pauses say. */
 void conn_update_reading(struct conn *c);

@@ -457,3 +457,10 @@ int listen_allowed(const struct allow_list *al, const struct sockaddr *sa)
     }
     return 0;
 }
+
+int listen_return_cookie(int pass_fd, unsigned long long cookie)
+{
+    uint64_t v = cookie;
+
+    return send(pass_fd, &v, sizeof v, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof v ? 0 : -1;
+}

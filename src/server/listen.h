@@ -31,6 +31,10 @@ int listen_open(const struct config *cfg, struct listeners *ls, char *err, size_
  * Returns 1, 0 when none is waiting, -1 when the manager is gone. */
 int listen_recv_passed(int pass_fd, int *fd, unsigned long long *cookie);
 
+/* Give a passed connection's cookie back to the manager (it is closed).
+ * Returns 0, or -1 with errno set. */
+int listen_return_cookie(int pass_fd, unsigned long long cookie);
+
 /* Pass connection fd with its cookie to the worker behind ctl. Returns 0 or -1. */
 int listen_send_passed(int ctl, int fd, unsigned long long cookie);
 

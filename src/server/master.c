@@ -112,7 +112,7 @@ static void master_child(struct master *m, int id, int ready)
         _exit(2);
     }
     sigprocmask(SIG_SETMASK, &m->old, NULL); /* what came meanwhile is delivered now */
-    stats_attach(srv, m->stats, id - 1);
+    stats_attach(server_core(srv), m->stats, id - 1);
     if (ready >= 0) {
         if (write(ready, "R", 1) < 0)
             log_warn("worker %d: cannot report readiness", id);

@@ -20,7 +20,6 @@
 #include "config.h"
 #include "log.h"
 
-#define AFCGI_VERSION "0.1.0"
 
 enum opt_type {
     T_LIST,     /* repeatable string */

@@ -3,7 +3,8 @@
  *
  * A request's handler runs as its main task (task.c); light threads are
  * further tasks of the request (thread.c). Whichever way the request ends,
- * req_free releases the tasks, buffers and events it holds.
+ * req_end answers, tells the observers and releases the tasks, buffers
+ * and events it holds: it is the one end path.
  */
 #include "req.h"
 
@@ -19,14 +20,12 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "access.h"
-#include "api.h"
+#include "clock.h"
 #include "conn.h"
+#include "core.h"
 #include "fcgi.h"
 #include "log.h"
-#include "server.h"
 #include "sock.h"
-#include "stats.h"
 #include "thread.h"
 #include "timer.h"
 #include "vm.h"
@@ -34,69 +33,46 @@
 #define OUT_ROOM FCGI_HEADER_LEN   /* r->out starts with room for one record header */
 #define DIRECT_WRITE 16384         /* larger writes skip r->out and go straight out */
 
-static void req_finish(struct req *r);
+static void req_on_main_ended(struct task *t, enum task_end how);
+static void req_simple_response(struct req *r, unsigned status, const char *body);
+static int req_emit(struct req *r, int last);
+static int req_send_headers(struct req *r);
+static int req_slot_alloc(struct req_table *tb, struct req *r);
+static void req_slot_release(struct req_table *tb, struct req *r);
+static void req_track(struct core *core, struct req *r);
+static void req_untrack(struct core *core, struct req *r);
 
 struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
 {
-    struct server *srv = c->srv;
+    struct core *core = c->core;
     struct req *r = calloc(1, sizeof *r);
 
     if (r == NULL)
         return NULL;
     r->conn = c;
-    r->srv = srv;
+    r->core = core;
     r->id = id;
     r->keep_conn = keep_conn != 0;
-    r->main.kind = TASK_MAIN;
-    r->main.srv = srv;
+    r->main.sched = &core->sched;
     r->main.req = r;
+    r->main.socks = &r->socks;
     r->main.co_ref = LUA_NOREF;
+    r->main.ended = req_on_main_ended;
     r->abort_ref = LUA_NOREF;
     r->status = 200;
-    if (server_slot_alloc(srv, r) < 0) {
+    if (req_slot_alloc(core->reqs, r) < 0) {
         free(r);
         return NULL;
     }
-    server_track(srv, r);
-    srv->nreqs++;
-    srv->total_reqs++;
+    req_track(core, r);
+    core->nreqs++;
+    core->total_reqs++;
     return r;
-}
-
-void req_free(struct req *r)
-{
-    struct server *srv;
-
-    if (r == NULL)
-        return;
-    srv = r->srv;
-    if (srv->cfg.access_log != NULL) {
-        access_log(r, r->aborted ? 499 : r->status, server_now());
-        server_flush_soon(srv); /* also when no output is queued (a dropped connection) */
-    }
-    sock_drop_all(&r->socks); /* before its tasks: they may be parked on them */
-    while (r->threads != NULL)
-        thread_free(r->threads);
-    if (r->abort_ref != LUA_NOREF)
-        luaL_unref(r->main.vm->L, LUA_REGISTRYINDEX, r->abort_ref);
-    task_release(&r->main);
-    if (r->deadline != NULL)
-        event_free(r->deadline);
-    if (r->in != NULL)
-        evbuffer_free(r->in);
-    buf_free(&r->params);
-    buf_free(&r->hdrs);
-    buf_free(&r->out);
-    server_slot_release(srv, r);
-    server_untrack(srv, r);
-    srv->nreqs--;
-    free(r);
-    server_check_idle(srv);
 }
 
 int req_add_params(struct req *r, const uint8_t *p, size_t n)
 {
-    if (n > r->srv->cfg.max_params - r->params.len || r->params.len > r->srv->cfg.max_params)
+    if (n > r->core->cfg.max_params - r->params.len || r->params.len > r->core->cfg.max_params)
         return -1;
     return buf_append(&r->params, p, n);
 }
@@ -116,23 +92,23 @@ int req_param(const struct req *r, const char *name, size_t nlen, const char **v
 
 void req_start(struct req *r)
 {
-    struct vm *vm = r->srv->vm;
+    r->started = 1;
+    r->core->hooks.start(r);
+}
+
+void req_run(struct req *r, struct vm *vm,
+             void (*push_args)(lua_State *co, struct vm *vm, struct req *r))
+{
     lua_State *co;
 
-    r->started = 1;
-    if (r->srv->cfg.status_path != NULL && stats_answer(r)) {
-        req_finish(r);
-        return;
-    }
     if (task_bind(&r->main, vm) < 0) {
         log_error("request %u: out of memory starting the handler", r->id);
-        r->failed = 1;
-        req_finish(r);
+        req_end(r, REQ_FAILED);
         return;
     }
     co = r->main.co;
     lua_rawgeti(co, LUA_REGISTRYINDEX, vm->handler_ref);
-    api_push_args(co, vm, r);
+    push_args(co, vm, r);
     task_resume(&r->main, 2);
 }
 
@@ -153,28 +129,24 @@ static void req_log_failure(struct req *r, struct task *t)
     lua_pop(co, 1);
 }
 
-void req_task_ended(struct task *t)
+/* The handler returned, raised or called res:exit. */
+static void req_on_main_ended(struct task *t, enum task_end how)
 {
     struct req *r = t->req;
 
-    if (t->kind == TASK_THREAD && t->wait != TASK_WAIT_EXIT) {
-        thread_ended(t);
-        return;
-    }
-    /* the handler returned or raised, or a task called res:exit */
-    if (t->kind == TASK_MAIN && t->failed) {
+    if (how == TASK_FAILED)
         req_log_failure(r, t);
-        r->failed = 1;
-    }
-    if (t->kind == TASK_MAIN && !t->failed && t->wait != TASK_WAIT_EXIT)
-        lua_settop(t->co, 0); /* returned: values are ignored */
+    else if (how == TASK_RETURNED)
+        lua_settop(t->co, 0); /* values are ignored; the coroutine is reusable */
     if (r->threads != NULL)
         log_debug("request %u: ending with light threads still running; they are dropped",
                   r->id);
-    req_finish(r);
+    req_end(r, how == TASK_FAILED ? REQ_FAILED : REQ_ANSWERED);
 }
 
-void req_aborted(struct req *r)
+/* The web server is gone or gave up on r: run its on_abort callback, if
+ * any, as a timer (its own coroutine, tied to no request). */
+static void req_run_on_abort(struct req *r)
 {
     lua_State *L;
     int ref;
@@ -187,7 +159,7 @@ void req_aborted(struct req *r)
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->abort_ref);
     lua_rawseti(L, -2, 1);
     ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (timer_new(r->srv, r->main.vm, 0, 0, ref) == NULL)
+    if (timer_new(r->core, r->main.vm, 0, 0, ref) == NULL)
         log_error("request %u: out of memory for its on_abort callback", r->id);
 }
 
@@ -203,11 +175,10 @@ int req_set_deadline(struct req *r, double seconds)
     struct timeval tv;
 
     if (r->deadline == NULL &&
-        (r->deadline = evtimer_new(r->srv->base, req_on_deadline, r)) == NULL)
+        (r->deadline = evtimer_new(r->core->sched.base, req_on_deadline, r)) == NULL)
         return -1;
-    tv.tv_sec = (time_t)seconds;
-    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-    return evtimer_add(r->deadline, &tv);
+    r->deadline_s = seconds;
+    return evtimer_add(r->deadline, clock_timeval(seconds, &tv));
 }
 
 /* ---- request body ----------------------------------------------------- */
@@ -222,26 +193,74 @@ void req_body_backpressure(struct req *r)
      * back. A handler that does not read, or a multiplexing client, gets
      * its body buffered (up to --max-body) instead: other requests on the
      * connection must never wait for a slow reader. */
-    if (!c->body_paused && unread > r->srv->cfg.high_water && r->reading && !c->multiplexed &&
+    if (!c->body_paused && unread > r->core->cfg.high_water && r->reading && !c->multiplexed &&
         !r->stdin_done)
         conn_pause_body(c, 1);
-    else if (c->body_paused && (unread <= r->srv->cfg.high_water / 2 || !r->reading))
+    else if (c->body_paused && (unread <= r->core->cfg.high_water / 2 || !r->reading))
         conn_pause_body(c, 0);
 }
+
+int req_push_body(struct req *r, lua_State *L)
+{
+    size_t n = r->in ? evbuffer_get_length(r->in) : 0;
+
+    if (n == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    lua_pushlstring(L, (const char *)evbuffer_pullup(r->in, -1), n);
+    evbuffer_drain(r->in, n);
+    req_body_backpressure(r);
+    return 1;
+}
+
+int req_push_chunk(struct req *r, lua_State *L, size_t max)
+{
+    size_t n = r->in ? evbuffer_get_length(r->in) : 0;
+
+    if (n == 0) {
+        lua_pushnil(L); /* only reached when stdin_done */
+        return 1;
+    }
+    if (n > max)
+        n = max;
+    lua_pushlstring(L, (const char *)evbuffer_pullup(r->in, (ssize_t)n), n);
+    evbuffer_drain(r->in, n);
+    req_body_backpressure(r);
+    return 1;
+}
+
+static int req_body_results(struct task *t, lua_State *co)
+{
+    return t->req->too_large ? vm_push_err(co, "too large") : req_push_body(t->req, co);
+}
+
+static int req_read_results(struct task *t, lua_State *co)
+{
+    return t->req->too_large ? vm_push_err(co, "too large")
+                             : req_push_chunk(t->req, co, t->want);
+}
+
+const struct wait_ops req_body_wait = {
+    .name = "the request body", .results = req_body_results, .receiving = 1,
+};
+const struct wait_ops req_read_wait = {
+    .name = "the request body", .results = req_read_results, .receiving = 1,
+};
 
 /* Wake the task (main or thread) that waits for body bytes, if any. */
 static void req_wake_reader(struct req *r, struct task *t)
 {
-    if ((t->wait == TASK_WAIT_BODY && (r->stdin_done || r->too_large)) ||
-        t->wait == TASK_WAIT_READ)
+    if ((t->wait == &req_body_wait && (r->stdin_done || r->too_large)) ||
+        t->wait == &req_read_wait)
         task_wake(t);
 }
 
 static void req_wake_readers(struct req *r)
 {
     req_wake_reader(r, &r->main);
-    for (struct task *t = r->threads; t != NULL; t = t->next)
-        req_wake_reader(r, t);
+    for (struct thread *th = r->threads; th != NULL; th = th->next)
+        req_wake_reader(r, &th->task);
 }
 
 void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
@@ -250,11 +269,11 @@ void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
         r->stdin_done = 1;
     } else if (r->too_large) {
         return; /* dropped: the handler is told "too large" */
-    } else if (n > r->srv->cfg.max_body - r->in_total || r->in_total > r->srv->cfg.max_body) {
+    } else if (n > r->core->cfg.max_body - r->in_total || r->in_total > r->core->cfg.max_body) {
         r->too_large = 1;
         if (r->in != NULL)
             evbuffer_drain(r->in, evbuffer_get_length(r->in));
-        log_info("request %u: body over --max-body (%zu bytes)", r->id, r->srv->cfg.max_body);
+        log_info("request %u: body over --max-body (%zu bytes)", r->id, r->core->cfg.max_body);
     } else {
         if (r->in == NULL && (r->in = evbuffer_new()) == NULL) {
             r->too_large = 1; /* no memory to hold it: the handler sees an error */
@@ -272,40 +291,52 @@ void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
 
 /* ---- response --------------------------------------------------------- */
 
+/* RFC 9110 §15 (and 6585, 8297, 8470, 7538, 7725): the one table of
+ * reason phrases; Lua reaches it through afcgi.core.reason. */
+static const struct {
+    unsigned short status;
+    const char *reason;
+} req_reasons[] = {
+    { 100, "Continue" }, { 101, "Switching Protocols" }, { 103, "Early Hints" },
+    { 200, "OK" }, { 201, "Created" }, { 202, "Accepted" },
+    { 203, "Non-Authoritative Information" }, { 204, "No Content" }, { 205, "Reset Content" },
+    { 206, "Partial Content" },
+    { 300, "Multiple Choices" }, { 301, "Moved Permanently" }, { 302, "Found" },
+    { 303, "See Other" }, { 304, "Not Modified" }, { 307, "Temporary Redirect" },
+    { 308, "Permanent Redirect" },
+    { 400, "Bad Request" }, { 401, "Unauthorized" }, { 402, "Payment Required" },
+    { 403, "Forbidden" }, { 404, "Not Found" }, { 405, "Method Not Allowed" },
+    { 406, "Not Acceptable" }, { 407, "Proxy Authentication Required" },
+    { 408, "Request Timeout" }, { 409, "Conflict" }, { 410, "Gone" },
+    { 411, "Length Required" }, { 412, "Precondition Failed" }, { 413, "Content Too Large" },
+    { 414, "URI Too Long" }, { 415, "Unsupported Media Type" }, { 416, "Range Not Satisfiable" },
+    { 417, "Expectation Failed" }, { 418, "I'm a teapot" }, { 421, "Misdirected Request" },
+    { 422, "Unprocessable Content" }, { 423, "Locked" }, { 424, "Failed Dependency" },
+    { 425, "Too Early" }, { 426, "Upgrade Required" }, { 428, "Precondition Required" },
+    { 429, "Too Many Requests" }, { 431, "Request Header Fields Too Large" },
+    { 451, "Unavailable For Legal Reasons" },
+    { 500, "Internal Server Error" }, { 501, "Not Implemented" }, { 502, "Bad Gateway" },
+    { 503, "Service Unavailable" }, { 504, "Gateway Timeout" },
+    { 505, "HTTP Version Not Supported" }, { 506, "Variant Also Negotiates" },
+    { 507, "Insufficient Storage" },
+    { 508, "Loop Detected" }, { 511, "Network Authentication Required" },
+};
+
 const char *req_reason(unsigned status)
 {
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
+    size_t lo = 0, hi = sizeof req_reasons / sizeof req_reasons[0];
+
+    while (lo < hi) { /* the table is sorted */
+        size_t mid = (lo + hi) / 2;
+
+        if (req_reasons[mid].status == status)
+            return req_reasons[mid].reason;
+        if (req_reasons[mid].status < status)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
+    return status >= 500 ? "Server Error" : status >= 400 ? "Client Error" : "Unknown";
 }
 
 int req_add_header(struct req *r, const char *name, size_t nlen, const char *value,
@@ -451,7 +482,7 @@ int req_write(struct req *r, const char *p, size_t n)
 
 int req_congested(const struct req *r)
 {
-    return conn_pending(r->conn) > r->srv->cfg.high_water;
+    return conn_pending(r->conn) > r->core->cfg.high_water;
 }
 
 int req_flush(struct req *r)
@@ -474,26 +505,13 @@ static void req_simple_response(struct req *r, unsigned status, const char *body
     req_write(r, body, strlen(body));
 }
 
-/* The handler is done (returned, raised, or could not start): send the rest
- * and END_REQUEST, then free r through its connection. */
-static void req_finish(struct req *r)
-{
-    if (r->failed && !r->headers_sent)
-        req_simple_response(r, 500, "500 Internal Server Error\n");
-    else if (!r->headers_sent)
-        req_send_headers(r);
-    req_emit(r, 1);
-    conn_end_request(r->conn, r);
-}
-
 void req_reject(struct req *r, unsigned status, const char *body)
 {
     char line[64];
 
     snprintf(line, sizeof line, "%u %s\n", status, req_reason(status));
     req_simple_response(r, status, body != NULL ? body : line);
-    req_emit(r, 1);
-    conn_end_request(r->conn, r);
+    req_end(r, REQ_ANSWERED);
 }
 
 void req_path(const struct req *r, const char **path, size_t *len)
@@ -527,50 +545,254 @@ void req_log_path(const struct req *r, const char **path, int *plen)
 
 void req_expire(struct req *r)
 {
-    static const char *const waits[] = {
-        [TASK_WAIT_NONE] = "running",
-        [TASK_WAIT_SLEEP] = "afcgi.sleep",
-        [TASK_WAIT_BODY] = "the request body",
-        [TASK_WAIT_READ] = "the request body",
-        [TASK_WAIT_DRAIN] = "the client to read",
-        [TASK_WAIT_THREADS] = "light threads",
-        [TASK_WAIT_START] = "a light thread to start",
-        [TASK_WAIT_EXIT] = "its end",
-        [TASK_WAIT_SOCK_READ] = "a socket read",
-        [TASK_WAIT_SOCK_WRITE] = "a socket send",
-        [TASK_WAIT_SOCK_CONNECT] = "a socket connect",
-        [TASK_WAIT_SEMA] = "a semaphore",
-    };
-    enum task_wait w = r->main.wait;
-    const char *what = (size_t)w < sizeof waits / sizeof *waits && waits[w] ? waits[w] : "?";
-    int receiving = !r->params_done || w == TASK_WAIT_BODY || w == TASK_WAIT_READ;
-    unsigned status = receiving ? 408 : 504;
+    const struct wait_ops *w = r->main.wait;
+    double after = r->deadline != NULL ? r->deadline_s : r->core->cfg.request_timeout;
     const char *path;
     int plen;
 
     req_log_path(r, &path, &plen);
     log_warn("conn %llu request %u %.*s: timed out after %.3g s while %s%s; answered %u",
-             (unsigned long long)r->conn->seq, r->id, plen, path,
-             r->srv->cfg.request_timeout > 0 && r->deadline == NULL
-                 ? r->srv->cfg.request_timeout : 0.0,
+             (unsigned long long)r->conn->seq, r->id, plen, path, after,
              r->params_done ? "waiting for " : "receiving params",
-             r->params_done ? what : "",
-             status);
-    if (!r->headers_sent)
-        req_simple_response(r, status, status == 408 ? "408 Request Timeout\n"
-                                                     : "504 Gateway Timeout\n");
-    req_emit(r, 1);
-    conn_end_request(r->conn, r); /* releases every task where it is parked */
+             r->params_done ? task_waiting_for(&r->main) : "",
+             !r->params_done || (w != NULL && w->receiving) ? 408 : 504);
+    req_end(r, REQ_TIMED_OUT);
 }
 
-void req_abort(struct req *r)
+/* ---- the one end path ---------------------------------------------------- */
+
+/* Send what the ending calls for. */
+static void req_answer(struct req *r, enum req_how how)
 {
+    const struct wait_ops *w = r->main.wait;
     uint8_t end[16];
 
-    log_info("conn %llu request %u: aborted by the web server", (unsigned long long)r->conn->seq,
-             r->id);
-    fcgi_put_end_request(end, r->id, 0, FCGI_REQUEST_COMPLETE);
-    conn_send(r->conn, end, sizeof end);
-    req_aborted(r);
-    conn_end_request(r->conn, r); /* its tasks are released: they never run again */
+    switch (how) {
+    case REQ_FAILED:
+        r->failed = 1;
+        if (!r->headers_sent)
+            req_simple_response(r, 500, "500 Internal Server Error\n");
+        break;
+    case REQ_TIMED_OUT:
+        if (r->headers_sent)
+            break;
+        if (!r->params_done || (w != NULL && w->receiving))
+            req_simple_response(r, 408, "408 Request Timeout\n");
+        else
+            req_simple_response(r, 504, "504 Gateway Timeout\n");
+        break;
+    case REQ_ABORTED:
+        log_info("conn %llu request %u: aborted by the web server",
+                 (unsigned long long)r->conn->seq, r->id);
+        fcgi_put_end_request(end, r->id, 0, FCGI_REQUEST_COMPLETE);
+        conn_send(r->conn, end, sizeof end);
+        return;
+    case REQ_DROPPED:
+        return; /* the peer is gone: nothing to send */
+    case REQ_ANSWERED:
+        break;
+    }
+    if (!r->headers_sent)
+        req_send_headers(r);
+    req_emit(r, 1);
+}
+
+/* Tell the observers (the access log) how r went. */
+static void req_report(struct req *r)
+{
+    struct req_record rec = {
+        .conn = r->conn->seq,
+        .id = r->id,
+        .gen = r->main.vm != NULL ? r->main.vm->gen : 0,
+        .status = r->aborted ? 499 : r->status,
+        .bytes_out = r->bytes_out,
+        .begin = r->begin_time,
+        .end = clock_now(),
+    };
+
+    if (!req_param(r, "REQUEST_METHOD", 14, &rec.method, &rec.mlen)) {
+        rec.method = "-";
+        rec.mlen = 1;
+    }
+    if (!req_param(r, "REQUEST_URI", 11, &rec.uri, &rec.ulen) &&
+        !req_param(r, "DOCUMENT_URI", 12, &rec.uri, &rec.ulen)) {
+        rec.uri = "-";
+        rec.ulen = 1;
+    }
+    r->core->hooks.ended(r->core, &rec);
+}
+
+void req_end(struct req *r, enum req_how how)
+{
+    struct core *core = r->core;
+
+    req_answer(r, how);
+    if (how == REQ_ABORTED || how == REQ_DROPPED)
+        req_run_on_abort(r);
+    if (core->hooks.ended != NULL)
+        req_report(r);
+    sock_drop_all(&r->socks); /* before its tasks: they may be parked on them */
+    while (r->threads != NULL)
+        thread_free(r->threads);
+    if (r->abort_ref != LUA_NOREF)
+        luaL_unref(r->main.vm->L, LUA_REGISTRYINDEX, r->abort_ref);
+    task_release(&r->main); /* wherever it is parked: it never runs again */
+    if (r->deadline != NULL)
+        event_free(r->deadline);
+    if (r->in != NULL)
+        evbuffer_free(r->in);
+    conn_detach(r->conn, r); /* reads params.len */
+    buf_free(&r->params);
+    buf_free(&r->hdrs);
+    buf_free(&r->out);
+    req_slot_release(core->reqs, r);
+    req_untrack(core, r);
+    core->nreqs--;
+    free(r);
+    core->hooks.released(core);
+}
+
+/* ---- the request table: slots for handles, arrival order for timeouts ---- */
+
+static void req_on_timeout(evutil_socket_t fd, short what, void *arg);
+
+int req_table_init(struct core *core)
+{
+    struct req_table *tb = calloc(1, sizeof *tb);
+
+    if (tb == NULL || (tb->timeout_ev = evtimer_new(core->sched.base, req_on_timeout, core)) ==
+                          NULL) {
+        free(tb);
+        return -1;
+    }
+    core->reqs = tb;
+    return 0;
+}
+
+void req_table_free(struct core *core)
+{
+    struct req_table *tb = core->reqs;
+
+    if (tb == NULL)
+        return;
+    event_free(tb->timeout_ev);
+    free(tb->slots);
+    free(tb->free_slots);
+    free(tb);
+    core->reqs = NULL;
+}
+
+static int req_slot_alloc(struct req_table *tb, struct req *r)
+{
+    if (tb->nfree == 0) {
+        uint32_t n = tb->nslots ? tb->nslots * 2 : 1024, i;
+        struct req **s;
+        uint32_t *f;
+
+        if (n > REQ_HANDLE_SLOTS)
+            n = REQ_HANDLE_SLOTS;
+        if (n <= tb->nslots)
+            return -1;
+        if ((s = realloc(tb->slots, n * sizeof *s)) == NULL)
+            return -1;
+        tb->slots = s;
+        if ((f = realloc(tb->free_slots, n * sizeof *f)) == NULL)
+            return -1;
+        tb->free_slots = f;
+        for (i = n; i > tb->nslots; i--) /* lowest index handed out first */
+            tb->free_slots[tb->nfree++] = i - 1;
+        memset(s + tb->nslots, 0, (n - tb->nslots) * sizeof *s);
+        tb->nslots = n;
+    }
+    r->slot = tb->free_slots[--tb->nfree];
+    if (++tb->next_serial == 0)
+        tb->next_serial = 1;
+    r->serial = tb->next_serial;
+    tb->slots[r->slot] = r;
+    return 0;
+}
+
+static void req_slot_release(struct req_table *tb, struct req *r)
+{
+    if (r->slot < tb->nslots && tb->slots[r->slot] == r) {
+        tb->slots[r->slot] = NULL;
+        tb->free_slots[tb->nfree++] = r->slot;
+    }
+}
+
+double req_handle(const struct req *r)
+{
+    return (double)r->serial * REQ_HANDLE_SLOTS + (double)r->slot;
+}
+
+struct req *req_find(struct core *core, double handle)
+{
+    struct req_table *tb = core->reqs;
+    double serial = floor(handle / REQ_HANDLE_SLOTS);
+    double slot = handle - serial * REQ_HANDLE_SLOTS;
+    struct req *r;
+
+    if (!(handle >= 0) || slot >= tb->nslots || slot != floor(slot))
+        return NULL;
+    r = tb->slots[(uint32_t)slot];
+    return r != NULL && (double)r->serial == serial ? r : NULL;
+}
+
+static void req_arm_timeout(struct core *core)
+{
+    struct req_table *tb = core->reqs;
+    struct timeval tv;
+
+    if (tb->oldest == NULL || evtimer_pending(tb->timeout_ev, NULL))
+        return;
+    clock_timeval(tb->oldest->begin_time + core->cfg.request_timeout - clock_now(), &tv);
+    tv.tv_usec += 1000; /* never early */
+    evtimer_add(tb->timeout_ev, &tv);
+}
+
+static void req_track(struct core *core, struct req *r)
+{
+    struct req_table *tb = core->reqs;
+
+    r->begin_time = clock_now();
+    if (core->cfg.request_timeout <= 0)
+        return;
+    r->older = tb->newest;
+    r->newer = NULL;
+    if (tb->newest)
+        tb->newest->newer = r;
+    else
+        tb->oldest = r;
+    tb->newest = r;
+    req_arm_timeout(core);
+}
+
+static void req_untrack(struct core *core, struct req *r)
+{
+    struct req_table *tb = core->reqs;
+
+    if (core->cfg.request_timeout <= 0)
+        return;
+    if (r->older)
+        r->older->newer = r->newer;
+    else
+        tb->oldest = r->newer;
+    if (r->newer)
+        r->newer->older = r->older;
+    else
+        tb->newest = r->older;
+    r->older = r->newer = NULL;
+}
+
+static void req_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct core *core = arg;
+    struct req_table *tb = core->reqs;
+    double now = clock_now();
+
+    (void)fd;
+    (void)what;
+    while (tb->oldest != NULL && tb->oldest->begin_time + core->cfg.request_timeout <= now)
+        req_expire(tb->oldest); /* unlinks it */
+    req_arm_timeout(core);
 }

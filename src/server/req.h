@@ -13,25 +13,53 @@
 #include "task.h"
 
 struct conn;
-struct server;
+struct core;
 struct vm;
 struct event;
 struct evbuffer;
 struct lua_State;
+struct thread;
 
+/* Handles from Lua are serial * REQ_HANDLE_SLOTS + slot (exact in a double). */
+#define REQ_HANDLE_SLOTS (1u << 20)
+
+/*
+ * Invariants:
+ * - a request is in its connection's table and in a slot of
+ *   core->reqs from req_new until req_end, its one end path; nothing
+ *   else frees it.
+ * - params_done: the PARAMS stream ended; then the params were validated
+ *   (every lookup sees well-formed pairs) and 'started' follows at once.
+ * - started: the start hook ran (the handler, or the status page); main.co
+ *   is set while the handler runs.
+ * - stdin_done only after params_done; 'in' holds only unread body bytes,
+ *   in_total counts all received, never more than --max-body (too_large
+ *   is set instead and the rest dropped).
+ * - headers_sent: hdrs has been moved into out; status and headers are
+ *   fixed from then on. has_ctype tells whether hdrs names a type.
+ * - rejected: params went over --max-params; never started, answered 431.
+ * - aborted: the web server gave up on it (ABORT_REQUEST or a dropped
+ *   connection); nothing more reaches the peer but END_REQUEST.
+ * - reading: the handler reads its body piecewise; only then (and on a
+ *   connection that never multiplexed) may its body hold the socket back.
+ * - failed: the handler raised or could not start: END_REQUEST carries
+ *   application status 1.
+ * - keep_conn: FCGI_KEEP_CONN; without it the connection closes once idle.
+ */
 struct req {
     struct conn *conn;        /* borrowed: the connection outlives its requests */
-    struct server *srv;       /* borrowed */
-    struct req *older, *newer; /* srv->oldest..newest, for --request-timeout */
-    double begin_time;        /* when BEGIN_REQUEST arrived (loop time, seconds) */
+    struct core *core;        /* borrowed */
+    struct req *older, *newer; /* core->reqs oldest..newest, for --request-timeout */
+    double begin_time;        /* when BEGIN_REQUEST arrived (clock_now) */
 
     uint16_t id;              /* FastCGI request id */
-    uint32_t slot, serial;    /* handle from Lua, see server_slot_find */
+    uint32_t slot, serial;    /* handle from Lua, see req_find */
     struct task main;         /* the handler; main.vm pins the generation it runs in */
-    struct task *threads;     /* light threads it spawned; owned */
+    struct thread *threads;   /* light threads it spawned; owned */
     uint32_t thread_serial;
     int abort_ref;            /* req:on_abort function in main.vm's registry, or LUA_NOREF */
     struct event *deadline;   /* req:set_timeout; owned, NULL until set */
+    double deadline_s;        /* its seconds, for the log line */
     struct sock *socks;       /* outbound sockets it connected; closed when it ends */
 
     struct buf params;        /* FCGI_PARAMS stream, name-value pairs */
@@ -46,26 +74,79 @@ struct req {
     unsigned keep_conn : 1;
     unsigned params_done : 1;
     unsigned stdin_done : 1;
-    unsigned too_large : 1;   /* the body went over --max-body; the rest is dropped */
-    unsigned started : 1;     /* the handler has been started */
+    unsigned too_large : 1;
+    unsigned started : 1;
     unsigned headers_sent : 1;
     unsigned has_ctype : 1;
-    unsigned failed : 1;      /* the handler raised */
-    unsigned rejected : 1;    /* answered without running (params too large) */
-    unsigned aborted : 1;     /* the web server gave up on it */
-    unsigned reading : 1;     /* the handler has asked for its body */
+    unsigned failed : 1;
+    unsigned rejected : 1;
+    unsigned aborted : 1;
+    unsigned reading : 1;
 };
 
-/* A new request on c, registered in a server slot. NULL when out of memory. */
-struct req *req_new(struct conn *c, uint16_t id, int keep_conn);
+/* How a request ends. Every ending goes through req_end. */
+enum req_how {
+    REQ_ANSWERED,  /* the handler returned or called res:exit, or the request
+                    * was answered without one: send the rest, END_REQUEST */
+    REQ_FAILED,    /* the handler raised or could not start: 500 if nothing
+                    * went out yet, END_REQUEST with application status 1 */
+    REQ_TIMED_OUT, /* --request-timeout or req:set_timeout: 408 or 504 */
+    REQ_ABORTED,   /* FCGI_ABORT_REQUEST: END_REQUEST; on_abort runs */
+    REQ_DROPPED    /* the connection is gone: nothing is sent; on_abort runs */
+};
 
-/* Release everything r holds and free it. NULL-safe. Callers: conn only. */
-void req_free(struct req *r);
+/* What the observers of an ended request get (access log). The strings
+ * borrow from the request and last only during the hook. */
+struct req_record {
+    uint64_t conn;            /* connection number */
+    unsigned id, gen;         /* FastCGI id, code generation (0: never ran) */
+    const char *method, *uri; /* "-" when the web server sent none */
+    size_t mlen, ulen;
+    unsigned status;          /* 499 when the web server gave up on it */
+    size_t bytes_out;
+    double begin, end;        /* clock_now seconds */
+};
+
+/* Every request of a process: slots for handles, and arrival order for
+ * --request-timeout (all requests share it, so arrival order is deadline
+ * order). */
+struct req_table {
+    struct req **slots;
+    uint32_t nslots;
+    uint32_t *free_slots;
+    uint32_t nfree;
+    uint32_t next_serial;
+    struct req *oldest, *newest;
+    struct event *timeout_ev; /* fires at the oldest request's deadline */
+};
+
+/* The table for core (core->reqs). Returns 0, or -1 when out of memory. */
+int req_table_init(struct core *core);
+void req_table_free(struct core *core);
+
+/* The live request with this handle, or NULL if it has ended. */
+struct req *req_find(struct core *core, double handle);
+
+/* r's handle, for Lua. */
+double req_handle(const struct req *r);
+
+/* End r: answer as 'how' says, tell the observers, release everything it
+ * holds wherever its tasks are parked (they never run again), detach it
+ * from its connection and free it. The one end path. */
+void req_end(struct req *r, enum req_how how);
+
+/* Run r's handler in generation vm with the req and res tables that
+ * push_args pushes (api.c). Ends r if it cannot start. */
+void req_run(struct req *r, struct vm *vm,
+             void (*push_args)(struct lua_State *co, struct vm *vm, struct req *r));
+
+/* A new request on c, registered in a slot. NULL when out of memory. */
+struct req *req_new(struct conn *c, uint16_t id, int keep_conn);
 
 /* Append FCGI_PARAMS content. Returns 0, or -1 when over --max-params. */
 int req_add_params(struct req *r, const uint8_t *p, size_t n);
 
-/* The params stream ended: run the handler. May end and free r. */
+/* The params stream ended: call the start hook. May end and free r. */
 void req_start(struct req *r);
 
 /* Pause or resume reading r's connection after its unread body changed. */
@@ -74,23 +155,12 @@ void req_body_backpressure(struct req *r);
 /* FCGI_STDIN content (n > 0) or its end (n == 0). Wakes a waiting reader. */
 void req_add_stdin(struct req *r, const uint8_t *p, size_t n);
 
-/* FCGI_ABORT_REQUEST: answer END_REQUEST and free r; its coroutine never runs again. */
-void req_abort(struct req *r);
-
-/* --request-timeout passed: answer 408 (still receiving) or 504, release
- * everything and free r; its coroutine never runs again. */
+/* --request-timeout passed: log it and end r with REQ_TIMED_OUT. */
 void req_expire(struct req *r);
 
-/* Answer without running a handler (status line and a short body), then end. */
+/* Answer without running a handler (status line and a short body, or the
+ * reason phrase when body is NULL), then end r. */
 void req_reject(struct req *r, unsigned status, const char *body);
-
-/* A task of r ended (from task_resume): the handler (finish the request)
- * or a light thread. May free r. */
-void req_task_ended(struct task *t);
-
-/* The web server is gone or gave up on r (ABORT_REQUEST, connection closed):
- * run its on_abort callback, if any, as a timer. Call before freeing r. */
-void req_aborted(struct req *r);
 
 /* Expire r after 'seconds' (req:set_timeout). Returns 0, or -1 on no memory. */
 int req_set_deadline(struct req *r, double seconds);
@@ -105,13 +175,14 @@ void req_remove_header(struct req *r, const char *name, size_t nlen);
 int req_write(struct req *r, const char *p, size_t n);
 
 /* Send what is buffered. Returns 1 if the connection is above its high-water
- * mark (the caller should park on TASK_WAIT_DRAIN), 0 if not, -1 on no memory. */
+ * mark (the caller should park on conn_drain_wait), 0 if not, -1 on no memory. */
 int req_flush(struct req *r);
 
 /* 1 if the connection's output is above the high-water mark. */
 int req_congested(const struct req *r);
 
-/* The reason phrase of an HTTP status ("Not Found"), "Status" if unknown. */
+/* The reason phrase of an HTTP status ("Not Found"); for one not in the
+ * table, its class ("Client Error", "Server Error", else "Unknown"). */
 const char *req_reason(unsigned status);
 
 /* The request's path: DOCUMENT_URI when the web server sends one that is
@@ -122,6 +193,15 @@ void req_path(const struct req *r, const char **path, size_t *len);
 
 /* The path for log lines: req_path cut at 200 bytes, "?" when empty. */
 void req_log_path(const struct req *r, const char **path, int *plen);
+
+/* The waits on the body, for req:read_body and req:read. */
+extern const struct wait_ops req_body_wait; /* the whole body */
+extern const struct wait_ops req_read_wait; /* some bytes (t->want at most) or its end */
+
+/* Push the whole unread body and drop it; or up to 'max' bytes, nil at the
+ * end. Return how many values. */
+int req_push_body(struct req *r, struct lua_State *L);
+int req_push_chunk(struct req *r, struct lua_State *L, size_t max);
 
 /* Look up a param; returns 1 and sets value/vlen when present. */
 int req_param(const struct req *r, const char *name, size_t nlen, const char **value,

@@ -9,7 +9,7 @@
  *   n = sema:count()                 -- resources, or minus the number of waiters
  *
  * A semaphore is not owned by any request. A waiting task sits on its FIFO
- * (t->sema_wait, sema_queued, sema_prev/next) with its wake event as the
+ * (t->what, t->queued, t->qprev/qnext) with its wake event as the
  * timeout, and anchors the semaphore against the GC; it leaves the FIFO when
  * posted, when the timeout fires, or when the task is released (its request
  * ended), so a post never wakes a task that is gone, and a resource posted
@@ -21,8 +21,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "api.h"
-#include "server.h"
+#include "core.h"
 #include "task.h"
 #include "vm.h"
 
@@ -35,19 +34,19 @@ struct sema {
     struct task *head, *tail; /* waiters, first come first served */
 };
 
-/* Take t off the queue; it keeps sema_wait until resumed or released. */
+/* Take t off the queue; it keeps t->what until resumed or released. */
 static void sema_unlink(struct sema *s, struct task *t)
 {
-    if (t->sema_prev)
-        t->sema_prev->sema_next = t->sema_next;
+    if (t->qprev)
+        t->qprev->qnext = t->qnext;
     else
-        s->head = t->sema_next;
-    if (t->sema_next)
-        t->sema_next->sema_prev = t->sema_prev;
+        s->head = t->qnext;
+    if (t->qnext)
+        t->qnext->qprev = t->qprev;
     else
-        s->tail = t->sema_prev;
-    t->sema_prev = t->sema_next = NULL;
-    t->sema_queued = 0;
+        s->tail = t->qprev;
+    t->qprev = t->qnext = NULL;
+    t->queued = 0;
     s->nwait--;
 }
 
@@ -66,39 +65,36 @@ static void sema_add(struct sema *s, lua_Integer n)
     }
 }
 
-void sema_task_gone(struct task *t)
+/* Released while parked: leave the queue; a resource posted to it but never
+ * taken goes to the next waiter. */
+static void sema_cancel(struct task *t)
 {
-    struct sema *s = t->sema_wait;
+    struct sema *s = t->what;
 
-    t->sema_wait = NULL;
-    if (t->sema_queued)
+    if (s == NULL)
+        return;
+    if (t->queued)
         sema_unlink(s, t);
     else
-        sema_add(s, 1); /* posted but never resumed: the resource goes to the next */
+        sema_add(s, 1);
 }
 
-int sema_wake_results(struct task *t)
+/* true, or nil, "timeout" (still queued: the wake event fired as the timeout). */
+static int sema_results(struct task *t, lua_State *co)
 {
-    struct sema *s = t->sema_wait;
-    int timed_out = t->sema_queued;
+    struct sema *s = t->what;
 
-    t->sema_wait = NULL;
-    if (timed_out)
+    if (s != NULL && t->queued) {
         sema_unlink(s, t);
-    task_unanchor(t);
-    if (timed_out) {
-        lua_pushnil(t->co);
-        lua_pushliteral(t->co, "timeout");
-        return 2;
+        return vm_push_err(co, "timeout");
     }
-    lua_pushboolean(t->co, 1);
+    lua_pushboolean(co, 1);
     return 1;
 }
 
-static struct vm *sema_vm(lua_State *L)
-{
-    return lua_touserdata(L, lua_upvalueindex(1));
-}
+static const struct wait_ops sema_wait_ops = {
+    .name = "a semaphore", .results = sema_results, .cancel = sema_cancel,
+};
 
 static int sema_l_new(lua_State *L)            /* sema = afcgi.semaphore([n]) */
 {
@@ -119,7 +115,7 @@ static int sema_l_wait(lua_State *L)           /* ok, err = sema:wait(seconds) *
 {
     struct sema *s = luaL_checkudata(L, 1, SEMA_MT);
     double seconds = luaL_optnumber(L, 2, 0);
-    struct task *t = task_current(sema_vm(L)->srv, L);
+    struct task *t = task_current(&core_of(L)->sched, L);
 
     luaL_argcheck(L, seconds >= 0, 2, "timeout must be >= 0");
     if (s->count > 0 && s->head == NULL) {
@@ -136,17 +132,16 @@ static int sema_l_wait(lua_State *L)           /* ok, err = sema:wait(seconds) *
         return 2;
     }
     task_anchor(t, L, 1); /* the yield drops it from the stack the GC scans */
-    t->sema_wait = s;
-    t->sema_queued = 1;
-    t->sema_prev = s->tail;
-    t->sema_next = NULL;
+    t->queued = 1;
+    t->qprev = s->tail;
+    t->qnext = NULL;
     if (s->tail)
-        s->tail->sema_next = t;
+        s->tail->qnext = t;
     else
         s->head = t;
     s->tail = t;
     s->nwait++;
-    task_park_timed(t, TASK_WAIT_SEMA, seconds);
+    task_park_timed(t, &sema_wait_ops, s, seconds);
     return lua_yield(L, 0);
 }
 
@@ -175,7 +170,7 @@ static int sema_l_gc(lua_State *L)
     struct sema *s = luaL_checkudata(L, 1, SEMA_MT);
 
     while (s->head != NULL) { /* cannot happen: waiters anchor it (task_anchor) */
-        s->head->sema_wait = NULL;
+        s->head->what = NULL;
         sema_unlink(s, s->head);
     }
     return 0;
@@ -192,11 +187,7 @@ void sema_open(lua_State *L, struct vm *vm)
 
     luaL_newmetatable(L, SEMA_MT);
     lua_newtable(L);
-    for (const luaL_Reg *f = methods; f->name != NULL; f++) {
-        lua_pushlightuserdata(L, vm);
-        lua_pushcclosure(L, f->func, 1);
-        lua_setfield(L, -2, f->name);
-    }
+    vm_setfuncs(L, vm, methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, sema_l_gc);
     lua_setfield(L, -2, "__gc");

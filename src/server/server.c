@@ -1,14 +1,12 @@
 /*
- * server.c: listeners, signals, the flush queue and request slots (see
- * server.h).
+ * server.c: one serving process (see server.h): listeners, signals, reloads
+ * and the stop; the core's hooks. What a request and a connection do is in
+ * req.c and conn.c; the server only owns the loop and the listeners.
  */
 #include "server.h"
 
 #include <errno.h>
 #include <malloc.h>
-#include <math.h>
-#include <netdb.h>
-#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -16,26 +14,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
 #include "access.h"
+#include "api.h"
+#include "clock.h"
 #include "conn.h"
-#include "listen.h"
 #include "log.h"
+#include "pool.h"
 #include "req.h"
 #include "sock.h"
+#include "stats.h"
 #include "timer.h"
 #include "vm.h"
 #include "watchdog.h"
 
-#define SLOTS_MAX (1u << 20)
 #define SERVER_MAX_CALLBACKS 64 /* between two polls for I/O */
 
 static void server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -45,9 +42,84 @@ static void server_on_flush(evutil_socket_t fd, short what, void *arg);
 static void server_on_signal(evutil_socket_t sig, short what, void *arg);
 static void server_on_stop_timeout(evutil_socket_t fd, short what, void *arg);
 static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg);
-static void server_on_timeout(evutil_socket_t fd, short what, void *arg);
 static void server_on_compact(evutil_socket_t fd, short what, void *arg);
 static void server_stop(struct server *srv);
+
+/* ---- hooks: what the layers below tell the server ------------------------ */
+
+static struct server *server_of(struct core *core)
+{
+    return (struct server *)(void *)core; /* the core is its first member */
+}
+
+struct core *server_core(struct server *srv)
+{
+    return &srv->core;
+}
+
+/* The params of r are in: the status page, or the app's handler. */
+static void server_on_start(struct req *r)
+{
+    struct core *core = r->core;
+
+    if (core->cfg.status_path != NULL && stats_answer(r)) {
+        req_end(r, REQ_ANSWERED);
+        return;
+    }
+    req_run(r, core->vm, api_push_args);
+}
+
+/* A request ended (only with --access-log): its line, written with the flush. */
+static void server_on_ended(struct core *core, const struct req_record *rec)
+{
+    access_log(rec);
+    event_active(core->flush_ev, EV_TIMEOUT, 1); /* also when no output is queued */
+}
+
+static void server_check_idle(struct server *srv)
+{
+    if (srv->core.stopping && srv->core.nreqs == 0 && srv->core.flush_head == NULL)
+        event_base_loopexit(srv->core.sched.base, NULL);
+}
+
+/* A request or a connection went away. */
+static void server_on_released(struct core *core)
+{
+    struct server *srv = server_of(core);
+
+    if (srv->accept_full && core->nconns < core->cfg.max_conns) {
+        srv->accept_full = 0;
+        if (!core->stopping && !evtimer_pending(srv->accept_ev, NULL)) {
+            for (size_t i = 0; i < srv->nlsn; i++)
+                evconnlistener_enable(srv->lsn[i]);
+        }
+    }
+    server_check_idle(srv);
+}
+
+/* The end of a loop turn: write the connections' output and the access log. */
+static void server_on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    (void)fd;
+    (void)what;
+    conn_flush_queued(&srv->core);
+    access_flush();
+}
+
+/* Many requests were just freed at once: a full Lua collection, and free
+ * heap memory back to the system. */
+static void server_on_compact(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    (void)fd;
+    (void)what;
+    vm_collect(srv->core.vm);
+    malloc_trim(0);
+    log_info("memory compacted after many requests ended at once");
+}
 
 /* ---- accepting ---------------------------------------------------------- */
 
@@ -65,36 +137,24 @@ static void server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struc
         close(fd);
         return;
     }
-    if (srv->nconns >= srv->cfg.max_conns || srv->stopping) {
+    if (srv->core.nconns >= srv->core.cfg.max_conns || srv->core.stopping) {
         log_warn("connection from %s refused: %s (%u open)", peer,
-                 srv->stopping ? "shutting down" : "--max-conns reached", srv->nconns);
+                 srv->core.stopping ? "shutting down" : "--max-conns reached", srv->core.nconns);
         close(fd);
         return;
     }
     if (sa->sa_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    conn_new(srv, fd, peer);
-    if (srv->nconns >= srv->cfg.max_conns && !srv->accept_full) {
+    conn_new(&srv->core, fd, peer);
+    if (srv->core.nconns >= srv->core.cfg.max_conns && !srv->accept_full) {
         /* like php-fpm: further connections wait in the listen backlog
          * (the web server queues) rather than being refused */
         log_warn("--max-conns (%u) reached: new connections wait in the backlog",
-                 srv->cfg.max_conns);
+                 srv->core.cfg.max_conns);
         srv->accept_full = 1;
         for (size_t i = 0; i < srv->nlsn; i++)
             evconnlistener_disable(srv->lsn[i]);
     }
-}
-
-void server_conn_closed(struct server *srv)
-{
-    if (srv->accept_full && srv->nconns < srv->cfg.max_conns) {
-        srv->accept_full = 0;
-        if (!srv->stopping && !evtimer_pending(srv->accept_ev, NULL)) {
-            for (size_t i = 0; i < srv->nlsn; i++)
-                evconnlistener_enable(srv->lsn[i]);
-        }
-    }
-    server_check_idle(srv);
 }
 
 /* accept() failed, typically EMFILE: pause accepting for 100 ms instead of
@@ -107,7 +167,7 @@ static void server_on_accept_error(struct evconnlistener *l, void *arg)
 
     (void)l;
     log_error("accept failed: %s; pausing accepts for 100 ms (%u connections open)",
-              strerror(e), srv->nconns);
+              strerror(e), srv->core.nconns);
     for (size_t i = 0; i < srv->nlsn; i++)
         evconnlistener_disable(srv->lsn[i]);
     evtimer_add(srv->accept_ev, &tv);
@@ -119,184 +179,10 @@ static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (srv->stopping || srv->accept_full)
+    if (srv->core.stopping || srv->accept_full)
         return;
     for (size_t i = 0; i < srv->nlsn; i++)
         evconnlistener_enable(srv->lsn[i]);
-}
-
-/* ---- flush queue ------------------------------------------------------ */
-
-void server_flush_soon(struct server *srv)
-{
-    event_active(srv->flush_ev, EV_TIMEOUT, 1); /* a no-op when already active */
-}
-
-void server_queue_flush(struct server *srv, struct conn *c)
-{
-    if (c->flush_queued)
-        return;
-    c->flush_queued = 1;
-    c->flush_next = srv->flush_head;
-    if (srv->flush_head == NULL)
-        event_active(srv->flush_ev, EV_TIMEOUT, 1);
-    srv->flush_head = c;
-}
-
-static void server_on_flush(evutil_socket_t fd, short what, void *arg)
-{
-    struct server *srv = arg;
-    struct conn *c;
-
-    (void)fd;
-    (void)what;
-    while ((c = srv->flush_head) != NULL) {
-        srv->flush_head = c->flush_next;
-        c->flush_queued = 0;
-        c->flush_next = NULL;
-        conn_flush(c); /* may free c, or queue it again */
-    }
-    access_flush();
-}
-
-/* ---- request slots ---------------------------------------------------- */
-
-int server_slot_alloc(struct server *srv, struct req *r)
-{
-    if (srv->nfree == 0) {
-        uint32_t n = srv->nslots ? srv->nslots * 2 : 1024, i;
-        struct req **s;
-        uint32_t *f;
-
-        if (n > SLOTS_MAX)
-            n = SLOTS_MAX;
-        if (n <= srv->nslots)
-            return -1;
-        if ((s = realloc(srv->slots, n * sizeof *s)) == NULL)
-            return -1;
-        srv->slots = s;
-        if ((f = realloc(srv->free_slots, n * sizeof *f)) == NULL)
-            return -1;
-        srv->free_slots = f;
-        for (i = n; i > srv->nslots; i--) /* lowest index handed out first */
-            srv->free_slots[srv->nfree++] = i - 1;
-        memset(s + srv->nslots, 0, (n - srv->nslots) * sizeof *s);
-        srv->nslots = n;
-    }
-    r->slot = srv->free_slots[--srv->nfree];
-    if (++srv->next_serial == 0)
-        srv->next_serial = 1;
-    r->serial = srv->next_serial;
-    srv->slots[r->slot] = r;
-    return 0;
-}
-
-void server_slot_release(struct server *srv, struct req *r)
-{
-    if (r->slot < srv->nslots && srv->slots[r->slot] == r) {
-        srv->slots[r->slot] = NULL;
-        srv->free_slots[srv->nfree++] = r->slot;
-    }
-}
-
-struct req *server_slot_find(struct server *srv, double handle)
-{
-    double serial = floor(handle / 1048576.0);
-    double slot = handle - serial * 1048576.0;
-    struct req *r;
-
-    if (!(handle >= 0) || slot >= srv->nslots || slot != floor(slot))
-        return NULL;
-    r = srv->slots[(uint32_t)slot];
-    return r != NULL && (double)r->serial == serial ? r : NULL;
-}
-
-/* ---- request timeout -------------------------------------------------- */
-
-/* Wall-clock time now. Not libevent's cached time: that one is kept on the
- * monotonic clock with an offset, and mixing the two gave negative durations
- * in the access log. clock_gettime(CLOCK_REALTIME) is a vDSO call. */
-double server_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void server_arm_timeout(struct server *srv)
-{
-    double wait;
-    struct timeval tv;
-
-    if (srv->oldest == NULL || evtimer_pending(srv->timeout_ev, NULL))
-        return;
-    wait = srv->oldest->begin_time + srv->cfg.request_timeout - server_now();
-    if (wait < 0)
-        wait = 0;
-    tv.tv_sec = (time_t)wait;
-    tv.tv_usec = (suseconds_t)((wait - (double)tv.tv_sec) * 1e6) + 1000; /* never early */
-    evtimer_add(srv->timeout_ev, &tv);
-}
-
-void server_track(struct server *srv, struct req *r)
-{
-    r->begin_time = server_now();
-    if (srv->cfg.request_timeout <= 0)
-        return;
-    r->older = srv->newest;
-    r->newer = NULL;
-    if (srv->newest)
-        srv->newest->newer = r;
-    else
-        srv->oldest = r;
-    srv->newest = r;
-    server_arm_timeout(srv);
-}
-
-void server_untrack(struct server *srv, struct req *r)
-{
-    if (srv->cfg.request_timeout <= 0)
-        return;
-    if (r->older)
-        r->older->newer = r->newer;
-    else
-        srv->oldest = r->newer;
-    if (r->newer)
-        r->newer->older = r->older;
-    else
-        srv->newest = r->older;
-    r->older = r->newer = NULL;
-}
-
-static void server_on_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    struct server *srv = arg;
-    double now = server_now();
-
-    (void)fd;
-    (void)what;
-    while (srv->oldest != NULL && srv->oldest->begin_time + srv->cfg.request_timeout <= now)
-        req_expire(srv->oldest); /* unlinks it */
-    server_arm_timeout(srv);
-}
-
-/* ---- memory ------------------------------------------------------------ */
-
-void server_compact(struct server *srv)
-{
-    event_active(srv->compact_ev, EV_TIMEOUT, 1);
-}
-
-static void server_on_compact(evutil_socket_t fd, short what, void *arg)
-{
-    struct server *srv = arg;
-
-    (void)fd;
-    (void)what;
-    vm_collect(srv->vm);
-    malloc_trim(0);
-    log_info("memory compacted after many requests ended at once");
 }
 
 /* ---- stopping --------------------------------------------------------- */
@@ -304,19 +190,11 @@ static void server_on_compact(evutil_socket_t fd, short what, void *arg)
 static void server_close_listeners(struct server *srv)
 {
     for (size_t i = 0; i < srv->nlsn; i++) {
-        if (srv->worker == 0 && srv->ls.bound_unix[i])
+        if (srv->core.worker == 0 && srv->ls.bound_unix[i])
             unlink(srv->ls.name[i] + 5); /* only the process that bound it */
         evconnlistener_free(srv->lsn[i]); /* closes the socket */
     }
     srv->nlsn = 0;
-}
-
-void server_return_cookie(struct server *srv, uint64_t cookie)
-{
-    if (srv->ls.pass_fd >= 0 &&
-        send(srv->ls.pass_fd, &cookie, sizeof cookie, MSG_DONTWAIT | MSG_NOSIGNAL) !=
-            (ssize_t)sizeof cookie)
-        log_warn("cannot return a connection's cookie to the manager: %s", strerror(errno));
 }
 
 /* Connections arriving as descriptors with cookies (kcgi's protocol). */
@@ -337,17 +215,20 @@ static void server_on_passed(evutil_socket_t pfd, short what, void *arg)
             listen_format_addr((struct sockaddr *)&ss, sl, peer, sizeof peer);
         else
             snprintf(peer, sizeof peer, "passed");
-        if (srv->stopping || (c = conn_new(srv, fd, peer)) == NULL) {
-            if (srv->stopping)
+        if (srv->core.stopping || (c = conn_new(&srv->core, fd, peer)) == NULL) {
+            if (srv->core.stopping)
                 close(fd);
-            server_return_cookie(srv, cookie);
+            if (listen_return_cookie(srv->ls.pass_fd, cookie) < 0)
+                log_warn("cannot return a connection's cookie to the manager: %s",
+                         strerror(errno));
             continue;
         }
         c->passed = 1;
         c->cookie = cookie;
     }
-    if (rc < 0 && !srv->stopping) {
+    if (rc < 0 && !srv->core.stopping) {
         log_notice("the connection manager closed its socket: stopping");
+        srv->core.manager_gone = 1; /* said: closing connections need not say it again */
         event_del(srv->pass_ev);
         server_stop(srv);
     }
@@ -357,7 +238,7 @@ static void server_on_passed(evutil_socket_t pfd, short what, void *arg)
 static int server_watch(struct server *srv, char *err, size_t errlen)
 {
     if (srv->ls.pass_fd >= 0) {
-        srv->pass_ev = event_new(srv->base, srv->ls.pass_fd, EV_READ | EV_PERSIST,
+        srv->pass_ev = event_new(srv->core.sched.base, srv->ls.pass_fd, EV_READ | EV_PERSIST,
                                  server_on_passed, srv);
         if (srv->pass_ev == NULL || event_add(srv->pass_ev, NULL) < 0) {
             snprintf(err, errlen, "cannot watch the descriptor socket");
@@ -365,7 +246,7 @@ static int server_watch(struct server *srv, char *err, size_t errlen)
         }
     }
     for (size_t i = 0; i < srv->ls.n; i++) {
-        srv->lsn[i] = evconnlistener_new(srv->base, server_on_accept, srv,
+        srv->lsn[i] = evconnlistener_new(srv->core.sched.base, server_on_accept, srv,
                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
                                          srv->ls.fd[i]);
         if (srv->lsn[i] == NULL) {
@@ -386,29 +267,21 @@ static void server_stop(struct server *srv)
     struct timeval tv;
     struct conn *c, *next;
 
-    if (srv->stopping)
+    if (srv->core.stopping)
         return;
-    srv->stopping = 1;
+    srv->core.stopping = 1;
     server_close_listeners(srv);
-    timer_free_all(srv);
-    log_notice("shutting down: %u requests in flight on %u connections", srv->nreqs,
-               srv->nconns);
-    for (c = srv->conns; c != NULL; c = next) {
+    timer_free_all(&srv->core);
+    log_notice("shutting down: %u requests in flight on %u connections", srv->core.nreqs,
+               srv->core.nconns);
+    for (c = srv->core.conns; c != NULL; c = next) {
         next = c->next;
         c->close_when_idle = 1;
         if (c->nreqs == 0)
             conn_close(c);
     }
-    tv.tv_sec = (time_t)srv->cfg.shutdown_timeout;
-    tv.tv_usec = (suseconds_t)((srv->cfg.shutdown_timeout - (double)tv.tv_sec) * 1e6);
-    evtimer_add(srv->stop_ev, &tv);
+    evtimer_add(srv->stop_ev, clock_timeval(srv->core.cfg.shutdown_timeout, &tv));
     server_check_idle(srv);
-}
-
-void server_check_idle(struct server *srv)
-{
-    if (srv->stopping && srv->nreqs == 0 && srv->flush_head == NULL)
-        event_base_loopexit(srv->base, NULL);
 }
 
 static void server_on_stop_timeout(evutil_socket_t fd, short what, void *arg)
@@ -417,22 +290,40 @@ static void server_on_stop_timeout(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    log_warn("shutdown timeout: %u requests still in flight are aborted", srv->nreqs);
-    event_base_loopbreak(srv->base);
+    log_warn("shutdown timeout: %u requests still in flight are aborted", srv->core.nreqs);
+    event_base_loopbreak(srv->core.sched.base);
+}
+
+/* ---- code generations ---------------------------------------------------- */
+
+/* Load the app as generation gen. NULL with a reason in err. */
+static struct vm *server_load(struct server *srv, unsigned gen, char *err, size_t errlen)
+{
+    struct vm_opts o = {
+        .app = srv->core.cfg.app,
+        .gen = gen,
+        .open = api_open,
+        .host = &srv->core,
+        .mem_limit = srv->core.cfg.lua_memory,
+        .wd = srv->core.sched.wd,
+        .abandon = timer_drop_vm,
+    };
+
+    return vm_new(&o, err, errlen);
 }
 
 static void server_reload(struct server *srv)
 {
     char err[512];
-    struct vm *vm = vm_new(srv, srv->cfg.app, srv->vm->gen + 1, err, sizeof err);
+    struct vm *vm = server_load(srv, srv->core.vm->gen + 1, err, sizeof err);
 
     if (vm == NULL) {
-        log_error("reload failed, generation %u keeps serving: %s", srv->vm->gen, err);
+        log_error("reload failed, generation %u keeps serving: %s", srv->core.vm->gen, err);
         return;
     }
-    log_notice("reloaded %s: generation %u serves new requests", srv->cfg.app, vm->gen);
-    vm_release(srv->vm); /* closed once its last request ends */
-    srv->vm = vm;
+    log_notice("reloaded %s: generation %u serves new requests", srv->core.cfg.app, vm->gen);
+    vm_release(srv->core.vm); /* closed once its last request ends */
+    srv->core.vm = vm;
 }
 
 static void server_on_signal(evutil_socket_t sig, short what, void *arg)
@@ -446,8 +337,8 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
         server_stop(srv);
         break;
     case SIGQUIT:
-        log_notice("SIGQUIT: exiting at once with %u requests in flight", srv->nreqs);
-        event_base_loopbreak(srv->base);
+        log_notice("SIGQUIT: exiting at once with %u requests in flight", srv->core.nreqs);
+        event_base_loopbreak(srv->core.sched.base);
         break;
     case SIGHUP:
         server_reload(srv);
@@ -473,10 +364,15 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    srv->cfg = *cfg;
+    srv->core.cfg = *cfg;
+    srv->core.sched.current = NULL;
+    srv->core.hooks.start = server_on_start;
+    srv->core.hooks.ended = cfg->access_log != NULL ? server_on_ended : NULL;
+    srv->core.hooks.released = server_on_released;
+    srv->core.pass_fd = ls->pass_fd;
     srv->ls = *ls;
-    srv->started = (double)time(NULL);
-    srv->worker = worker;
+    srv->core.started = (double)time(NULL);
+    srv->core.worker = worker;
     if (listen_allow_parse(cfg, &srv->allow, err, errlen) < 0) {
         listen_close(&srv->ls, worker == 0);
         free(srv);
@@ -488,37 +384,36 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
          * the flush queue, and without this bound it would starve every
          * other socket (an ABORT_REQUEST would wait until its buffer filled). */
         event_config_set_max_dispatch_interval(ecfg, NULL, SERVER_MAX_CALLBACKS, 0);
-        srv->base = event_base_new_with_config(ecfg);
+        srv->core.sched.base = event_base_new_with_config(ecfg);
         event_config_free(ecfg);
     }
-    srv->rbuf = malloc(SERVER_RBUF);
-    if (srv->base == NULL || srv->rbuf == NULL) {
+    srv->core.rbuf = malloc(CORE_RBUF);
+    if (srv->core.sched.base == NULL || srv->core.rbuf == NULL) {
         snprintf(err, errlen, "cannot create the event loop");
         goto fail;
     }
-    srv->flush_ev = event_new(srv->base, -1, 0, server_on_flush, srv);
-    srv->stop_ev = evtimer_new(srv->base, server_on_stop_timeout, srv);
-    srv->accept_ev = evtimer_new(srv->base, server_on_accept_retry, srv);
-    srv->timeout_ev = evtimer_new(srv->base, server_on_timeout, srv);
-    srv->compact_ev = event_new(srv->base, -1, 0, server_on_compact, srv);
-    if (srv->flush_ev == NULL || srv->stop_ev == NULL || srv->accept_ev == NULL ||
-        srv->timeout_ev == NULL || srv->compact_ev == NULL) {
+    srv->core.flush_ev = event_new(srv->core.sched.base, -1, 0, server_on_flush, srv);
+    srv->stop_ev = evtimer_new(srv->core.sched.base, server_on_stop_timeout, srv);
+    srv->accept_ev = evtimer_new(srv->core.sched.base, server_on_accept_retry, srv);
+    srv->core.compact_ev = event_new(srv->core.sched.base, -1, 0, server_on_compact, srv);
+    if (srv->core.flush_ev == NULL || srv->stop_ev == NULL || srv->accept_ev == NULL ||
+        srv->core.compact_ev == NULL || req_table_init(&srv->core) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
     for (int i = 0; i < 5; i++) {
-        srv->sig_ev[i] = evsignal_new(srv->base, sigs[i], server_on_signal, srv);
+        srv->sig_ev[i] = evsignal_new(srv->core.sched.base, sigs[i], server_on_signal, srv);
         if (srv->sig_ev[i] == NULL || evsignal_add(srv->sig_ev[i], NULL) < 0) {
             snprintf(err, errlen, "cannot watch signals");
             goto fail;
         }
     }
-    if (cfg->cpu_timeout > 0 && (srv->wd = watchdog_start(cfg->cpu_timeout)) == NULL) {
+    if (cfg->cpu_timeout > 0 && (srv->core.sched.wd = watchdog_start(cfg->cpu_timeout)) == NULL) {
         snprintf(err, errlen, "cannot start the cpu watchdog");
         goto fail;
     }
-    if ((srv->vm = vm_new(srv, cfg->app, cfg->generation ? cfg->generation : 1, err, errlen)) ==
-        NULL)
+    srv->core.vm = server_load(srv, cfg->generation ? cfg->generation : 1, err, errlen);
+    if (srv->core.vm == NULL)
         goto fail;
     if (server_watch(srv, err, errlen) < 0)
         goto fail;
@@ -537,7 +432,7 @@ fail:
 
 int server_run(struct server *srv)
 {
-    event_base_dispatch(srv->base);
+    event_base_dispatch(srv->core.sched.base);
     return srv->exit_code;
 }
 
@@ -546,14 +441,14 @@ void server_free(struct server *srv)
     if (srv == NULL)
         return;
     server_close_listeners(srv);
-    while (srv->conns != NULL)
-        conn_free(srv->conns);
-    conn_linger_free_all(srv);
-    timer_free_all(srv);
-    vm_release(srv->vm);
-    watchdog_stop(srv->wd);
-    if (srv->stats_ev)
-        event_free(srv->stats_ev);
+    while (srv->core.conns != NULL)
+        conn_free(srv->core.conns);
+    conn_linger_free_all(&srv->core);
+    timer_free_all(&srv->core);
+    vm_release(srv->core.vm);
+    watchdog_stop(srv->core.sched.wd);
+    if (srv->core.stats_ev)
+        event_free(srv->core.stats_ev);
     if (srv->pass_ev)
         event_free(srv->pass_ev);
     if (srv->ls.pass_fd >= 0)
@@ -562,24 +457,22 @@ void server_free(struct server *srv)
         if (srv->sig_ev[i])
             event_free(srv->sig_ev[i]);
     }
-    if (srv->flush_ev)
-        event_free(srv->flush_ev);
+    if (srv->core.flush_ev)
+        event_free(srv->core.flush_ev);
     if (srv->stop_ev)
         event_free(srv->stop_ev);
     if (srv->accept_ev)
         event_free(srv->accept_ev);
-    if (srv->timeout_ev)
-        event_free(srv->timeout_ev);
-    if (srv->compact_ev)
-        event_free(srv->compact_ev);
-    free(srv->slots);
-    free(srv->free_slots);
+    if (srv->core.compact_ev)
+        event_free(srv->core.compact_ev);
+    req_table_free(&srv->core);
+    pool_free_all(&srv->core);
     /* after the sockets' userdata went with the Lua state, and after the
      * other events: it runs the loop once to finish cancelled lookups */
-    if (srv->base)
-        sock_server_free(srv);
-    free(srv->rbuf);
-    if (srv->base)
-        event_base_free(srv->base);
+    if (srv->core.sched.base)
+        sock_dns_free(&srv->core);
+    free(srv->core.rbuf);
+    if (srv->core.sched.base)
+        event_base_free(srv->core.sched.base);
     free(srv);
 }

@@ -1,5 +1,6 @@
 /*
- * sock.c: outbound sockets, the resolver and the keepalive pool (see sock.h).
+ * sock.c: outbound sockets and the resolver (see sock.h; the keepalive pool
+ * is pool.c).
  *
  * Every operation has one pending flag per side (rpending, wpending). It
  * ends in sock_finish_r / sock_finish_w, which mark the result ready and
@@ -26,30 +27,15 @@
 #include <lua.h>
 
 #include "log.h"
-#include "server.h"
+#include "core.h"
+#include "pool.h"
 #include "task.h"
 
 #define SOCK_READS_PER_EVENT 16
-#define SOCK_POOL_DEFAULT 30
 
 struct sock_dns {
     struct sock *s; /* NULL once the socket gave up on the lookup */
     struct evdns_getaddrinfo_request *req;
-};
-
-struct pool_conn {
-    struct sock_pool *pool;
-    int fd;
-    unsigned reused;
-    struct event *ev; /* readable (closed or stray data) or idle timeout */
-    struct pool_conn *prev, *next;
-};
-
-struct sock_pool {
-    char *key;
-    unsigned size, n;
-    struct pool_conn *first, *last; /* most recently parked first */
-    struct sock_pool *next;
 };
 
 static void sock_on_read(evutil_socket_t fd, short what, void *arg);
@@ -86,10 +72,10 @@ static const struct timeval *sock_tv(int ms, struct timeval *tv)
 
 /* ---- life and ownership -------------------------------------------------- */
 
-void sock_init(struct sock *s, struct server *srv)
+void sock_init(struct sock *s, struct core *core)
 {
     memset(s, 0, sizeof *s);
-    s->srv = srv;
+    s->core = core;
     s->fd = -1;
     s->connect_ms = s->send_ms = s->read_ms = 60000; /* as OpenResty's defaults */
 }
@@ -191,7 +177,7 @@ void sock_task_gone(struct sock *s, struct task *t)
         s->writer = NULL;
         s->wpending = 0;
     }
-    t->sock_wait = NULL;
+    t->what = NULL;
     sock_close(s, "closed"); /* mid-operation: the stream is out of step */
 }
 
@@ -201,9 +187,9 @@ void sock_drop_all(struct sock **head)
         struct sock *s = *head;
 
         if (s->reader != NULL)
-            s->reader->sock_wait = NULL;
+            s->reader->what = NULL;
         if (s->writer != NULL)
-            s->writer->sock_wait = NULL;
+            s->writer->what = NULL;
         s->reader = s->writer = NULL;
         s->rpending = s->wpending = 0;
         sock_close(s, "closed"); /* also unlinks it */
@@ -213,9 +199,9 @@ void sock_drop_all(struct sock **head)
 void sock_gc(struct sock *s)
 {
     if (s->reader != NULL)
-        s->reader->sock_wait = NULL;
+        s->reader->what = NULL;
     if (s->writer != NULL)
-        s->writer->sock_wait = NULL;
+        s->writer->what = NULL;
     s->reader = s->writer = NULL;
     sock_shut(s, 0);
     if (s->in)
@@ -225,111 +211,7 @@ void sock_gc(struct sock *s)
     free(s->pool_key);
     s->in = s->out = NULL;
     s->pool_key = NULL;
-    s->srv = NULL; /* collected: api_sock_arg refuses it from now on */
-}
-
-/* ---- the keepalive pool -------------------------------------------------- */
-
-static struct sock_pool *pool_find(struct server *srv, const char *key)
-{
-    for (struct sock_pool *p = srv->pools; p != NULL; p = p->next) {
-        if (strcmp(p->key, key) == 0)
-            return p;
-    }
-    return NULL;
-}
-
-static void pool_unlink(struct pool_conn *pc)
-{
-    struct sock_pool *p = pc->pool;
-
-    if (pc->prev)
-        pc->prev->next = pc->next;
-    else
-        p->first = pc->next;
-    if (pc->next)
-        pc->next->prev = pc->prev;
-    else
-        p->last = pc->prev;
-    p->n--;
-}
-
-static void pool_conn_free(struct pool_conn *pc, int close_fd)
-{
-    pool_unlink(pc);
-    event_free(pc->ev);
-    if (close_fd)
-        close(pc->fd);
-    free(pc);
-}
-
-static void pool_on_event(evutil_socket_t fd, short what, void *arg)
-{
-    struct pool_conn *pc = arg;
-
-    (void)fd;
-    (void)what; /* readable: the peer closed or said something unasked; or idle too long */
-    pool_conn_free(pc, 1);
-}
-
-/* An idle connection for key, or -1. */
-static int pool_take(struct server *srv, const char *key, unsigned *reused)
-{
-    struct sock_pool *p = pool_find(srv, key);
-    struct pool_conn *pc;
-    int fd;
-
-    if (p == NULL || (pc = p->first) == NULL)
-        return -1;
-    fd = pc->fd;
-    *reused = pc->reused;
-    pool_conn_free(pc, 0);
-    return fd;
-}
-
-static int pool_put(struct server *srv, const char *key, unsigned size, int fd, unsigned reused,
-                    double idle)
-{
-    struct sock_pool *p = pool_find(srv, key);
-    struct pool_conn *pc;
-    struct timeval tv;
-
-    if (p == NULL) {
-        if ((p = calloc(1, sizeof *p)) == NULL || (p->key = strdup(key)) == NULL) {
-            free(p);
-            return -1;
-        }
-        p->size = size > 0 ? size : SOCK_POOL_DEFAULT;
-        p->next = srv->pools;
-        srv->pools = p;
-    }
-    if ((pc = calloc(1, sizeof *pc)) == NULL)
-        return -1;
-    pc->ev = event_new(srv->base, fd, EV_READ, pool_on_event, pc);
-    if (pc->ev == NULL) {
-        free(pc);
-        return -1;
-    }
-    if (p->n >= p->size && p->last != NULL)
-        pool_conn_free(p->last, 1); /* full: the least recently used goes */
-    pc->pool = p;
-    pc->fd = fd;
-    pc->reused = reused;
-    pc->next = p->first;
-    if (p->first)
-        p->first->prev = pc;
-    else
-        p->last = pc;
-    p->first = pc;
-    p->n++;
-    if (idle > 0) {
-        tv.tv_sec = (time_t)idle;
-        tv.tv_usec = (suseconds_t)((idle - (double)tv.tv_sec) * 1e6);
-        event_add(pc->ev, &tv);
-    } else {
-        event_add(pc->ev, NULL);
-    }
-    return 0;
+    s->core = NULL; /* collected: api_sock_arg refuses it from now on */
 }
 
 int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
@@ -350,9 +232,7 @@ int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
         *err = "a read timed out on this connection";
         return -1;
     }
-    if (idle > 1e8)
-        idle = 1e8; /* over three years: "forever", without overflowing a time_t */
-    if (pool_put(s->srv, s->pool_key, size > 0 ? size : s->pool_size, s->fd, s->reused,
+    if (pool_put(s->core, s->pool_key, size > 0 ? size : s->pool_size, s->fd, s->reused,
                  idle) < 0) {
         *err = "out of memory";
         return -1;
@@ -366,8 +246,8 @@ int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
 /* s has a descriptor: make its events. */
 static int sock_events(struct sock *s)
 {
-    s->rev = event_new(s->srv->base, s->fd, EV_READ, sock_on_read, s);
-    s->wev = event_new(s->srv->base, s->fd, EV_WRITE, sock_on_write, s);
+    s->rev = event_new(s->core->sched.base, s->fd, EV_READ, sock_on_read, s);
+    s->wev = event_new(s->core->sched.base, s->fd, EV_WRITE, sock_on_write, s);
     return s->rev != NULL && s->wev != NULL ? 0 : -1;
 }
 
@@ -461,21 +341,21 @@ static void sock_on_dns_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The resolver, made on first use. NULL with *err set when it cannot be. */
-static struct evdns_base *sock_resolver(struct server *srv, const char **err)
+static struct evdns_base *sock_resolver(struct core *core, const char **err)
 {
     struct evdns_base *dns;
     int rc;
 
-    if (srv->dns != NULL)
-        return srv->dns;
+    if (core->dns != NULL)
+        return core->dns;
     /* an idle resolver must not keep the loop from ending */
-    dns = evdns_base_new(srv->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    dns = evdns_base_new(core->sched.base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (dns == NULL) {
         *err = "could not resolve host (no resolver: out of memory)";
         return NULL;
     }
-    if (srv->cfg.resolver != NULL) {
-        rc = evdns_base_nameserver_ip_add(dns, srv->cfg.resolver);
+    if (core->cfg.resolver != NULL) {
+        rc = evdns_base_nameserver_ip_add(dns, core->cfg.resolver);
         if (rc == 0)
             rc = evdns_base_load_hosts(dns, NULL);
     } else {
@@ -488,13 +368,13 @@ static struct evdns_base *sock_resolver(struct server *srv, const char **err)
     }
     if (rc != 0) {
         log_error("resolver: cannot use %s (error %d)",
-                  srv->cfg.resolver ? srv->cfg.resolver : "/etc/resolv.conf", rc);
+                  core->cfg.resolver ? core->cfg.resolver : "/etc/resolv.conf", rc);
         evdns_base_free(dns, 0);
         *err = "could not resolve host (no resolver)";
         return NULL;
     }
     evdns_base_set_option(dns, "attempts:", "2");
-    srv->dns = dns;
+    core->dns = dns;
     return dns;
 }
 
@@ -527,7 +407,7 @@ static socklen_t sock_literal(const char *host, int port, struct sockaddr_storag
 
 int sock_connect(struct sock *s, const char *host, int port, const char *pool_key)
 {
-    struct server *srv = s->srv;
+    struct core *core = s->core;
     struct sockaddr_storage ss;
     struct evutil_addrinfo hints;
     struct evdns_getaddrinfo_request *r;
@@ -565,7 +445,7 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
         return SOCK_ERR;
     }
 
-    if ((fd = pool_take(srv, s->pool_key, &s->reused)) >= 0) {
+    if ((fd = pool_take(core, s->pool_key, &s->reused)) >= 0) {
         s->reused++;
         s->fd = fd;
         if (sock_events(s) < 0) {
@@ -596,13 +476,13 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
     if ((len = sock_literal(host, port, &ss)) > 0)
         return sock_start(s, (struct sockaddr *)&ss, len);
 
-    if ((dns = sock_resolver(srv, &err)) == NULL ||
+    if ((dns = sock_resolver(core, &err)) == NULL ||
         (d = calloc(1, sizeof *d)) == NULL) {
         sock_finish_w(s, err ? err : "out of memory");
         return SOCK_ERR;
     }
     if (s->connect_ms > 0) {
-        s->tmo = evtimer_new(srv->base, sock_on_dns_timeout, s);
+        s->tmo = evtimer_new(core->sched.base, sock_on_dns_timeout, s);
         if (s->tmo == NULL) {
             free(d);
             sock_finish_w(s, "out of memory");
@@ -753,10 +633,10 @@ static int sock_ready(struct sock *s)
  * eof or rerr. */
 static void sock_fill(struct sock *s)
 {
-    uint8_t *buf = s->srv->rbuf;
+    uint8_t *buf = s->core->rbuf;
 
     for (int i = 0; i < SOCK_READS_PER_EVENT; i++) {
-        ssize_t n = read(s->fd, buf, SERVER_RBUF);
+        ssize_t n = read(s->fd, buf, CORE_RBUF);
 
         if (n == 0) {
             s->eof = 1;
@@ -777,7 +657,7 @@ static void sock_fill(struct sock *s)
             s->rerr = "more than 1 GiB buffered for one receive";
             return;
         }
-        if ((size_t)n < SERVER_RBUF || sock_ready(s))
+        if ((size_t)n < CORE_RBUF || sock_ready(s))
             return;
     }
 }
@@ -950,23 +830,14 @@ int sock_push_write(struct sock *s, lua_State *L, int connect)
 
 /* ---- the server's part --------------------------------------------------- */
 
-void sock_server_free(struct server *srv)
+void sock_dns_free(struct core *core)
 {
-    while (srv->pools != NULL) {
-        struct sock_pool *p = srv->pools;
-
-        while (p->first != NULL)
-            pool_conn_free(p->first, 1);
-        srv->pools = p->next;
-        free(p->key);
-        free(p);
-    }
-    if (srv->dns != NULL) {
+    if (core->dns != NULL) {
         /* lookups cancelled when their sockets closed end in deferred
          * callbacks: let them run (they free their state), then fail the rest */
-        event_base_loop(srv->base, EVLOOP_NONBLOCK);
-        evdns_base_free(srv->dns, 1);
-        event_base_loop(srv->base, EVLOOP_NONBLOCK);
-        srv->dns = NULL;
+        event_base_loop(core->sched.base, EVLOOP_NONBLOCK);
+        evdns_base_free(core->dns, 1);
+        event_base_loop(core->sched.base, EVLOOP_NONBLOCK);
+        core->dns = NULL;
     }
 }

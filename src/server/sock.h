@@ -1,6 +1,6 @@
 /*
  * sock.h: outbound stream sockets for handlers (TCP and unix), with
- * asynchronous DNS (evdns) and a keepalive pool per host and port.
+ * asynchronous DNS (evdns) and a keepalive pool per host and port (pool.c).
  *
  * A struct sock lives in a Lua userdata (api_sock.c). The C side does the
  * I/O: an operation that cannot finish now parks the calling task on the
@@ -19,7 +19,7 @@
 
 #include <stddef.h>
 
-struct server;
+struct core;
 struct task;
 struct event;
 struct evbuffer;
@@ -54,7 +54,7 @@ enum { SOCK_DONE = 0, SOCK_AGAIN = 1, SOCK_ERR = -1 };
 #define SOCK_MAX_BUFFER ((size_t)1 << 30)
 
 struct sock {
-    struct server *srv;
+    struct core *core;            /* borrowed; NULL once collected */
     int fd;
     enum sock_state state;
     struct sock **head;           /* its owner's list (req->socks, a timer's t->socks), or NULL */
@@ -85,7 +85,7 @@ struct sock {
 };
 
 /* A fresh socket in userdata memory (zeroed by the caller or not). */
-void sock_init(struct sock *s, struct server *srv);
+void sock_init(struct sock *s, struct core *core);
 
 /* Connect to host:port, or to a unix socket when host is "unix:/path"
  * (port ignored). Takes an idle connection from the pool first. */
@@ -109,8 +109,8 @@ void sock_close(struct sock *s, const char *why);
 /* Move the connection to the keepalive pool. Returns 0, or -1 with *err. */
 int sock_keepalive(struct sock *s, double idle_seconds, unsigned pool_size, const char **err);
 
-/* The task t, parked on s, goes away (killed or its owner ended): forget
- * it, and close s, whose protocol state is now unknown. */
+/* The task t, parked on s (t->what), goes away (killed or its owner
+ * ended): forget it, and close s, whose protocol state is now unknown. */
 void sock_task_gone(struct sock *s, struct task *t);
 
 /* Close every socket on an owner's list (the owner ended). */
@@ -129,9 +129,8 @@ int sock_push_read(struct sock *s, struct lua_State *L);
 /* Push the finished connect's (1) or send's (bytes) results, or nil, err. */
 int sock_push_write(struct sock *s, struct lua_State *L, int connect);
 
-/* Server-wide: the resolver (--resolver, else /etc/resolv.conf; made on
- * first use) and the pool. sock_server_free closes every pooled
- * connection and frees the resolver. */
-void sock_server_free(struct server *srv);
+/* The process's resolver (--resolver, else /etc/resolv.conf; made on
+ * first use): free it at exit, after the sockets. */
+void sock_dns_free(struct core *core);
 
 #endif

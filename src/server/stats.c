@@ -13,10 +13,9 @@
 #include <event2/event.h>
 
 #include "req.h"
-#include "server.h"
+#include "core.h"
 #include "vm.h"
 
-#define AFCGI_VERSION "0.1.0"
 
 struct stats_area *stats_create(int n)
 {
@@ -42,21 +41,21 @@ void stats_clear(struct stats_area *a, int i)
     memset(&a->w[i], 0, sizeof a->w[i]);
 }
 
-/* Fill w with srv's figures now. */
-static void stats_fill(const struct server *srv, struct worker_stats *w)
+/* Fill w with core's figures now. */
+static void stats_fill(const struct core *core, struct worker_stats *w)
 {
     w->pid = (int64_t)getpid();
-    w->generation = srv->vm ? srv->vm->gen : 0;
-    w->conns = srv->nconns;
-    w->inflight = srv->nreqs;
-    w->total = srv->total_reqs;
-    w->started = (uint64_t)srv->started;
+    w->generation = core->vm ? core->vm->gen : 0;
+    w->conns = core->nconns;
+    w->inflight = core->nreqs;
+    w->total = core->total_reqs;
+    w->started = (uint64_t)core->started;
 }
 
-static void stats_publish(struct server *srv)
+static void stats_publish(struct core *core)
 {
-    if (srv->stats != NULL)
-        stats_fill(srv, &srv->stats->w[srv->stats_slot]);
+    if (core->stats != NULL)
+        stats_fill(core, &core->stats->w[core->stats_slot]);
 }
 
 static void stats_on_tick(evutil_socket_t fd, short what, void *arg)
@@ -66,30 +65,30 @@ static void stats_on_tick(evutil_socket_t fd, short what, void *arg)
     stats_publish(arg);
 }
 
-void stats_attach(struct server *srv, struct stats_area *a, int i)
+void stats_attach(struct core *core, struct stats_area *a, int i)
 {
     struct timeval tv = { 1, 0 };
 
-    srv->stats = a;
-    srv->stats_slot = i;
-    stats_publish(srv);
-    if ((srv->stats_ev = event_new(srv->base, -1, EV_PERSIST, stats_on_tick, srv)) != NULL)
-        event_add(srv->stats_ev, &tv);
+    core->stats = a;
+    core->stats_slot = i;
+    stats_publish(core);
+    if ((core->stats_ev = event_new(core->sched.base, -1, EV_PERSIST, stats_on_tick, core)) != NULL)
+        event_add(core->stats_ev, &tv);
 }
 
 /* The rows to report: every worker's slot, or this process alone. */
-static int stats_rows(struct server *srv, struct worker_stats *rows, int max)
+static int stats_rows(struct core *core, struct worker_stats *rows, int max)
 {
     int n = 0;
 
-    if (srv->stats == NULL) {
-        stats_fill(srv, &rows[0]);
+    if (core->stats == NULL) {
+        stats_fill(core, &rows[0]);
         return 1;
     }
-    stats_publish(srv); /* our own row is live; the others are at most 1 s old */
-    for (int i = 0; i < srv->stats->nworkers && n < max; i++) {
-        if (srv->stats->w[i].pid != 0)
-            rows[n++] = srv->stats->w[i];
+    stats_publish(core); /* our own row is live; the others are at most 1 s old */
+    for (int i = 0; i < core->stats->nworkers && n < max; i++) {
+        if (core->stats->w[i].pid != 0)
+            rows[n++] = core->stats->w[i];
     }
     return n;
 }
@@ -167,7 +166,7 @@ int stats_answer(struct req *r)
     const char *path, *q;
     size_t plen, qlen = 0;
     struct worker_stats rows[1024];
-    const char *want = r->srv->cfg.status_path;
+    const char *want = r->core->cfg.status_path;
     int n;
 
     req_path(r, &path, &plen);
@@ -175,7 +174,7 @@ int stats_answer(struct req *r)
         return 0;
     if (!req_param(r, "QUERY_STRING", 12, &q, &qlen))
         q = "";
-    n = stats_rows(r->srv, rows, (int)(sizeof rows / sizeof rows[0]));
+    n = stats_rows(r->core, rows, (int)(sizeof rows / sizeof rows[0]));
     req_add_header(r, "Cache-Control", 13, "no-store", 8);
     if (stats_has_word(q, qlen, "prometheus")) {
         req_add_header(r, "Content-Type", 12, "text/plain; version=0.0.4", 25);

@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-struct server;
+struct core;
 struct req;
 
 struct worker_stats {
@@ -31,10 +31,11 @@ struct stats_area *stats_create(int n);
 void stats_destroy(struct stats_area *a, int n);
 void stats_clear(struct stats_area *a, int i);
 
-/* In worker i: publish srv's figures into slot i now and every second. */
-void stats_attach(struct server *srv, struct stats_area *a, int i);
+/* In worker i: publish the process.s figures into slot i now and every second. */
+void stats_attach(struct core *core, struct stats_area *a, int i);
 
-/* If r asks for --status-path, answer it and return 1 (r is then ended). */
+/* If r asks for --status-path, write the answer and return 1 (the caller
+ * then ends r); else 0. */
 int stats_answer(struct req *r);
 
 #endif

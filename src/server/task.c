@@ -1,5 +1,6 @@
 /*
- * task.c: running and parking coroutines (see task.h).
+ * task.c: running and parking coroutines (see task.h). Knows the VM and the
+ * event loop only; what a task waits on speaks through its wait_ops.
  */
 #include "task.h"
 
@@ -7,18 +8,15 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "api.h"
-#include "conn.h"
+#include "clock.h"
 #include "log.h"
-#include "req.h"
-#include "sema.h"
-#include "server.h"
-#include "sock.h"
-#include "timer.h"
 #include "vm.h"
 #include "watchdog.h"
 
 static void task_on_wake(evutil_socket_t fd, short what, void *arg);
+
+/* res:exit: parked on this, the task is never resumed. */
+static const struct wait_ops task_exit_wait = { .name = "its end" };
 
 int task_bind(struct task *t, struct vm *vm)
 {
@@ -32,34 +30,38 @@ int task_bind(struct task *t, struct vm *vm)
 
 void task_anchor(struct task *t, lua_State *L, int idx)
 {
-    task_unanchor(t);
+    if (t->anchor_ref > 0)
+        luaL_unref(L, LUA_REGISTRYINDEX, t->anchor_ref);
     lua_pushvalue(L, idx);
     t->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-void task_unanchor(struct task *t)
+static void task_unanchor(struct task *t)
 {
     if (t->anchor_ref > 0 && t->vm != NULL)
         luaL_unref(t->vm->L, LUA_REGISTRYINDEX, t->anchor_ref);
     t->anchor_ref = 0;
 }
 
+/* Leave the wait t is parked on, undoing it when 'cancel'. */
+static void task_unpark(struct task *t, int cancel)
+{
+    const struct wait_ops *ops = t->wait;
+
+    t->wait = NULL;
+    if (cancel && ops != NULL && ops->cancel != NULL)
+        ops->cancel(t);
+    t->what = NULL;
+}
+
 void task_release(struct task *t)
 {
-    if (t->sock_wait != NULL)
-        sock_task_gone(t->sock_wait, t);
-    if (t->socks != NULL)
-        sock_drop_all(&t->socks);
-    if (t->sema_wait != NULL)
-        sema_task_gone(t);
+    task_unpark(t, 1);
     task_unanchor(t);
-    if (t->in_drain && t->req != NULL)
-        conn_cancel_drain(t->req->conn, t);
     if (t->wake != NULL) {
         event_free(t->wake); /* also cancels a pending sleep or wake-up */
         t->wake = NULL;
     }
-    t->wait = TASK_WAIT_NONE;
     if (t->vm != NULL) {
         /* a coroutine that did not return normally may hold anything: the GC
          * takes it; one that returned goes back to the pool */
@@ -74,70 +76,79 @@ void task_release(struct task *t)
     t->co_ref = LUA_NOREF;
 }
 
-/* Hand an ended task to its owner. */
-static void task_ended(struct task *t)
-{
-    if (t->kind == TASK_TIMER)
-        timer_task_ended(t);
-    else
-        req_task_ended(t);
-}
-
 void task_resume(struct task *t, int nargs)
 {
-    struct server *srv = t->srv;
-    struct task *outer = srv->current;
+    struct sched *s = t->sched;
+    struct task *outer = s->current;
     int rc;
 
-    t->wait = TASK_WAIT_NONE;
-    srv->current = t;
-    watchdog_enter(srv->wd, t->co);
+    s->current = t;
+    t->vm->running++;
+    watchdog_enter(s->wd, t->co);
     rc = lua_resume(t->co, nargs);
-    watchdog_leave(srv->wd);
-    srv->current = outer;
+    watchdog_leave(s->wd);
+    t->vm->running--;
+    s->current = outer;
     if (rc == LUA_YIELD) {
-        if (t->wait == TASK_WAIT_EXIT) {
-            task_ended(t); /* res:exit: a normal end */
+        if (t->wait == &task_exit_wait) {
+            t->wait = NULL;
+            t->ended(t, TASK_EXITED); /* res:exit: a normal end */
             return;
         }
-        if (t->wait != TASK_WAIT_NONE)
+        if (t->wait != NULL)
             return; /* parked in an afcgi call; its wake event brings it back */
         lua_settop(t->co, 0);
         lua_pushliteral(t->co, "coroutine.yield called in a task's own coroutine "
                                "(use afcgi.sleep, or wrap it in coroutine.wrap)");
         rc = LUA_ERRRUN;
     }
-    if (rc != 0) {
-        t->failed = 1;
-        if (rc == LUA_ERRMEM)
-            vm_collect_later(t->vm); /* give the runaway's garbage back */
-    }
-    t->nres = lua_gettop(t->co);
-    task_ended(t);
+    if (rc == LUA_ERRMEM)
+        vm_collect_later(t->vm); /* give the runaway's garbage back */
+    t->ended(t, rc == 0 ? TASK_RETURNED : TASK_FAILED);
 }
 
 static void task_on_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct task *t = arg;
+    const struct wait_ops *ops = t->wait;
+    int n = ops != NULL && ops->results != NULL ? ops->results(t, t->co) : 0;
 
     (void)fd;
     (void)what;
-    task_resume(t, api_wake_results(t));
+    task_unpark(t, 0);
+    task_unanchor(t); /* after the pushes, which may run the GC */
+    task_resume(t, n);
 }
 
 /* The wake event, created on first use; NULL when out of memory. */
 static struct event *task_wake_event(struct task *t)
 {
     if (t->wake == NULL)
-        t->wake = event_new(t->srv->base, -1, 0, task_on_wake, t);
+        t->wake = event_new(t->sched->base, -1, 0, task_on_wake, t);
+    if (t->wake == NULL)
+        log_error("out of memory for a wake event: a task stays parked until its owner ends");
     return t->wake;
 }
 
-void task_park(struct task *t, enum task_wait wait)
+void task_park(struct task *t, const struct wait_ops *ops, void *what)
 {
-    t->wait = wait;
-    if (wait == TASK_WAIT_DRAIN)
-        conn_wait_drain(t->req->conn, t);
+    t->wait = ops;
+    t->what = what;
+}
+
+void task_park_timed(struct task *t, const struct wait_ops *ops, void *what, double seconds)
+{
+    struct event *ev = task_wake_event(t);
+    struct timeval tv;
+
+    task_park(t, ops, what);
+    if (ev != NULL)
+        event_add(ev, clock_timeval(seconds, &tv));
+}
+
+void task_exit(struct task *t)
+{
+    task_park(t, &task_exit_wait, NULL);
 }
 
 void task_wake(struct task *t)
@@ -146,37 +157,16 @@ void task_wake(struct task *t)
 
     if (ev != NULL)
         event_active(ev, EV_TIMEOUT, 1);
-    else
-        log_error("out of memory for a wake event: a task stays parked until its request ends");
 }
 
-void task_park_timed(struct task *t, enum task_wait wait, double seconds)
+struct task *task_current(const struct sched *s, lua_State *L)
 {
-    struct event *ev = task_wake_event(t);
-    struct timeval tv;
-
-    t->wait = wait;
-    if (ev == NULL) {
-        log_error("out of memory for a wake event: a task stays parked until its request ends");
-        return;
-    }
-    if (!(seconds > 0))
-        seconds = 0;
-    if (seconds > 1e8)
-        seconds = 1e8;
-    tv.tv_sec = (time_t)seconds;
-    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-    event_add(ev, &tv);
-}
-
-void task_park_sleep(struct task *t, double seconds)
-{
-    task_park_timed(t, TASK_WAIT_SLEEP, seconds);
-}
-
-struct task *task_current(struct server *srv, lua_State *L)
-{
-    struct task *t = srv->current;
+    struct task *t = s->current;
 
     return t != NULL && t->co == L ? t : NULL;
+}
+
+const char *task_waiting_for(const struct task *t)
+{
+    return t->wait != NULL ? t->wait->name : "running";
 }

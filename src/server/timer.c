@@ -9,72 +9,81 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "clock.h"
+#include "core.h"
 #include "log.h"
-#include "server.h"
-#include "task.h"
+#include "sock.h"
 #include "vm.h"
 
 static void timer_on_fire(evutil_socket_t fd, short what, void *arg);
+static void timer_on_ended(struct task *t, enum task_end how);
 
-static void timer_arm(struct task *t, double seconds)
+static void timer_arm(struct timer *tm, double seconds)
 {
     struct timeval tv;
 
-    tv.tv_sec = (time_t)seconds;
-    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-    event_add(t->fire, &tv);
+    event_add(tm->fire, clock_timeval(seconds, &tv));
 }
 
-struct task *timer_new(struct server *srv, struct vm *vm, double delay, double interval,
-                       int fn_ref)
+struct timer *timer_new(struct core *core, struct vm *vm, double delay, double interval,
+                        int fn_ref)
 {
-    struct task *t = calloc(1, sizeof *t);
+    struct timer *tm = calloc(1, sizeof *tm);
 
-    if (t == NULL || (t->fire = evtimer_new(srv->base, timer_on_fire, t)) == NULL) {
-        free(t);
+    if (tm == NULL || (tm->fire = evtimer_new(core->sched.base, timer_on_fire, tm)) == NULL) {
+        free(tm);
         luaL_unref(vm->L, LUA_REGISTRYINDEX, fn_ref);
         return NULL;
     }
-    t->kind = TASK_TIMER;
-    t->srv = srv;
-    t->home = vm;
+    tm->task.sched = &core->sched;
+    tm->task.co_ref = LUA_NOREF;
+    tm->task.socks = &tm->socks;
+    tm->task.ended = timer_on_ended;
+    tm->core = core;
+    tm->home = vm;
     vm_retain(vm);
-    t->fn_ref = fn_ref;
-    t->co_ref = LUA_NOREF;
-    t->interval = interval;
-    t->serial = ++srv->timer_serial;
-    t->next = srv->timers;
-    if (srv->timers)
-        srv->timers->prev = t;
-    srv->timers = t;
-    timer_arm(t, delay > 0 ? delay : 0);
-    return t;
+    tm->fn_ref = fn_ref;
+    tm->interval = interval;
+    tm->serial = ++core->timer_serial;
+    tm->next = core->timers;
+    if (core->timers)
+        core->timers->prev = tm;
+    core->timers = tm;
+    timer_arm(tm, delay);
+    return tm;
 }
 
-static void timer_free(struct task *t)
+/* The end of a run: its sockets close, its coroutine goes. */
+static void timer_end_run(struct timer *tm)
 {
-    struct server *srv = t->srv;
+    sock_drop_all(&tm->socks); /* before the task: it may be parked on one */
+    task_release(&tm->task);
+}
 
-    task_release(t);
-    if (t->prev)
-        t->prev->next = t->next;
+static void timer_free(struct timer *tm)
+{
+    struct core *core = tm->core;
+
+    timer_end_run(tm);
+    if (tm->prev)
+        tm->prev->next = tm->next;
     else
-        srv->timers = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    event_free(t->fire);
-    luaL_unref(t->home->L, LUA_REGISTRYINDEX, t->fn_ref);
-    vm_release(t->home);
-    free(t);
+        core->timers = tm->next;
+    if (tm->next)
+        tm->next->prev = tm->prev;
+    event_free(tm->fire);
+    luaL_unref(tm->home->L, LUA_REGISTRYINDEX, tm->fn_ref);
+    vm_release(tm->home);
+    free(tm);
 }
 
 /* Push the packed function and its arguments; returns how many arguments. */
-static int timer_push_call(struct task *t)
+static int timer_push_call(struct timer *tm)
 {
-    lua_State *co = t->co;
+    lua_State *co = tm->task.co;
     int n;
 
-    lua_rawgeti(co, LUA_REGISTRYINDEX, t->fn_ref);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, tm->fn_ref);
     n = (int)lua_objlen(co, -1);
     if (!lua_checkstack(co, n + 1))
         return -1;
@@ -84,73 +93,78 @@ static int timer_push_call(struct task *t)
     return n - 1;
 }
 
+/* 1 when tm runs no more: cancelled, stopping, or its code was replaced. */
+static int timer_over(const struct timer *tm)
+{
+    return tm->cancelled || tm->core->stopping || (tm->interval > 0 && tm->home != tm->core->vm);
+}
+
 static void timer_on_fire(evutil_socket_t fd, short what, void *arg)
 {
-    struct task *t = arg;
-    struct server *srv = t->srv;
+    struct timer *tm = arg;
     int nargs;
 
     (void)fd;
     (void)what;
-    if (t->cancelled || srv->stopping || (t->interval > 0 && t->home != srv->vm)) {
-        timer_free(t); /* cancelled, stopping, or its code was replaced */
+    if (timer_over(tm)) {
+        timer_free(tm);
         return;
     }
-    t->failed = 0;
-    if (task_bind(t, t->home) < 0 || (nargs = timer_push_call(t)) < 0) {
+    if (task_bind(&tm->task, tm->home) < 0 || (nargs = timer_push_call(tm)) < 0) {
         log_error("timer: out of memory; timer dropped");
-        timer_free(t);
+        timer_free(tm);
         return;
     }
-    task_resume(t, nargs);
+    task_resume(&tm->task, nargs);
 }
 
-void timer_task_ended(struct task *t)
+static void timer_on_ended(struct task *t, enum task_end how)
 {
-    struct server *srv = t->srv;
+    struct timer *tm = (struct timer *)(void *)t; /* task is its first member */
 
-    if (t->failed) {
+    if (how == TASK_FAILED) {
         luaL_traceback(t->co, t->co, lua_tostring(t->co, -1), 0);
         log_error("timer error: %s", lua_tostring(t->co, -1));
-    }
-    if (!t->failed)
+    } else {
         lua_settop(t->co, 0); /* results are ignored; the coroutine is reusable */
-    task_release(t);
-    if (t->interval > 0 && !t->cancelled && !srv->stopping && t->home == srv->vm)
-        timer_arm(t, t->interval);
+    }
+    timer_end_run(tm);
+    if (tm->interval > 0 && !timer_over(tm))
+        timer_arm(tm, tm->interval);
     else
-        timer_free(t);
+        timer_free(tm);
 }
 
-void timer_cancel(struct task *t)
+void timer_cancel(struct timer *tm)
 {
-    t->cancelled = 1;
-    if (t->co == NULL)
-        timer_free(t); /* not running: nothing more will happen */
+    tm->cancelled = 1;
+    if (tm->task.co == NULL)
+        timer_free(tm); /* not running: nothing more will happen */
 }
 
-struct task *timer_find(struct server *srv, uint32_t serial)
+struct timer *timer_find(struct core *core, uint32_t serial)
 {
-    for (struct task *t = srv->timers; t != NULL; t = t->next) {
-        if (t->serial == serial)
-            return t;
+    for (struct timer *tm = core->timers; tm != NULL; tm = tm->next) {
+        if (tm->serial == serial)
+            return tm;
     }
     return NULL;
 }
 
-void timer_drop_vm(struct server *srv, struct vm *vm)
+void timer_drop_vm(struct vm *vm, void *host)
 {
-    struct task *t = srv->timers, *next;
+    struct core *core = host;
+    struct timer *tm = core->timers, *next;
 
-    for (; t != NULL; t = next) {
-        next = t->next;
-        if (t->home == vm)
-            timer_free(t);
+    for (; tm != NULL; tm = next) {
+        next = tm->next;
+        if (tm->home == vm)
+            timer_free(tm);
     }
 }
 
-void timer_free_all(struct server *srv)
+void timer_free_all(struct core *core)
 {
-    while (srv->timers != NULL)
-        timer_free(srv->timers);
+    while (core->timers != NULL)
+        timer_free(core->timers);
 }

@@ -10,30 +10,50 @@
 
 #include <stdint.h>
 
-struct server;
+#include "task.h"
+
+struct core;
 struct vm;
-struct task;
+struct event;
+struct sock;
+
+/*
+ * Invariants:
+ * - on core->timers from timer_new to timer_free; home is pinned all along.
+ * - task.co is set only during a run; a cancelled timer that is not
+ *   running is freed at once, one that is running when its run ends.
+ * - socks: the sockets this run connected, closed when the run ends.
+ */
+struct timer {
+    struct task task;         /* task.req is NULL */
+    struct core *core;        /* borrowed */
+    struct timer *prev, *next; /* core->timers */
+    uint32_t serial;          /* handle from Lua */
+    double interval;          /* period in seconds, 0 for once */
+    int fn_ref;               /* { fn, args... } in home->L's registry */
+    struct vm *home;          /* pinned generation it was created in */
+    struct event *fire;       /* owned; the next run */
+    struct sock *socks;       /* this run's sockets; owned */
+    unsigned cancelled : 1;   /* no further runs */
+};
 
 /* A timer running the function packed with its arguments in the table at
  * fn_ref (vm's registry; the timer takes the reference) after 'delay'
  * seconds, then every 'interval' seconds if interval > 0. NULL on no memory
  * (fn_ref is then released). */
-struct task *timer_new(struct server *srv, struct vm *vm, double delay, double interval,
-                       int fn_ref);
+struct timer *timer_new(struct core *core, struct vm *vm, double delay, double interval,
+                        int fn_ref);
 
 /* No further runs; a run in progress finishes. */
-void timer_cancel(struct task *t);
+void timer_cancel(struct timer *tm);
 
 /* The live timer with this serial, or NULL. */
-struct task *timer_find(struct server *srv, uint32_t serial);
+struct timer *timer_find(struct core *core, uint32_t serial);
 
-/* A run ended (from task_resume). May free t. */
-void timer_task_ended(struct task *t);
-
-/* Free the timers created in vm (whose loading failed). */
-void timer_drop_vm(struct server *srv, struct vm *vm);
+/* Free the timers created in vm (whose loading failed): a vm_opts.abandon. */
+void timer_drop_vm(struct vm *vm, void *core);
 
 /* Free every timer, abandoning runs in progress (at stop). */
-void timer_free_all(struct server *srv);
+void timer_free_all(struct core *core);
 
 #endif

@@ -13,11 +13,7 @@
 #include <lua.h>
 #include <lualib.h>
 
-#include "api.h"
 #include "log.h"
-#include "req.h"
-#include "server.h"
-#include "timer.h"
 #include "watchdog.h"
 
 #define VM_POOL_MAX 256 /* finished coroutines kept for reuse */
@@ -38,7 +34,7 @@ static void *vm_alloc(void *ud, void *p, size_t osize, size_t nsize)
         return NULL;
     }
     if (nsize > osize && vm->mem_limit > 0 && vm->mem_used - osize + nsize > vm->mem_limit &&
-        vm->srv->current != NULL)
+        vm->running > 0)
         return NULL;
     if ((q = realloc(p, nsize)) == NULL)
         return nsize <= osize ? p : NULL; /* Lua counts on shrinking never failing */
@@ -124,7 +120,9 @@ static int vm_load(lua_State *L)
     lua_settop(L, 0);
     luaL_openlibs(L);
     vm_set_path(L, app);
-    api_open(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, "afcgi.vm");
+    ((struct vm *)lua_touserdata(L, -1))->open(L);
+    lua_settop(L, 0);
     lua_getglobal(L, "require");
     lua_pushliteral(L, "afcgi.request"); /* the Lua half of req and res */
     lua_call(L, 1, 0);
@@ -162,15 +160,16 @@ static void one_line(const char *msg, char *err, size_t errlen)
     err[o] = '\0';
 }
 
-struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err, size_t errlen)
+struct vm *vm_new(const struct vm_opts *o, char *err, size_t errlen)
 {
     struct vm *vm = calloc(1, sizeof *vm);
     lua_State *L = NULL;
     int rc;
 
     if (vm != NULL) {
-        vm->srv = srv;
-        vm->mem_limit = srv->cfg.lua_memory;
+        vm->host = o->host;
+        vm->mem_limit = o->mem_limit;
+        vm->open = o->open;
     }
     if (vm == NULL || (L = lua_newstate(vm_alloc, vm)) == NULL) {
         snprintf(err, errlen, "out of memory creating a Lua state");
@@ -178,19 +177,19 @@ struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err, 
     }
     lua_atpanic(L, vm_on_panic);
     vm->L = L;
-    vm->gen = gen;
+    vm->gen = o->gen;
     vm->refs = 1;
     vm->handler_ref = vm->req_mt_ref = vm->res_mt_ref = LUA_NOREF;
     lua_pushlightuserdata(L, vm);
-    lua_setfield(L, LUA_REGISTRYINDEX, "afcgi.vm"); /* api_open finds it here */
+    lua_setfield(L, LUA_REGISTRYINDEX, "afcgi.vm"); /* the opener finds it here */
     lua_pushcfunction(L, vm_load);
-    lua_pushlightuserdata(L, (void *)app);
-    watchdog_enter(srv->wd, L); /* a script that loops at load time is stopped too */
+    lua_pushlightuserdata(L, (void *)o->app);
+    watchdog_enter(o->wd, L); /* a script that loops at load time is stopped too */
     rc = vm_docall(L, 1, 1);
-    watchdog_leave(srv->wd);
+    watchdog_leave(o->wd);
     if (rc != 0) {
         one_line(lua_tostring(L, -1), err, errlen);
-        log_debug("loading %s failed: %s", app, lua_tostring(L, -1));
+        log_debug("loading %s failed: %s", o->app, lua_tostring(L, -1));
         goto fail;
     }
     vm->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -203,8 +202,8 @@ struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err, 
     return vm;
 
 fail:
-    if (vm != NULL)
-        timer_drop_vm(srv, vm); /* timers the script started before it failed */
+    if (vm != NULL && o->abandon != NULL)
+        o->abandon(vm, o->host); /* timers the script started before it failed */
     if (L != NULL)
         lua_close(L);
     if (vm != NULL) {
@@ -213,6 +212,27 @@ fail:
         free(vm);
     }
     return NULL;
+}
+
+void vm_setfuncs(lua_State *L, struct vm *vm, const luaL_Reg *f)
+{
+    for (; f->name != NULL; f++) {
+        lua_pushlightuserdata(L, vm);
+        lua_pushcclosure(L, f->func, 1);
+        lua_setfield(L, -2, f->name);
+    }
+}
+
+struct vm *vm_self(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+int vm_push_err(lua_State *L, const char *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
 }
 
 static int vm_gc(lua_State *L)

@@ -8,13 +8,32 @@
 
 #include <stddef.h>
 
-struct lua_State;
-struct server;
+#include <lauxlib.h>
+
+#include <lua.h>
+
 struct req;
+struct watchdog;
+struct vm;
+
+/* What a new generation is made with; vm.c knows nothing of the API. */
+struct vm_opts {
+    const char *app;          /* path of the app script */
+    unsigned gen;             /* its generation number */
+    lua_CFunction open;       /* opens the handler API (called protected, with
+                               * the vm as light userdata at registry "afcgi.vm") */
+    void *host;               /* kept in vm->host for the API's functions */
+    size_t mem_limit;         /* --lua-memory; 0: none */
+    struct watchdog *wd;      /* stops a script that loops while loading; or NULL */
+    /* Loading failed: let go of whatever the script started that pins the
+     * vm (timers), before the state closes. NULL: nothing to do. */
+    void (*abandon)(struct vm *vm, void *host);
+};
 
 struct vm {
-    struct lua_State *L;             /* owned */
-    struct server *srv;       /* borrowed */
+    struct lua_State *L;      /* owned */
+    void *host;               /* borrowed: vm_opts.host */
+    lua_CFunction open;       /* vm_opts.open */
     unsigned gen;             /* generation number, 1 for the first load */
     unsigned refs;            /* requests pinning it, plus 1 while current */
     int handler_ref;          /* the app's handler, in L's registry */
@@ -25,13 +44,14 @@ struct vm {
     unsigned npool;
     size_t mem_used;          /* bytes the state holds now */
     size_t mem_limit;         /* --lua-memory; 0: none */
+    unsigned running;         /* its coroutines inside lua_resume: the allocator
+                               * refuses past mem_limit only then */
     int want_collect;         /* a task ran out of memory: collect after it */
 };
 
 /* Load 'app' into a new state. On failure returns NULL and writes a one-line
  * reason (with file:line for script errors) into err. refs starts at 1. */
-struct vm *vm_new(struct server *srv, const char *app, unsigned gen, char *err,
-                  size_t errlen);
+struct vm *vm_new(const struct vm_opts *o, char *err, size_t errlen);
 
 void vm_retain(struct vm *vm);
 
@@ -56,5 +76,15 @@ void vm_collect_later(struct vm *vm);
 /* Run f(L) protected with a traceback; used for loading. Returns 0, or -1
  * with the message on top of L's stack. */
 int vm_docall(struct lua_State *L, int nargs, int nres);
+
+/* Set each function of f into the table on top of L, with vm as its one
+ * upvalue (vm_self finds it again). */
+void vm_setfuncs(struct lua_State *L, struct vm *vm, const luaL_Reg *f);
+
+/* The vm of a C function registered by vm_setfuncs. */
+struct vm *vm_self(struct lua_State *L);
+
+/* Push nil and err; returns 2 (the "nil, err" of expected failures). */
+int vm_push_err(struct lua_State *L, const char *err);
 
 #endif
