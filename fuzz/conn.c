@@ -15,6 +15,7 @@
 #include <event2/event.h>
 
 #include "conn.h"
+#include "core.h"
 #include "log.h"
 #include "server.h"
 #include "vm.h"
@@ -42,7 +43,7 @@ const char *__lsan_default_suppressions(void)
     return "leak:vm_alloc\n";
 }
 
-static struct server *fuzz_server(void)
+static struct core *fuzz_core(void)
 {
     static struct server *srv;
     struct listeners none = { .n = 0, .pass_fd = -1 };
@@ -66,16 +67,16 @@ static struct server *fuzz_server(void)
             abort();
         }
     }
-    return srv;
+    return server_core(srv);
 }
 
 /* Run the loop a few turns, reading (and dropping) what the server wrote. */
-static void fuzz_turns(struct server *srv, int peer, int turns)
+static void fuzz_turns(struct core *core, int peer, int turns)
 {
     static uint8_t sink[1 << 16];
 
     for (int i = 0; i < turns; i++) {
-        event_base_loop(srv->base, EVLOOP_NONBLOCK);
+        event_base_loop(core->sched.base, EVLOOP_NONBLOCK);
         while (read(peer, sink, sizeof sink) > 0)
             ;
     }
@@ -83,29 +84,29 @@ static void fuzz_turns(struct server *srv, int peer, int turns)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct server *srv = fuzz_server();
+    struct core *core = fuzz_core();
     size_t step, off;
     int sv[2];
 
     if (size < 1 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
         return 0;
     step = data[0] ? data[0] : 1;
-    if (conn_new(srv, sv[0], "fuzz") == NULL) {
+    if (conn_new(core, sv[0], "fuzz") == NULL) {
         close(sv[1]);
         return 0;
     }
-    for (off = 1; off < size && srv->conns != NULL; off += step) {
+    for (off = 1; off < size && core->conns != NULL; off += step) {
         size_t n = size - off < step ? size - off : step;
 
-        if (conn_feed(srv->conns, data + off, n) < 0)
+        if (conn_feed(core->conns, data + off, n) < 0)
             break;
-        fuzz_turns(srv, sv[1], 2);
+        fuzz_turns(core, sv[1], 2);
     }
-    fuzz_turns(srv, sv[1], 4);
-    while (srv->conns != NULL)
-        conn_free(srv->conns); /* aborts whatever is still in flight */
-    fuzz_turns(srv, sv[1], 1);
+    fuzz_turns(core, sv[1], 4);
+    while (core->conns != NULL)
+        conn_free(core->conns); /* aborts whatever is still in flight */
+    fuzz_turns(core, sv[1], 1);
     close(sv[1]);
-    vm_collect(srv->vm); /* garbage of this input goes now, not in a later one */
+    vm_collect(core->vm); /* garbage of this input goes now, not in a later one */
     return 0;
 }
