@@ -19,7 +19,7 @@ BUILD    ?= build/release
 # lower layer must tell a higher one something, it calls a function pointer
 # the higher one gave it (a wait's ops record, a task's "ended" callback).
 #   1  common/fcgi common/buf log    pure helpers and the codec
-#   2  vm watchdog                   one LuaJIT state per code generation
+#   2  vm watchdog clock             one LuaJIT state per code generation; time
 #   3  task                          run, park, wake, release one coroutine
 #   4  timer sema sock pool          things a task can wait on (each has its wait ops)
 #   5  req thread <-> conn           a request's life and its connection (the one cluster)
