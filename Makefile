@@ -3,9 +3,9 @@
 # build and on the ASan+UBSan build.
 
 CC       ?= cc
-PKGS      = luajit libevent
+PKGS      = luajit libevent openssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null || echo -I/usr/include/luajit-2.1)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lluajit-5.1 -levent)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lluajit-5.1 -levent -lssl -lcrypto)
 
 OPT      ?= -O2
 CSTD      = -std=c99 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
@@ -21,7 +21,7 @@ BUILD    ?= build/release
 #   1  common/fcgi common/buf log    pure helpers and the codec
 #   2  vm watchdog clock             one LuaJIT state per code generation; time
 #   3  task                          run, park, wake, release one coroutine
-#   4  timer sema sock pool          things a task can wait on (each has its wait ops)
+#   4  timer sema sock pool tls      things a task can wait on (each has its wait ops)
 #   5  req thread <-> conn           a request's life and its connection (the one cluster)
 #   6  access stats                  observers of a request (a flat record in)
 #   7  api api_sock api_task         what handlers call
@@ -31,7 +31,7 @@ BUILD    ?= build/release
 # the common ones only. docs/ARCHITECTURE.md draws the same picture.
 COMMON_SRCS = src/common/fcgi.c src/common/buf.c
 SERVER_CORE = $(COMMON_SRCS) \
-              $(addprefix src/server/,log.c clock.c vm.c watchdog.c task.c timer.c sema.c sock.c pool.c \
+              $(addprefix src/server/,log.c clock.c vm.c watchdog.c task.c timer.c sema.c sock.c pool.c tls.c \
                   req.c thread.c conn.c access.c stats.c api.c api_sock.c api_task.c \
                   server.c listen.c)
 SERVER_SRCS = $(SERVER_CORE) $(addprefix src/server/,options.c privs.c master.c main.c)
@@ -82,7 +82,8 @@ afcgi-asan: $(SERVER_OBJS)
 # that answers 101 keeps the packages' scripts from starting anything.
 DEB_PKGS = build-essential pkg-config luajit2 libluajit2-5.1-dev libevent-dev lua-cjson \
            lua-busted lua-socket lua-posix lua-check luarocks nginx haproxy redis-server lua-nginx-redis dnsmasq-base \
-           apache2 lighttpd caddy h2o iproute2 clang libclang-rt-14-dev valgrind
+           apache2 lighttpd caddy h2o iproute2 clang libclang-rt-14-dev valgrind \
+           libssl-dev openssl
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \

@@ -10,13 +10,18 @@
 --       keepalive_timeout = 60, -- seconds a pooled connection may idle (default 60)
 --       pool_size = 30,         -- idle connections kept per host and port (default 30)
 --       max_body = 64 * 2^20,   -- larger responses fail with "response body too large"
+--       ssl_verify = true,      -- https: verify the certificate and its name (default)
+--       ssl_server_name = nil,  -- https: SNI and the name checked (default: the URL's host)
 --   })
 --   res.status, res.reason, res.headers["content-type"], res.body, res.reused
 --
 -- Response headers are keyed by lower-case name; a repeated header's values
 -- are joined with ", ", except Set-Cookie, which is a list. http.get(url,
--- opts) and http.post(url, body, opts) are shorthands. Plain http only:
--- afcgi's sockets have no TLS, so https URLs fail with a message saying so.
+-- opts) and http.post(url, body, opts) are shorthands. https URLs go over
+-- TLS (sock:sslhandshake), verified against the system's CAs and
+-- --lua-ssl-trusted-certificate unless ssl_verify = false; https and http
+-- connections, and https ones made for other names or without
+-- verification, keep to pools of their own.
 local afcgi = require "afcgi"
 
 local M = {}
@@ -28,14 +33,14 @@ local MAX_HEADERS = 100
 local READ_PIECE = 65536            -- a body delimited by the end of the connection
 local USER_AGENT = "afcgi/" .. afcgi.version
 
--- scheme, host, port, path of an absolute URL; or nil, err.
+local DEFAULT_PORT = { http = 80, https = 443 }
+
+-- host, port, path, scheme of an absolute URL; or nil, err.
 local function parse_url(url)
     local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
     if not scheme then return nil, "bad url (absolute http:// URL expected): " .. url end
     scheme = scheme:lower()
-    if scheme == "https" then
-        return nil, "https is not supported (afcgi's sockets have no TLS): " .. url
-    elseif scheme ~= "http" then
+    if not DEFAULT_PORT[scheme] then
         return nil, "unsupported scheme " .. scheme .. ": " .. url
     end
     local authority, path = rest:match("^([^/?#]*)(.*)$")
@@ -44,9 +49,9 @@ local function parse_url(url)
     local host, port = authority:match("^(%[[^%]]+%]):?(%d*)$")
     if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
     if not host or host == "" then return nil, "bad url (no host): " .. url end
-    port = port ~= "" and tonumber(port) or 80
+    port = port ~= "" and tonumber(port) or DEFAULT_PORT[scheme]
     if port < 1 or port > 65535 then return nil, "bad url (port): " .. url end
-    return host, port, path
+    return host, port, path, scheme
 end
 M.parse_url = parse_url
 
@@ -183,7 +188,7 @@ end
 -- res, err = http.request(url, opts)
 function M.request(url, opts)
     opts = opts or {}
-    local host, port, path = parse_url(url)
+    local host, port, path, scheme = parse_url(url)
     if not host then return nil, port end
     local method = (opts.method or "GET"):upper()
     local body = opts.body
@@ -193,10 +198,23 @@ function M.request(url, opts)
     local timeout_ms = (opts.timeout or DEFAULT_TIMEOUT) * 1000
     local keepalive = opts.keepalive ~= false
 
+    local addr = host:gsub("^%[(.*)%]$", "%1")
+    local tls = scheme == "https"
+    local verify = opts.ssl_verify ~= false
+    local server_name = opts.ssl_server_name or addr
     local sock = afcgi.socket.tcp()
     sock:settimeout(timeout_ms)
-    local ok, err = sock:connect(host:gsub("^%[(.*)%]$", "%1"), port)
+    local ok, err = sock:connect(addr, port, {
+        -- TLS connections pool apart from plain ones, per name and verification
+        pool = tls and table.concat({ "https", addr, port, server_name, tostring(verify) }, ":")
+            or nil,
+        pool_size = opts.pool_size,
+    })
     if not ok then return nil, "connect to " .. host .. ":" .. port .. ": " .. err end
+    if tls and sock:getreusedtimes() == 0 then
+        ok, err = sock:sslhandshake(false, server_name, verify)
+        if not ok then return nil, "TLS with " .. host .. ":" .. port .. ": " .. err end
+    end
 
     if not method:match("^[!#$%%&'*+.^_`|~%w-]+$") then
         sock:close()
@@ -213,7 +231,8 @@ function M.request(url, opts)
         return nil, herr
     end
     if not seen.host then
-        out[#out + 1] = "Host: " .. host .. (port ~= 80 and (":" .. port) or "") .. "\r\n"
+        out[#out + 1] = "Host: " .. host .. (port ~= DEFAULT_PORT[scheme] and (":" .. port) or "")
+            .. "\r\n"
     end
     if not seen["user-agent"] then out[#out + 1] = "User-Agent: " .. USER_AGENT .. "\r\n" end
     if body and not seen["content-length"] and not seen["transfer-encoding"] then

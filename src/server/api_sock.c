@@ -11,6 +11,7 @@
  *   sock:settimeout(ms); sock:settimeouts(connect_ms, send_ms, read_ms)
  *   ok, err = sock:setkeepalive([idle_ms [, pool_size]])
  *   n = sock:getreusedtimes(); ok, err = sock:close(); ok, err = sock:setoption(name, v)
+ *   session, err = sock:sslhandshake([reused_session [, server_name [, verify [, ocsp]]]])
  *
  * Calls that wait park the calling task (see sock.h); expected failures
  * return nil and a message, misuse raises.
@@ -30,9 +31,11 @@
 #include "core.h"
 #include "sock.h"
 #include "task.h"
+#include "tls.h"
 #include "vm.h"
 
 #define SOCK_MT "afcgi.socket"
+#define SESSION_MT "afcgi.ssl_session"
 
 static struct sock *api_sock_arg(lua_State *L)
 {
@@ -95,6 +98,43 @@ static void api_sock_cancel(struct task *t)
         sock_task_gone(t->what, t);
 }
 
+/* t->want: 1 when the caller passed reused_session = false (true comes
+ * back instead of a session). */
+static int api_sock_push_session(struct sock *s, lua_State *L, int boolean)
+{
+    struct tls_session **ud;
+
+    if (s->werr != NULL)
+        return vm_push_err(L, s->werr);
+    if (boolean) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    ud = lua_newuserdata(L, sizeof *ud);
+    *ud = tls_session(s->ssl);
+    if (*ud == NULL) { /* none to resume with: success all the same */
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    luaL_getmetatable(L, SESSION_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int api_sock_handshake_results(struct task *t, lua_State *co)
+{
+    struct sock *s = t->what;
+
+    if (s == NULL)
+        return vm_push_err(co, "closed");
+    s->writer = NULL;
+    return api_sock_push_session(s, co, t->want == 1);
+}
+
+static const struct wait_ops api_sock_handshake_wait = {
+    .name = "a TLS handshake", .results = api_sock_handshake_results, .cancel = api_sock_cancel,
+};
 static const struct wait_ops api_sock_read_wait = {
     .name = "a socket read", .results = api_sock_read_results, .cancel = api_sock_cancel,
 };
@@ -173,6 +213,40 @@ static int api_l_connect(lua_State *L)       /* ok, err = sock:connect(host, por
     if (rc == SOCK_AGAIN)
         return api_sock_park(L, t, s, &api_sock_connect_wait, 1);
     return sock_push_write(s, L, 1);
+}
+
+/* session, err = sock:sslhandshake(reused_session, server_name, verify, ocsp) */
+static int api_l_sslhandshake(lua_State *L)
+{
+    struct sock *s = api_sock_arg(L);
+    struct task *t = api_sock_task(L, s, "sslhandshake");
+    struct tls_session *sess = NULL;
+    const char *name = luaL_optstring(L, 3, NULL);
+    int boolean = lua_type(L, 2) == LUA_TBOOLEAN && !lua_toboolean(L, 2);
+    int verify = lua_toboolean(L, 4);
+    int rc;
+
+    if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TBOOLEAN)
+        sess = *(struct tls_session **)luaL_checkudata(L, 2, SESSION_MT);
+    if (lua_toboolean(L, 5))
+        return vm_push_err(L, "no OCSP support"); /* as OpenResty built without it */
+    if (s->reader != NULL || s->writer != NULL)
+        return vm_push_err(L, "socket busy");
+    rc = sock_handshake(s, name, verify, sess);
+    if (rc == SOCK_AGAIN) {
+        t->want = (size_t)boolean;
+        return api_sock_park(L, t, s, &api_sock_handshake_wait, 1);
+    }
+    return api_sock_push_session(s, L, boolean);
+}
+
+static int api_l_session_gc(lua_State *L)
+{
+    struct tls_session **ud = luaL_checkudata(L, 1, SESSION_MT);
+
+    tls_session_free(*ud);
+    *ud = NULL;
+    return 0;
 }
 
 /* ---- sending ------------------------------------------------------------- */
@@ -474,6 +548,7 @@ static const luaL_Reg api_sock_methods[] = {
     { "getreusedtimes", api_l_getreusedtimes },
     { "close", api_l_close },
     { "setoption", api_l_setoption },
+    { "sslhandshake", api_l_sslhandshake },
     { NULL, NULL },
 };
 
@@ -489,6 +564,13 @@ void api_sock_open(lua_State *L, struct vm *vm)
     lua_pushcclosure(L, api_l_sock_tostring, 1);
     lua_setfield(L, -2, "__tostring");
     lua_pushliteral(L, SOCK_MT);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, SESSION_MT);
+    lua_pushcfunction(L, api_l_session_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, SESSION_MT);
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
 

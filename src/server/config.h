@@ -35,6 +35,9 @@ struct config {
     const char *access_log;     /* file, "-" for stdout, or NULL for none */
     const char *status_path;    /* path answered with the server's figures, or NULL */
     const char *resolver;       /* nameserver for handlers' sockets (ip[:port]), or NULL */
+    const char *ssl_trusted;    /* CA certificates (PEM) handlers' TLS verifies against,
+                                 * besides the system's; or NULL */
+    unsigned ssl_verify_depth;  /* longest certificate chain accepted */
     unsigned socket_mode;       /* unix sockets' mode; 0: as the umask leaves it */
     const char *socket_owner;   /* user[:group] of unix sockets, or NULL */
     const char *user;           /* run as this user after binding, or NULL */

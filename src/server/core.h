@@ -26,6 +26,7 @@ struct vm;
 struct event;
 struct evdns_base;
 struct sock_pool;
+struct tls_ctx;
 struct lingering;
 struct timer;
 struct stats_area;
@@ -68,6 +69,8 @@ struct core {
     uint32_t timer_serial;
     struct evdns_base *dns;          /* handlers' resolver, made on first use (sock.c) */
     struct sock_pool *pools;         /* keepalive pools (pool.c); owned */
+    struct tls_ctx *tls;             /* handlers' TLS client context (tls.c), made on
+                                      * first use or at start; owned */
 
     int pass_fd;                     /* connections arrive as descriptors with a
                                       * cookie to give back (listen.c); -1: none */

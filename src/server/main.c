@@ -18,6 +18,7 @@
 #include "options.h"
 #include "privs.h"
 #include "server.h"
+#include "tls.h"
 
 /* One server in this process until it stops; returns the exit status. */
 static int run_single(const struct config *cfg, struct listeners *ls, char *err, size_t errlen)
@@ -50,6 +51,13 @@ static int run(const struct config *cfg, char *err, size_t errlen)
     if (log_open(cfg->error_log, err, errlen) < 0 ||
         access_open(cfg->access_log, err, errlen) < 0)
         return -1;
+    if (cfg->ssl_trusted != NULL) { /* a bad file fails the start, not the first handshake */
+        struct tls_ctx *tls = tls_ctx_new(cfg, err, errlen);
+
+        if (tls == NULL)
+            return -1;
+        tls_ctx_free(tls);
+    }
     signal(SIGPIPE, SIG_IGN); /* a peer gone mid-write is an EPIPE, not a death */
     if (listen_open(cfg, &ls, err, errlen) < 0)
         return -1;

@@ -98,6 +98,11 @@ static const struct opt opt_table[] = {
     { "resolver", 0, T_STRING, OFF(resolver), 0, "IP[:PORT]",
       "nameserver that resolves host names for handlers' sockets (like nginx's resolver); "
       "default: the nameservers of /etc/resolv.conf, after /etc/hosts" },
+    { "lua-ssl-trusted-certificate", 0, T_STRING, OFF(ssl_trusted), 0, "FILE",
+      "PEM file of CA certificates that handlers' sock:sslhandshake trusts besides the "
+      "system's (like nginx's lua_ssl_trusted_certificate)" },
+    { "lua-ssl-verify-depth", 0, T_UINT, OFF(ssl_verify_depth), 100, "N",
+      "longest certificate chain sock:sslhandshake accepts; default 5" },
     { "log-level", 0, T_LEVEL, OFF(log_level), 0, "LEVEL",
       "error, warn, notice, info or debug; default notice" },
 };
@@ -116,6 +121,7 @@ void options_defaults(struct config *cfg)
     cfg->shutdown_timeout = 10;
     cfg->lua_memory = 1ull << 30;
     cfg->cpu_timeout = 10;
+    cfg->ssl_verify_depth = 5;
     cfg->log_level = LOG_NOTICE;
     cfg->generation = 1;
 }

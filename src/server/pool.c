@@ -11,10 +11,12 @@
 
 #include "clock.h"
 #include "core.h"
+#include "tls.h"
 
 struct pool_conn {
     struct sock_pool *pool;
     int fd;
+    SSL *ssl;         /* a TLS connection's state, or NULL */
     unsigned reused;
     struct event *ev; /* readable (closed or stray data) or idle timeout */
     struct pool_conn *prev, *next;
@@ -56,8 +58,10 @@ static void pool_conn_free(struct pool_conn *pc, int close_fd)
 {
     pool_unlink(pc);
     event_free(pc->ev);
-    if (close_fd)
+    if (close_fd) {
+        tls_free(pc->ssl, 0);
         close(pc->fd);
+    }
     free(pc);
 }
 
@@ -71,7 +75,7 @@ static void pool_on_event(evutil_socket_t fd, short what, void *arg)
 }
 
 /* An idle connection for key, or -1. */
-int pool_take(struct core *core, const char *key, unsigned *reused)
+int pool_take(struct core *core, const char *key, unsigned *reused, SSL **ssl)
 {
     struct sock_pool *p = pool_find(core, key);
     struct pool_conn *pc;
@@ -81,12 +85,13 @@ int pool_take(struct core *core, const char *key, unsigned *reused)
         return -1;
     fd = pc->fd;
     *reused = pc->reused;
+    *ssl = pc->ssl;
     pool_conn_free(pc, 0);
     return fd;
 }
 
-int pool_put(struct core *core, const char *key, unsigned size, int fd, unsigned reused,
-                    double idle)
+int pool_put(struct core *core, const char *key, unsigned size, int fd, SSL *ssl,
+             unsigned reused, double idle)
 {
     struct sock_pool *p = pool_find(core, key);
     struct pool_conn *pc;
@@ -112,6 +117,7 @@ int pool_put(struct core *core, const char *key, unsigned size, int fd, unsigned
         pool_conn_free(p->last, 1); /* full: the least recently used goes */
     pc->pool = p;
     pc->fd = fd;
+    pc->ssl = ssl;
     pc->reused = reused;
     pc->next = p->first;
     if (p->first)

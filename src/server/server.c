@@ -29,6 +29,7 @@
 #include "req.h"
 #include "sock.h"
 #include "stats.h"
+#include "tls.h"
 #include "timer.h"
 #include "vm.h"
 #include "watchdog.h"
@@ -467,6 +468,7 @@ void server_free(struct server *srv)
         event_free(srv->core.compact_ev);
     req_table_free(&srv->core);
     pool_free_all(&srv->core);
+    tls_ctx_free(srv->core.tls);
     /* after the sockets' userdata went with the Lua state, and after the
      * other events: it runs the loop once to finish cancelled lookups */
     if (srv->core.sched.base)

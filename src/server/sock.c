@@ -30,6 +30,7 @@
 #include "core.h"
 #include "pool.h"
 #include "task.h"
+#include "tls.h"
 
 #define SOCK_READS_PER_EVENT 16
 
@@ -106,9 +107,10 @@ void sock_own(struct sock *s, struct sock **head)
     *head = s;
 }
 
-/* Release the descriptor (closed unless keep_fd), events and lookup. No
- * wake-ups; buffers stay. */
-static void sock_shut(struct sock *s, int keep_fd)
+/* Release the descriptor (closed unless keep_fd; the pool took it and its
+ * TLS state then), events and lookup. A TLS connection says close_notify
+ * first when 'clean'. No wake-ups; buffers stay. */
+static void sock_shut(struct sock *s, int keep_fd, int clean)
 {
     if (s->dns != NULL) {
         struct sock_dns *d = s->dns;
@@ -130,10 +132,14 @@ static void sock_shut(struct sock *s, int keep_fd)
         event_free(s->wev);
         s->wev = NULL;
     }
+    if (s->ssl != NULL && !keep_fd)
+        tls_free(s->ssl, clean && !s->handshaking);
+    s->ssl = NULL;
     if (s->fd >= 0 && !keep_fd)
         close(s->fd);
     s->fd = -1;
     s->state = SOCK_CLOSED;
+    s->handshaking = s->r_wants_write = s->w_wants_read = 0;
     sock_disown(s);
 }
 
@@ -160,7 +166,7 @@ void sock_close(struct sock *s, const char *why)
         s->rerr = why;
         sock_finish_r(s);
     }
-    sock_shut(s, 0);
+    sock_shut(s, 0, strcmp(why, "closed") == 0);
     if (s->in != NULL && s->reader == NULL)
         evbuffer_drain(s->in, evbuffer_get_length(s->in));
     if (s->out != NULL)
@@ -203,7 +209,7 @@ void sock_gc(struct sock *s)
     if (s->writer != NULL)
         s->writer->what = NULL;
     s->reader = s->writer = NULL;
-    sock_shut(s, 0);
+    sock_shut(s, 0, 1);
     if (s->in)
         evbuffer_free(s->in);
     if (s->out)
@@ -224,7 +230,8 @@ int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
         *err = "socket busy";
         return -1;
     }
-    if (s->in != NULL && evbuffer_get_length(s->in) > 0) {
+    if ((s->in != NULL && evbuffer_get_length(s->in) > 0) ||
+        (s->ssl != NULL && tls_pending(s->ssl) > 0)) {
         *err = "unread data in buffer";
         return -1;
     }
@@ -232,12 +239,12 @@ int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
         *err = "a read timed out on this connection";
         return -1;
     }
-    if (pool_put(s->core, s->pool_key, size > 0 ? size : s->pool_size, s->fd, s->reused,
-                 idle) < 0) {
+    if (pool_put(s->core, s->pool_key, size > 0 ? size : s->pool_size, s->fd, s->ssl,
+                 s->reused, idle) < 0) {
         *err = "out of memory";
         return -1;
     }
-    sock_shut(s, 1);
+    sock_shut(s, 1, 0); /* the pool has the descriptor and the TLS state now */
     return 0;
 }
 
@@ -445,7 +452,7 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
         return SOCK_ERR;
     }
 
-    if ((fd = pool_take(core, s->pool_key, &s->reused)) >= 0) {
+    if ((fd = pool_take(core, s->pool_key, &s->reused, &s->ssl)) >= 0) {
         s->reused++;
         s->fd = fd;
         if (sock_events(s) < 0) {
@@ -506,10 +513,49 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
 
 /* ---- writing ------------------------------------------------------------- */
 
+/* The pending write (or handshake) could not finish: wait for the event
+ * TLS asked for (readable, rarely) or for the socket to be writable. */
+static void sock_wait_w(struct sock *s, int ms)
+{
+    struct timeval tv;
+
+    if (s->w_wants_read)
+        event_add(s->rev, sock_tv(ms, &tv));
+    else
+        event_add(s->wev, sock_tv(ms, &tv));
+}
+
+/* Write queued output over TLS; as sock_flush. */
+static int sock_flush_tls(struct sock *s)
+{
+    const char *err = "closed";
+
+    while (evbuffer_get_length(s->out) > 0) {
+        struct evbuffer_iovec v;
+        ssize_t n;
+
+        evbuffer_peek(s->out, -1, NULL, &v, 1);
+        n = tls_write(s->ssl, v.iov_base, v.iov_len, &err);
+        if (n > 0) {
+            evbuffer_drain(s->out, (size_t)n);
+            continue;
+        }
+        if (n == TLS_WANT_READ)
+            s->w_wants_read = 1;
+        if (n == TLS_WANT_READ || n == TLS_WANT_WRITE)
+            return SOCK_AGAIN;
+        sock_close(s, err);
+        return SOCK_ERR;
+    }
+    return SOCK_DONE;
+}
+
 /* Write queued output. SOCK_DONE when all went, SOCK_AGAIN, or SOCK_ERR
  * (closed, writer finished). */
 static int sock_flush(struct sock *s)
 {
+    if (s->ssl != NULL)
+        return sock_flush_tls(s);
     while (evbuffer_get_length(s->out) > 0) {
         int n = evbuffer_write(s->out, s->fd);
 
@@ -534,7 +580,6 @@ int sock_queue(struct sock *s, const char *data, size_t len)
 
 int sock_send(struct sock *s, size_t len)
 {
-    struct timeval tv;
     int rc;
 
     s->werr = NULL;
@@ -547,18 +592,42 @@ int sock_send(struct sock *s, size_t len)
     if ((rc = sock_flush(s)) == SOCK_DONE)
         sock_finish_w(s, NULL);
     else if (rc == SOCK_AGAIN)
-        event_add(s->wev, sock_tv(s->send_ms, &tv));
+        sock_wait_w(s, s->send_ms);
     return rc;
+}
+
+static void sock_handshake_step(struct sock *s);
+static void sock_read_step(struct sock *s);
+
+/* The write side can go on: a send, a handshake, or a TLS read that had to
+ * write first. */
+static void sock_write_step(struct sock *s)
+{
+    if (s->handshaking) {
+        sock_handshake_step(s);
+    } else if (s->wpending) {
+        if (sock_flush(s) == SOCK_DONE)
+            sock_finish_w(s, NULL);
+        else if (s->state == SOCK_OPEN)
+            sock_wait_w(s, s->send_ms);
+    }
 }
 
 static void sock_on_write(evutil_socket_t fd, short what, void *arg)
 {
     struct sock *s = arg;
-    struct timeval tv;
     int err = 0;
     socklen_t elen = sizeof err;
 
     if (what & EV_TIMEOUT) {
+        if (s->r_wants_write) { /* the read's own timeout ran out */
+            s->rerr = "timeout";
+            s->timed_out = 1;
+            s->r_wants_write = 0;
+            sock_finish_r(s);
+            if (!s->wpending)
+                return;
+        }
         sock_close(s, "timeout");
         return;
     }
@@ -568,11 +637,78 @@ static void sock_on_write(evutil_socket_t fd, short what, void *arg)
         sock_connected(s, err ? sock_errstr(err) : NULL);
         return;
     }
-    if (sock_flush(s) == SOCK_DONE)
-        sock_finish_w(s, NULL);
-    else if (s->state == SOCK_OPEN)
-        event_add(s->wev, sock_tv(s->send_ms, &tv));
+    if (s->r_wants_write) {
+        s->r_wants_write = 0;
+        sock_read_step(s);
+        if (s->state != SOCK_OPEN)
+            return;
+    }
+    sock_write_step(s);
 }
+
+/* ---- TLS handshake ------------------------------------------------------- */
+
+static void sock_handshake_step(struct sock *s)
+{
+    int rc = tls_handshake(s->ssl, s->errbuf, sizeof s->errbuf);
+
+    s->w_wants_read = 0;
+    if (rc == TLS_DONE) {
+        s->handshaking = 0;
+        sock_finish_w(s, NULL);
+    } else if (rc == TLS_FAILED) {
+        sock_close(s, s->errbuf);
+    } else {
+        s->w_wants_read = rc == TLS_WANT_READ;
+        sock_wait_w(s, s->connect_ms);
+    }
+}
+
+int sock_handshake(struct sock *s, const char *server_name, int verify, struct tls_session *sess)
+{
+    struct core *core = s->core;
+
+    s->werr = NULL;
+    s->wpending = 1;
+    if (s->state != SOCK_OPEN || s->eof) {
+        sock_finish_w(s, "closed");
+        return SOCK_ERR;
+    }
+    if (s->ssl != NULL) { /* from the pool: done, if it was made for this name */
+        if (strcmp(tls_server_name(s->ssl), server_name != NULL ? server_name : "") != 0 ||
+            (verify && !tls_verified(s->ssl))) {
+            snprintf(s->errbuf, sizeof s->errbuf, "handshake failed: the pooled connection "
+                     "was made for \"%.64s\"%s", tls_server_name(s->ssl),
+                     tls_verified(s->ssl) ? "" : " without verification");
+            sock_close(s, s->errbuf);
+            return SOCK_ERR;
+        }
+        sock_finish_w(s, NULL);
+        return SOCK_DONE;
+    }
+    if ((s->in != NULL && evbuffer_get_length(s->in) > 0) ||
+        (s->out != NULL && evbuffer_get_length(s->out) > 0)) {
+        sock_close(s, "handshake failed: unread data in buffer");
+        return SOCK_ERR;
+    }
+    if (core->tls == NULL &&
+        (core->tls = tls_ctx_new(&core->cfg, s->errbuf, sizeof s->errbuf)) == NULL) {
+        sock_close(s, s->errbuf);
+        return SOCK_ERR;
+    }
+    s->ssl = tls_client(core->tls, s->fd, server_name, verify, sess, s->errbuf,
+                        sizeof s->errbuf);
+    if (s->ssl == NULL) {
+        sock_close(s, s->errbuf);
+        return SOCK_ERR;
+    }
+    s->handshaking = 1;
+    sock_handshake_step(s);
+    if (!s->wpending)
+        return s->werr != NULL ? SOCK_ERR : SOCK_DONE;
+    return SOCK_AGAIN;
+}
+
 
 /* ---- reading ------------------------------------------------------------- */
 
@@ -662,6 +798,47 @@ static void sock_fill(struct sock *s)
     }
 }
 
+/* As sock_fill, over TLS: whole records until the socket has no more. A
+ * record's bytes never stay inside OpenSSL (its records are smaller than
+ * the read buffer, no read-ahead), so the descriptor's readiness tells
+ * all; if some did stay, the read event is made active to take them. */
+static void sock_fill_tls(struct sock *s)
+{
+    uint8_t *buf = s->core->rbuf;
+    const char *err = NULL;
+
+    for (int i = 0; i < SOCK_READS_PER_EVENT; i++) {
+        ssize_t n = tls_read(s->ssl, buf, CORE_RBUF, &err);
+
+        if (n == 0) {
+            s->eof = 1;
+            return;
+        }
+        if (n == TLS_WANT_READ)
+            return;
+        if (n == TLS_WANT_WRITE) {
+            s->r_wants_write = 1;
+            return;
+        }
+        if (n < 0) {
+            s->rerr = err;
+            return;
+        }
+        if (evbuffer_add(s->in, buf, (size_t)n) < 0) {
+            s->rerr = "out of memory";
+            return;
+        }
+        if (evbuffer_get_length(s->in) > SOCK_MAX_BUFFER && !sock_ready(s)) {
+            s->rerr = "more than 1 GiB buffered for one receive";
+            return;
+        }
+        if (sock_ready(s))
+            break;
+    }
+    if (tls_pending(s->ssl) > 0)
+        event_active(s->rev, EV_READ, 0);
+}
+
 int sock_read(struct sock *s, enum sock_rop op, size_t want, struct sock_until *u)
 {
     struct timeval tv;
@@ -685,25 +862,49 @@ int sock_read(struct sock *s, enum sock_rop op, size_t want, struct sock_until *
     return SOCK_AGAIN;
 }
 
+/* The pending read can go on. */
+static void sock_read_step(struct sock *s)
+{
+    struct timeval tv;
+
+    if (!s->rpending)
+        return;
+    if (s->ssl != NULL)
+        sock_fill_tls(s);
+    else
+        sock_fill(s);
+    if (sock_ready(s))
+        sock_finish_r(s);
+    else if (s->r_wants_write)
+        event_add(s->wev, sock_tv(s->read_ms, &tv));
+    else
+        event_add(s->rev, sock_tv(s->read_ms, &tv));
+}
+
 static void sock_on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct sock *s = arg;
-    struct timeval tv;
 
     (void)fd;
-    if (!s->rpending)
-        return;
     if (what & EV_TIMEOUT) {
+        if (s->w_wants_read) { /* a handshake's or send's timeout */
+            sock_close(s, "timeout");
+            return;
+        }
+        if (!s->rpending)
+            return;
         s->rerr = "timeout";
         s->timed_out = 1;
         sock_finish_r(s);
         return;
     }
-    sock_fill(s);
-    if (sock_ready(s))
-        sock_finish_r(s);
-    else
-        event_add(s->rev, sock_tv(s->read_ms, &tv));
+    if (s->w_wants_read) {
+        s->w_wants_read = 0;
+        sock_write_step(s);
+        if (s->state != SOCK_OPEN)
+            return;
+    }
+    sock_read_step(s);
 }
 
 /* Push n bytes from the front of the buffer and drain them (and skip more). */

@@ -25,6 +25,8 @@ struct event;
 struct evbuffer;
 struct sock_dns;
 struct lua_State;
+typedef struct ssl_st SSL;
+struct tls_session;
 
 enum sock_state { SOCK_CLOSED, SOCK_RESOLVING, SOCK_CONNECTING, SOCK_OPEN };
 
@@ -64,6 +66,7 @@ struct sock {
     struct sock_dns *dns;         /* resolving: the lookup; detached on close */
     struct evbuffer *in, *out;    /* owned; kept across reconnects */
     struct task *reader, *writer; /* parked tasks; borrowed */
+    SSL *ssl;                     /* after sslhandshake (or from the pool): owned */
     char *pool_key;               /* owned */
     unsigned pool_size;           /* from connect's options; 0: default */
     unsigned reused;              /* times the connection came from the pool */
@@ -80,8 +83,11 @@ struct sock {
     unsigned eof : 1;             /* the peer closed its side */
     unsigned rpending : 1;        /* a read is under way */
     unsigned timed_out : 1;       /* the last read timed out: a late reply may come */
-    unsigned wpending : 1;        /* a connect or send is under way */
-    char errbuf[96];              /* werr, when it needs words of its own */
+    unsigned wpending : 1;        /* a connect, handshake or send is under way */
+    unsigned handshaking : 1;     /* the pending write side is a TLS handshake */
+    unsigned r_wants_write : 1;   /* TLS: the read waits for the socket to be writable */
+    unsigned w_wants_read : 1;    /* TLS: the send or handshake waits for it to be readable */
+    char errbuf[160];             /* werr, when it needs words of its own */
 };
 
 /* A fresh socket in userdata memory (zeroed by the caller or not). */
@@ -102,6 +108,11 @@ int sock_send(struct sock *s, size_t len);
 /* Start a read: SOCK_DONE when its result is ready in the buffer (or it
  * failed), SOCK_AGAIN when the reader must park. */
 int sock_read(struct sock *s, enum sock_rop op, size_t want, struct sock_until *u);
+
+/* Start TLS on the open connection (see tls.h for the arguments): SOCK_DONE
+ * (also when it already speaks TLS), SOCK_AGAIN (park as writer), SOCK_ERR
+ * (werr says why; the connection is closed). Under the connect timeout. */
+int sock_handshake(struct sock *s, const char *server_name, int verify, struct tls_session *sess);
 
 /* Close the connection; a task parked on it is woken with "closed". */
 void sock_close(struct sock *s, const char *why);
@@ -126,7 +137,8 @@ void sock_own(struct sock *s, struct sock **head);
  * and consume them from the buffer. Returns how many. */
 int sock_push_read(struct sock *s, struct lua_State *L);
 
-/* Push the finished connect's (1) or send's (bytes) results, or nil, err. */
+/* Push the finished connect's (1) or send's (bytes) results, or nil, err.
+ * (A handshake's results are api_sock.c's: they hold a session.) */
 int sock_push_write(struct sock *s, struct lua_State *L, int connect);
 
 /* The process's resolver (--resolver, else /etc/resolv.conf; made on
