@@ -11,10 +11,10 @@
 --
 -- What is here: ngx.socket.tcp/connect (afcgi.socket), ngx.null, ngx.log and
 -- its levels, ngx.sleep, ngx.now, ngx.time, ngx.update_time, ngx.thread,
--- ngx.timer.at/every, ngx.worker, ngx.config, the ngx.OK... and ngx.HTTP_*
--- constants. What is not (the nginx request phases, ngx.var, ngx.ctx,
--- ngx.shared, ngx.re, ngx.say...) stays absent: a driver that needs it fails
--- loudly on a nil field rather than getting something that only looks alike.
+-- ngx.timer.at/every, ngx.worker, ngx.config, ngx.ctx, ngx.get_phase, the
+-- ngx.OK... and ngx.HTTP_* constants. What is not (ngx.var, ngx.say...)
+-- stays absent: a driver that needs it fails loudly on a nil field rather
+-- than getting something that only looks alike.
 local afcgi = require "afcgi"
 local core = require "afcgi.core"
 
@@ -80,7 +80,27 @@ M.worker = {
     exiting = exiting,
     pid = function() local _, pid = core.worker() return pid end,
     id = function() local n = core.worker() return n > 0 and n - 1 or 0 end,
+    count = function() local _, _, _, count = core.worker() return count end,
 }
+
+-- ngx.get_phase(): "content" in a handler (and its light threads), "timer"
+-- in a timer, "init" while the app loads.
+M.get_phase = core.phase
+
+-- ngx.ctx: the current request's table (req.ctx; shared by its light
+-- threads), or a timer run's own; assigning ngx.ctx replaces it.
+setmetatable(M, {
+    __index = function(_, k)
+        if k == "ctx" then return core.ctx() end
+    end,
+    __newindex = function(t, k, v)
+        if k == "ctx" then
+            if type(v) ~= "table" then error("ngx.ctx must be a table", 2) end
+            return core.set_ctx(v)
+        end
+        rawset(t, k, v)
+    end,
+})
 
 if rawget(_G, "ngx") == nil then
     rawset(_G, "ngx", M)

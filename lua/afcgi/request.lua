@@ -159,9 +159,10 @@ function fields.cookies(self)
     return cookie.parse(self:param("HTTP_COOKIE"))
 end
 
--- req.ctx: a table for the handler and its middleware, one per request.
-function fields.ctx()
-    return {}
+-- req.ctx: a table for the handler, its middleware and its light threads,
+-- one per request; the same table as ngx.ctx in that request.
+function fields.ctx(self)
+    return core.ctx(self[1])
 end
 
 -- value = req:cookie(name): one cookie, or nil.

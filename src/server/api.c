@@ -97,14 +97,75 @@ static int api_l_update_time(lua_State *L)    /* afcgi.update_time() */
     return 0;
 }
 
-static int api_l_worker(lua_State *L)         /* n, pid, exiting = afcgi.worker() */
+/* n, pid, exiting, count = afcgi.worker(): count is how many workers serve
+ * (1 without a master). */
+static int api_l_worker(lua_State *L)
 {
     struct core *core = core_of(L);
 
     lua_pushinteger(L, core->worker);
     lua_pushinteger(L, (lua_Integer)getpid());
     lua_pushboolean(L, core->stopping);
-    return 3;
+    lua_pushinteger(L, core->cfg.workers > 0 ? core->cfg.workers : 1);
+    return 4;
+}
+
+/* phase = afcgi.core.phase(): "content" in a request's handler or its light
+ * threads, "timer" in a timer, "init" while the app loads. */
+static int api_l_phase(lua_State *L)
+{
+    struct task *t = task_current(&core_of(L)->sched, L);
+
+    lua_pushstring(L, t == NULL ? "init" : t->req != NULL ? "content" : "timer");
+    return 1;
+}
+
+/* The ngx.ctx slot of the running task, or of request 'handle' (a number
+ * argument); NULL outside a request or timer. */
+static int *api_ctx_slot(lua_State *L, int idx)
+{
+    struct task *t;
+    struct req *r;
+
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        r = req_find(core_of(L), lua_tonumber(L, idx));
+        return r != NULL ? &r->main.ctx_ref : NULL;
+    }
+    if ((t = task_current(&core_of(L)->sched, L)) == NULL)
+        return NULL;
+    return t->req != NULL ? &t->req->main.ctx_ref : &t->ctx_ref;
+}
+
+/* tbl = afcgi.core.ctx([handle]): the request's (or timer run's) own table,
+ * made on first use; afcgi.core.set_ctx(tbl [, handle]) replaces it. */
+static int api_l_ctx(lua_State *L)
+{
+    int *slot = api_ctx_slot(L, 1);
+
+    if (slot == NULL)
+        return luaL_error(L, "no request found (ngx.ctx is a request's or a timer's)");
+    if (*slot <= 0) {
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        *slot = luaL_ref(L, LUA_REGISTRYINDEX);
+        return 1;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *slot);
+    return 1;
+}
+
+static int api_l_set_ctx(lua_State *L)
+{
+    int *slot;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if ((slot = api_ctx_slot(L, 2)) == NULL)
+        return luaL_error(L, "no request found (ngx.ctx is a request's or a timer's)");
+    if (*slot > 0)
+        luaL_unref(L, LUA_REGISTRYINDEX, *slot);
+    lua_pushvalue(L, 1);
+    *slot = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
 }
 
 static int api_l_reason(lua_State *L)         /* phrase = afcgi.core.reason(status) */
@@ -432,6 +493,9 @@ static const luaL_Reg api_core_funcs[] = {
     { "update_time", api_l_update_time },
     { "worker", api_l_worker },
     { "reason", api_l_reason },
+    { "phase", api_l_phase },
+    { "ctx", api_l_ctx },
+    { "set_ctx", api_l_set_ctx },
     { NULL, NULL },
 };
 

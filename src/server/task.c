@@ -58,6 +58,9 @@ void task_release(struct task *t)
 {
     task_unpark(t, 1);
     task_unanchor(t);
+    if (t->ctx_ref > 0 && t->vm != NULL)
+        luaL_unref(t->vm->L, LUA_REGISTRYINDEX, t->ctx_ref);
+    t->ctx_ref = 0;
     if (t->wake != NULL) {
         event_free(t->wake); /* also cancels a pending sleep or wake-up */
         t->wake = NULL;

@@ -68,6 +68,8 @@ struct task {
     struct lua_State *co;     /* anchored by co_ref in vm->L */
     int co_ref;
     int anchor_ref;           /* > 0: what it waits on, kept from the GC */
+    int ctx_ref;              /* > 0: its ngx.ctx table (a request's is in its main
+                               * task, shared by its light threads) */
     struct event *wake;       /* owned; created on first use */
     const struct wait_ops *wait; /* parked on this, or NULL */
     void *what;               /* the wait's object, as its ops define */
