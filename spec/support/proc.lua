@@ -1,4 +1,4 @@
--- proc: what spec/helpers.lua does not cover for the lifecycle specs:
+-- proc: what spec/support/helpers.lua does not cover for the lifecycle specs:
 -- spawning afcgi with chosen descriptors (a listener on fd 0, or on fd 3
 -- with LISTEN_FDS/LISTEN_PID set in the child), a chosen environment, no
 -- --listen at all, or readiness read from an --error-log file; the children

@@ -16,7 +16,7 @@ local fc = require "fcgi_client"
 local ADDR = "127%.0%.0%.1:9000"
 
 -- nginx's example files are server/upstream blocks: wrap them in events/http
--- blocks keeping nginx's files in its temp prefix (as spec/nginx_spec.lua).
+-- blocks keeping nginx's files in its temp prefix (as spec/integration/nginx_spec.lua).
 local function nginx_conf(file, listen)
     local text = fronts.example(file, {
         { "listen 127%.0%.0%.1:" .. listen .. ";", "listen 127.0.0.1:${port};" },

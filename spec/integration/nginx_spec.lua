@@ -51,7 +51,7 @@ describe("nginx with examples/nginx.conf in front of examples/index.lua", functi
                     { e.method, e.query, e.params.DOCUMENT_URI, e.params.REQUEST_URI, e.body_len })
     end)
 
-    -- a 1 MiB POST through this configuration: spec/fronts_spec.lua
+    -- a 1 MiB POST through this configuration: spec/integration/fronts_spec.lua
 
     it("serves the index page, /hello, and 404 for other paths", function()
         local index = get(ngx, "/")

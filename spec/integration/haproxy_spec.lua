@@ -59,7 +59,7 @@ describe("haproxy with examples/haproxy.cfg in front of examples/index.lua", fun
         assert.equal("127.0.0.1", e.params.REMOTE_ADDR)
     end)
 
-    -- a 1 MiB POST through this configuration: spec/fronts_spec.lua
+    -- a 1 MiB POST through this configuration: spec/integration/fronts_spec.lua
 
     it("serves the index page, /hello, 404 for other paths, and the status endpoint", function()
         local index = get(hap, "/")
