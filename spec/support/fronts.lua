@@ -12,7 +12,6 @@ local stdlib = require "posix.stdlib"
 local psignal = require "posix.signal"
 local socket = require "socket"
 local helpers = require "helpers"
-local proc = require "proc"
 
 local M = {}
 
@@ -78,7 +77,7 @@ end
 -- Returns the process (helpers' Process) with .port.
 function M.foreground(what, argv, port, opts)
     opts = opts or {}
-    local p = proc.spawn(argv, { env = opts.env })
+    local p = helpers.spawn(argv, { env = opts.env })
     p.port = port
     helpers.defer(function() p:stop() end)
     M.wait_accepting(port, what, function() return p:alive() end, function()
