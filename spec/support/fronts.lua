@@ -1,6 +1,6 @@
 -- fronts: start a web server ("front") of our own in front of afcgi, from
 -- one of the configurations in examples/, for spec/integration/fronts_spec.lua
--- (and nginx_spec.lua, haproxy_spec.lua).
+-- (and examples_fronts_spec.lua).
 --
 -- A front gets a fresh temp directory (its "prefix"), its configuration is
 -- the example file with its fixed addresses replaced (each replacement must
