@@ -47,7 +47,7 @@ LUADIR   ?= $(PREFIX)/share/lua/5.1
 BUSTED   ?= busted
 BUSTED_FLAGS ?=
 
-.PHONY: bench bench-quick lint all clean test check spec asan spec-asan spec-valgrind deps install demo fuzz fuzz-build fuzz-replay fuzz-save
+.PHONY: bench bench-quick lint all clean test check spec spec-unit asan spec-asan spec-valgrind deps install demo fuzz fuzz-build fuzz-replay fuzz-save
 
 all: afcgi afcgi-bench
 
@@ -109,6 +109,12 @@ RUN_SPECS = set -o pipefail; $(BUSTED) $(BUSTED_FLAGS) 2>&1 | tee build/spec.out
 spec: all | $(BUILD)
 	@echo "== specs on ./afcgi"
 	@export AFCGI_BIN=$(CURDIR)/afcgi; $(RUN_SPECS)
+
+# The unit specs alone (spec/unit/: pure Lua modules, no binary).
+spec-unit: BUSTED_FLAGS += --run unit
+spec-unit: | $(BUILD)
+	@echo "== unit specs"
+	@$(RUN_SPECS)
 
 spec-asan: asan | $(BUILD)
 	@echo "== specs on ./afcgi-asan (AddressSanitizer + UBSan)"

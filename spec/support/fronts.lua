@@ -1,5 +1,6 @@
 -- fronts: start a web server ("front") of our own in front of afcgi, from
--- one of the configurations in examples/, for spec/fronts_spec.lua.
+-- one of the configurations in examples/, for spec/integration/fronts_spec.lua
+-- (and examples_fronts_spec.lua).
 --
 -- A front gets a fresh temp directory (its "prefix"), its configuration is
 -- the example file with its fixed addresses replaced (each replacement must
@@ -12,7 +13,6 @@ local stdlib = require "posix.stdlib"
 local psignal = require "posix.signal"
 local socket = require "socket"
 local helpers = require "helpers"
-local proc = require "proc"
 
 local M = {}
 
@@ -78,7 +78,7 @@ end
 -- Returns the process (helpers' Process) with .port.
 function M.foreground(what, argv, port, opts)
     opts = opts or {}
-    local p = proc.spawn(argv, { env = opts.env })
+    local p = helpers.spawn(argv, { env = opts.env })
     p.port = port
     helpers.defer(function() p:stop() end)
     M.wait_accepting(port, what, function() return p:alive() end, function()
@@ -104,6 +104,21 @@ function M.daemon(what, cmd, pidfile, port, log_file)
     assert(ok == 0 or ok == true, what .. " did not start: " .. helpers.read_file(log_file))
     M.wait_accepting(port, what)
     return { port = port, pidfile = pidfile, log_file = log_file }
+end
+
+-- nginx with an example file of examples/ (server and upstream blocks) on a
+-- free port in front of upstream ("host:port"): the file with its listen
+-- port (listen, e.g. "8080") and upstream address replaced and its include
+-- made absolute, inside the events/http blocks of helpers.nginx_conf that
+-- keep nginx's files in its temp prefix. Returns helpers.start_nginx's
+-- process (.port, .prefix).
+function M.nginx(upstream, file, listen)
+    local text = M.example(file, {
+        { "listen 127%.0%.0%.1:" .. listen .. ";", "listen 127.0.0.1:${port};" },
+        { "server 127%.0%.0%.1:9000;", "server ${upstream};" },
+        { "include fastcgi_params;", "include /etc/nginx/fastcgi_params;" },
+    })
+    return helpers.start_nginx(helpers.nginx_conf(text), { upstream = upstream })
 end
 
 -- HAProxy with examples/haproxy.cfg itself (only its bind and server

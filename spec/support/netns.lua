@@ -5,7 +5,7 @@
 -- host, a namespace with a veth pair: one end in the namespace
 -- (10.A.B.(10+i)/24, plus lo), the other a port of the bridge. Processes
 -- are started in a namespace with `ip netns exec NS argv...`, which enters
--- the namespace and execs argv in place: the pid proc.spawn returns is the
+-- the namespace and execs argv in place: the pid helpers.spawn returns is the
 -- program's own, so signals reach it directly.
 --
 -- Names carry the spec's pid ("afso<pid>..."), so concurrent runs never
@@ -143,12 +143,12 @@ function M.topology(n)
     return t
 end
 
--- Starts argv in namespace ns (proc.spawn opts: env, ...); returns the
+-- Starts argv in namespace ns (helpers.spawn opts: env, ...); returns the
 -- Process (helpers' methods: log, wait_log, stop, stop_ok).
 function M.spawn(ns, argv, opts)
     local full = { "ip", "netns", "exec", ns }
     for _, a in ipairs(argv) do full[#full + 1] = a end
-    return proc.spawn(full, opts)
+    return helpers.spawn(full, opts)
 end
 
 -- Starts afcgi (helpers.bin(), so $AFCGI_BIN) in host h's namespace on

@@ -93,15 +93,29 @@ end
 
 -- Processes ------------------------------------------------------------------
 
--- Forks and execs argv (a list, argv[1] the program). The child's stdin is
--- /dev/null; its stderr (and stdout, unless opts.stdout == "null") go to
--- pipes whose read ends are returned. The child closes every other fd, so
--- it never holds on to the test's sockets.
-local function spawn(argv, opts)
+local Process = {}
+Process.__index = Process
+
+-- The specs' one fork/exec: every process a spec starts (afcgi, afcgi-bench,
+-- the fronts, redis-server, dnsmasq, the scripted peer) comes from here.
+-- Forks and execs argv (a list, argv[1] the program, looked up on PATH).
+-- The child's stdin is /dev/null, its stderr a pipe read by the Process
+-- methods (log, wait_log, lines, stop, stop_ok, finish); it closes every
+-- other fd, so it never holds on to the test's sockets. opts:
+--   stdout = true            stdout goes to a pipe too, read into p.out
+--                            (else /dev/null)
+--   fds = { [n] = fd, ... }  the child gets fd at n (dup2); n = 0 replaces
+--                            /dev/null on stdin; these stay open
+--   env = { NAME = "value" | false }  set (or unset) in the child
+--   listen_pid = true        LISTEN_PID is set to the child's own pid
+--   rlimit_nofile = n        the child's RLIMIT_NOFILE (e.g. to exhaust the
+--                            server's descriptors)
+-- Returns the Process.
+function M.spawn(argv, opts)
     opts = opts or {}
     local err_r, err_w = assert(unistd.pipe())
     local out_r, out_w
-    if opts.stdout ~= "null" then out_r, out_w = assert(unistd.pipe()) end
+    if opts.stdout then out_r, out_w = assert(unistd.pipe()) end
     fcntl.fcntl(err_r, F_SETPIPE_SZ, 1048576)
     local pid = assert(unistd.fork())
     if pid == 0 then
@@ -109,13 +123,23 @@ local function spawn(argv, opts)
         unistd.dup2(null, 0)
         unistd.dup2(out_w or null, 1)
         unistd.dup2(err_w, 2)
-        local fds = {}
-        for name in dirent.files("/proc/self/fd") do fds[#fds + 1] = tonumber(name) end
-        for _, fd in ipairs(fds) do if fd > 2 then unistd.close(fd) end end
-        if opts.rlimit_nofile then       -- e.g. to exhaust the server's descriptors
-            local n = opts.rlimit_nofile
-            require("posix.sys.resource").setrlimit(require("posix.sys.resource").RLIMIT_NOFILE,
-                                                    { rlim_cur = n, rlim_max = n })
+        -- move the wanted descriptors out of the way first, then into place
+        local fds, moved = opts.fds or {}, {}
+        for n, fd in pairs(fds) do moved[n] = fcntl.fcntl(fd, fcntl.F_DUPFD, 100 + n) end
+        for n, fd in pairs(moved) do unistd.dup2(fd, n) end
+        local open = {}
+        for name in dirent.files("/proc/self/fd") do open[#open + 1] = tonumber(name) end
+        for _, fd in ipairs(open) do
+            if fd and fd > 2 and fds[fd] == nil then unistd.close(fd) end
+        end
+        for k, v in pairs(opts.env or {}) do
+            if v then stdlib.setenv(k, v) else stdlib.setenv(k, nil) end
+        end
+        if opts.listen_pid then stdlib.setenv("LISTEN_PID", tostring(unistd.getpid())) end
+        if opts.rlimit_nofile then
+            local resource = require "posix.sys.resource"
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               { rlim_cur = opts.rlimit_nofile, rlim_max = opts.rlimit_nofile })
         end
         local args = {}
         for i = 2, #argv do args[#args + 1] = argv[i] end
@@ -126,40 +150,30 @@ local function spawn(argv, opts)
     end
     unistd.close(err_w)
     if out_w then unistd.close(out_w) end
-    return pid, err_r, out_r
+    return setmetatable({ pid = pid, fd = err_r, out_fd = out_r, argv = argv, text = "", out = "",
+                          eof = false, out_eof = out_r == nil }, Process)
 end
 
--- Reads what fd has within ms milliseconds: data, "" on EOF, or nil.
-local function read_fd(fd, ms)
-    if ppoll.rpoll(fd, ms) == 0 then return nil end
-    return unistd.read(fd, 65536) or ""
-end
-
-local Process = {}
-Process.__index = Process
-
--- A Process for a child already forked, its stderr on fd (read by the methods).
-function M.process(pid, fd, argv, fields)
-    local p = setmetatable({ pid = pid, fd = fd, argv = argv, text = "", eof = false }, Process)
-    for k, v in pairs(fields or {}) do p[k] = v end
-    return p
-end
-
-local function new_process(argv, opts)
-    local pid, fd = spawn(argv, { stdout = "null", rlimit_nofile = opts and opts.rlimit_nofile })
-    return M.process(pid, fd, argv, { opts = opts or {} })
-end
-
--- Appends what the stderr pipe holds, waiting at most ms for the first piece.
+-- Appends what the stderr pipe (and the stdout pipe, when there is one)
+-- holds to p.text (and p.out), waiting at most ms for the first piece.
 function Process:pump(ms)
-    while not self.eof do
-        local data = read_fd(self.fd, ms)
-        if data == nil then return end
-        if data == "" then
-            self.eof = true
-            unistd.close(self.fd)
-        else
-            self.text = self.text .. data
+    while true do
+        local fds = {}
+        if not self.eof then fds[self.fd] = { events = { IN = true } } end
+        if not self.out_eof then fds[self.out_fd] = { events = { IN = true } } end
+        if not next(fds) or (ppoll.poll(fds, ms) or 0) == 0 then return end
+        for fd, p in pairs(fds) do
+            if p.revents and (p.revents.IN or p.revents.HUP) then
+                local data = unistd.read(fd, 65536) or ""
+                if data == "" then
+                    unistd.close(fd)
+                    if fd == self.fd then self.eof = true else self.out_eof = true end
+                elseif fd == self.fd then
+                    self.text = self.text .. data
+                else
+                    self.out = self.out .. data
+                end
+            end
         end
         ms = 0
     end
@@ -221,8 +235,25 @@ function Process:stop(sig, timeout)
         local _, how, code = pwait.wait(self.pid)
         self.status, self.how = (how == "exited") and code or 128 + (code or 0), "timeout"
     end
-    if not self.eof then self:pump(0) end
+    self:pump(0)
     return self.status, self.how
+end
+
+-- Waits for the process to exit by itself, reading its output until its
+-- pipes close; returns the exit status. Fails (after SIGKILL) when it has
+-- not exited within timeout seconds (default 10).
+function Process:finish(timeout)
+    timeout = timeout or 10
+    local deadline = socket.gettime() + timeout
+    while not (self.eof and self.out_eof) and socket.gettime() < deadline do
+        self:pump(math.ceil((deadline - socket.gettime()) * 1000))
+    end
+    local status, how = self:stop(false, math.max(0.5, deadline - socket.gettime()))
+    if how == "timeout" then
+        error(("%s did not exit within %s s; stdout: %s\nstderr: %s"):format(
+            table.concat(self.argv, " "), timeout, self.out, self.text), 2)
+    end
+    return status
 end
 
 -- Every line (after mark) matching pattern, as a list.
@@ -250,9 +281,54 @@ end
 
 -- afcgi ----------------------------------------------------------------------
 
+local function afcgi_argv(args)
+    local argv = { M.bin() }
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    return argv
+end
+
+-- Starts afcgi with exactly args (nothing is added: no --listen, no
+-- --shutdown-timeout), spawned with opts (as for spawn) plus
+-- opts.ready_file: an --error-log path to read the readiness line from
+-- (else stderr), opts.timeout: how long it may take to get ready (15 s),
+-- opts.manual: no stop_ok at cleanup. Returns the process once ready, with
+-- p.addrs (as logged), p.addr (the first), p.port (the first TCP one).
+function M.start_afcgi(args, opts)
+    opts = opts or {}
+    local argv = afcgi_argv(args)
+    local p = M.spawn(argv, opts)
+    local ok, line
+    if opts.ready_file then
+        ok, line = pcall(M.wait_until, function()
+            if not p:alive() then error("afcgi exited: " .. p:log()) end
+            return M.read_file(opts.ready_file):match("[^\n]*ready, listening on [^\n]*")
+        end, opts.timeout or 15, "the readiness line in " .. opts.ready_file)
+    else
+        ok, line = pcall(p.wait_log, p, "ready, listening on ", opts.timeout or 15)
+    end
+    if not ok then
+        p:stop(psignal.SIGKILL, 2)
+        error(("afcgi did not become ready (%s): %s"):format(table.concat(argv, " "), line), 2)
+    end
+    p.ready_line = line
+    p.addrs = {}
+    for a in line:match("ready, listening on (.*)$"):gmatch("%S+") do
+        p.addrs[#p.addrs + 1] = a
+        if not p.port and not a:find("^unix:") then p.port = tonumber(a:match(":(%d+)$")) end
+    end
+    p.addr = p.addrs[1]
+    if not opts.manual then
+        M.defer(function()
+            p:stop_ok(nil, nil, opts.ready_file and function() return M.read_file(opts.ready_file) end)
+        end)
+    end
+    return p
+end
+
 -- Starts afcgi on app (a path, or a fixture name without ".lua").
 -- opts.listen: list of listen addresses (default { "127.0.0.1:0" });
--- opts.args: extra arguments (--shutdown-timeout 3 is added unless given).
+-- opts.args: extra arguments (--shutdown-timeout 3 is added unless given);
+-- the other opts as for start_afcgi (timeout, manual, rlimit_nofile, ...).
 -- Returns once the readiness line was logged:
 -- srv.pid, srv.addrs (as logged), srv.addr (the first), srv.port (first TCP).
 -- At cleanup it is stopped with stop_ok (clean exit asserted) unless
@@ -260,33 +336,21 @@ end
 function M.start_server(app, opts)
     opts = opts or {}
     if not app:find("/", 1, true) then app = M.fixture(app) end
-    local argv = { M.bin() }
+    local args = {}
     for _, l in ipairs(opts.listen or { "127.0.0.1:0" }) do
-        argv[#argv + 1] = "--listen"; argv[#argv + 1] = l
+        args[#args + 1] = "--listen"; args[#args + 1] = l
     end
     local has_timeout = false
     for _, a in ipairs(opts.args or {}) do
-        argv[#argv + 1] = a
+        args[#args + 1] = a
         if a == "--shutdown-timeout" then has_timeout = true end
     end
     if not has_timeout then      -- keeps a stuck stop short; tests close their conns first
-        argv[#argv + 1] = "--shutdown-timeout"; argv[#argv + 1] = "3"
+        args[#args + 1] = "--shutdown-timeout"; args[#args + 1] = "3"
     end
-    argv[#argv + 1] = app
-    local srv = new_process(argv, opts)
-    local ok, line = pcall(srv.wait_log, srv, "ready, listening on ", opts.timeout or 15)
-    if not ok then
-        srv:stop(psignal.SIGKILL, 2)
-        error(("afcgi did not become ready (%s): %s"):format(table.concat(argv, " "), line), 2)
-    end
-    srv.ready_line = line
-    srv.addrs = {}
-    for a in line:match("ready, listening on (.*)$"):gmatch("%S+") do
-        srv.addrs[#srv.addrs + 1] = a
-        if not srv.port and not a:find("^unix:") then srv.port = tonumber(a:match(":(%d+)$")) end
-    end
-    srv.addr = srv.addrs[1]
-    if not opts.manual then M.defer(function() srv:stop_ok() end) end
+    args[#args + 1] = app
+    local ok, srv = pcall(M.start_afcgi, args, opts)
+    if not ok then error(srv, 2) end
     return srv
 end
 
@@ -298,40 +362,16 @@ function M.connect(srv, addr, opts)
     return c
 end
 
--- Runs afcgi with args to completion; returns exit status, stderr, stdout.
-function M.run_cli(args, timeout)
-    local argv = { M.bin() }
-    for _, a in ipairs(args) do argv[#argv + 1] = a end
-    local pid, err_fd, out_fd = spawn(argv)
-    local parts = { [err_fd] = {}, [out_fd] = {} }
-    local open = { [err_fd] = true, [out_fd] = true }
-    local deadline = socket.gettime() + (timeout or 10)
-    while next(open) do
-        local left = deadline - socket.gettime()
-        if left <= 0 then
-            psignal.kill(pid, psignal.SIGKILL)
-            pwait.wait(pid)
-            error("afcgi " .. table.concat(args, " ") .. " did not exit within "
-                  .. (timeout or 10) .. " s; stderr: " .. table.concat(parts[err_fd]), 2)
-        end
-        local fds = {}
-        for fd in pairs(open) do fds[fd] = { events = { IN = true } } end
-        ppoll.poll(fds, math.ceil(left * 1000))
-        for fd, p in pairs(fds) do
-            if p.revents and (p.revents.IN or p.revents.HUP) then
-                local data = unistd.read(fd, 65536)
-                if not data or data == "" then
-                    unistd.close(fd)
-                    open[fd] = nil
-                else
-                    table.insert(parts[fd], data)
-                end
-            end
-        end
-    end
-    local _, how, code = pwait.wait(pid)
-    return how == "exited" and code or 128 + code, table.concat(parts[err_fd]),
-        table.concat(parts[out_fd])
+-- Runs afcgi with args to completion, at most timeout seconds (default
+-- 10), spawned with opts (as for spawn: env, fds, ...); returns exit status,
+-- stderr, stdout.
+function M.run_cli(args, timeout, opts)
+    local spawn_opts = { stdout = true }
+    for k, v in pairs(opts or {}) do spawn_opts[k] = v end
+    local p = M.spawn(afcgi_argv(args), spawn_opts)
+    local ok, status = pcall(p.finish, p, timeout)
+    if not ok then error(status, 2) end
+    return status, p.text, p.out
 end
 
 -- Splits the echo fixture's body into (params map, request body).
@@ -404,7 +444,7 @@ function M.start_nginx(conf_template, vars)
     local f = assert(io.open(prefix .. "/nginx.conf", "w"))
     f:write(conf)
     f:close()
-    local ngx = new_process({ "/usr/sbin/nginx", "-p", prefix .. "/", "-c", prefix .. "/nginx.conf",
+    local ngx = M.spawn({ "/usr/sbin/nginx", "-p", prefix .. "/", "-c", prefix .. "/nginx.conf",
         "-e", prefix .. "/error.log",
         "-g", ("daemon off; master_process off; pid %s/nginx.pid;"):format(prefix) })
     ngx.prefix, ngx.port = prefix, v.port
@@ -432,7 +472,7 @@ end
 -- Starts argv as a child, waits for its stderr to show ready_pattern, stops
 -- it at cleanup. Returns the process.
 local function start_peer_process(argv, ready_pattern, what)
-    local p = new_process(argv)
+    local p = M.spawn(argv)
     local ok, err = pcall(p.wait_log, p, ready_pattern, 10)
     if not ok then
         p:stop(psignal.SIGKILL, 2)

@@ -3,7 +3,6 @@
 -- over HTTP, then stopped with SIGTERM as Ctrl-C would: both processes gone,
 -- the scratch directory removed, exit status 0.
 local helpers = require "helpers"
-local proc = require "proc"
 local cjson = require "cjson"
 local psignal = require "posix.signal"
 local unistd = require "posix.unistd"
@@ -11,7 +10,7 @@ local unistd = require "posix.unistd"
 local function run_demo(front)
     local port = helpers.free_port()
     -- the demo writes its own lines to stdout: route them into the log pipe
-    local demo = proc.spawn({ "bash", "-c", "exec examples/demo.sh 1>&2" },
+    local demo = helpers.spawn({ "bash", "-c", "exec examples/demo.sh 1>&2" },
         { env = { PORT = tostring(port), FRONT = front, AFCGI = helpers.bin() } })
     helpers.defer(function() demo:stop(psignal.SIGKILL, 5) end)
     demo:wait_log("open http://127%.0%.0%.1:" .. port .. "/", 30)

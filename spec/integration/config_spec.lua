@@ -23,7 +23,7 @@ local function start(args, env)
     local argv = {}
     for _, a in ipairs(args) do argv[#argv + 1] = a end
     argv[#argv + 1] = helpers.fixture("lifecycle")
-    return proc.start(argv, { env = env or NO_LEAK_CHECK })
+    return helpers.start_afcgi(argv, { env = env or NO_LEAK_CHECK })
 end
 
 local function max_body_answer(srv, id, n)
@@ -37,7 +37,7 @@ local function fails(args, pattern)
     local argv = {}
     for _, a in ipairs(args) do argv[#argv + 1] = a end
     argv[#argv + 1] = helpers.fixture("lifecycle")
-    local status, stderr, stdout = proc.run(argv, { env = NO_LEAK_CHECK })
+    local status, stderr, stdout = helpers.run_cli(argv, nil, { env = NO_LEAK_CHECK })
     assert.equal(2, status, stderr)
     assert.matches("^afcgi: [^\n]+\n$", stderr, nil, nil, "not one line: " .. stderr)
     assert.matches(pattern, stderr)

@@ -70,8 +70,7 @@ describe("afcgi.socket", function()
         os.remove(path)
         -- redis-server can listen on a unix socket next to its TCP port
         local port = helpers.free_port()
-        local proc = require "proc"
-        local rs = proc.spawn({ "redis-server", "--port", tostring(port), "--bind", "127.0.0.1",
+        local rs = helpers.spawn({ "redis-server", "--port", tostring(port), "--bind", "127.0.0.1",
             "--unixsocket", path, "--save", "", "--appendonly", "no", "--logfile", "/dev/stderr" })
         helpers.defer(function() rs:stop(); os.remove(path) end)
         rs:wait_log("Ready to accept connections", 10)

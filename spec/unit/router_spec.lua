@@ -1,5 +1,5 @@
 -- afcgi.router: matching, params, wildcards, 404/405, mounts and middleware,
--- on stand-in req and res tables (spec/api_spec.lua runs it in the server).
+-- on stand-in req and res tables (spec/integration/api_spec.lua runs it in the server).
 package.path = "lua/?.lua;" .. package.path
 local router = require "afcgi.router"
 
@@ -43,7 +43,7 @@ end
 local function raises_here(fn, pattern)
     local ok, err = pcall(fn)
     assert.is_false(ok)
-    assert.matches("^spec/router_spec%.lua:%d+: .-" .. pattern, err)
+    assert.matches("^spec/unit/router_spec%.lua:%d+: .-" .. pattern, err)
 end
 
 describe("router matching", function()

@@ -7,7 +7,7 @@ local cookie = require "afcgi.cookie"
 local function raises_here(fn, pattern)
     local ok, err = pcall(fn)
     assert.is_false(ok)
-    assert.matches("^spec/cookie_spec%.lua:%d+: " .. pattern, err)
+    assert.matches("^spec/unit/cookie_spec%.lua:%d+: " .. pattern, err)
 end
 
 describe("cookie.parse", function()

@@ -7,7 +7,7 @@ local query = require "afcgi.query"
 local function raises_here(fn, pattern)
     local ok, err = pcall(fn)
     assert.is_false(ok)
-    assert.matches("^spec/query_spec%.lua:%d+: " .. pattern, err)
+    assert.matches("^spec/unit/query_spec%.lua:%d+: " .. pattern, err)
 end
 
 describe("query.unescape", function()

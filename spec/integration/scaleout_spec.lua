@@ -107,7 +107,7 @@ local function start_haproxy(topo, dir)
     f:close()
     local ok, out = netns.sh({ HAPROXY, "-c", "-f", conf })
     assert(ok, "haproxy -c: " .. out)
-    local hap = proc.spawn({ HAPROXY, "-db", "-f", conf })
+    local hap = helpers.spawn({ HAPROXY, "-db", "-f", conf })
     hap.port, hap.sock = port, sock
     helpers.defer(function() hap:stop() end)
     helpers.wait_until(function()
@@ -124,7 +124,7 @@ end
 -- redis-server in the root namespace on the bridge's address, nothing saved.
 local function start_redis(topo)
     local port = helpers.free_port()
-    local p = proc.spawn({ "redis-server", "--port", tostring(port), "--bind", topo.gw,
+    local p = helpers.spawn({ "redis-server", "--port", tostring(port), "--bind", topo.gw,
         "--protected-mode", "no", "--save", "", "--appendonly", "no", "--daemonize", "no",
         "--loglevel", "notice", "--logfile", "/dev/stderr" })
     helpers.defer(function() p:stop() end)

@@ -36,7 +36,7 @@ local function start(args, env)
     local argv = { "--listen", "127.0.0.1:0", "--shutdown-timeout", "3" }
     for _, a in ipairs(args) do argv[#argv + 1] = a end
     argv[#argv + 1] = helpers.fixture("lifecycle")
-    return proc.start(argv, { env = env or { FCGI_WEB_SERVER_ADDRS = false } })
+    return helpers.start_afcgi(argv, { env = env or { FCGI_WEB_SERVER_ADDRS = false } })
 end
 
 describe("client access", function()
@@ -183,7 +183,7 @@ describe("inherited listeners", function()
 
     it("serves on a listening socket inherited on fd 0 when no --listen is given", function()
         local fd, port = proc.tcp_listener()
-        local srv = proc.start({ "--shutdown-timeout", "3", helpers.fixture("lifecycle") },
+        local srv = helpers.start_afcgi({ "--shutdown-timeout", "3", helpers.fixture("lifecycle") },
                                { fds = { [0] = fd } })
         unistd.close(fd)
         assert.equal("127.0.0.1:" .. port, srv.ready_line:match("ready, listening on (%S+)$"))
@@ -197,7 +197,7 @@ describe("inherited listeners", function()
 
     it("serves with --workers 2 on a socket inherited on fd 0", function()
         local fd, port = proc.tcp_listener()
-        local srv = proc.start({ "--workers", "2", "--shutdown-timeout", "3",
+        local srv = helpers.start_afcgi({ "--workers", "2", "--shutdown-timeout", "3",
                                  helpers.fixture("lifecycle") }, { fds = { [0] = fd } })
         unistd.close(fd)
         assert.equal("127.0.0.1:" .. port, srv.addr)
@@ -209,7 +209,7 @@ describe("inherited listeners", function()
 
     it("serves on systemd's socket (LISTEN_FDS=1, LISTEN_PID, fd 3)", function()
         local fd, port = proc.tcp_listener()
-        local srv = proc.start({ "--shutdown-timeout", "3", helpers.fixture("lifecycle") },
+        local srv = helpers.start_afcgi({ "--shutdown-timeout", "3", helpers.fixture("lifecycle") },
                                { fds = { [3] = fd }, env = { LISTEN_FDS = "1" }, listen_pid = true })
         unistd.close(fd)
         assert.equal("127.0.0.1:" .. port, srv.ready_line:match("ready, listening on (%S+)$"))
@@ -220,7 +220,7 @@ describe("inherited listeners", function()
     it("serves on every socket of LISTEN_FDS=2 (fds 3 and 4)", function()
         local fd1, port1 = proc.tcp_listener()
         local fd2, port2 = proc.tcp_listener()
-        local srv = proc.start({ "--shutdown-timeout", "3", helpers.fixture("lifecycle") },
+        local srv = helpers.start_afcgi({ "--shutdown-timeout", "3", helpers.fixture("lifecycle") },
                                { fds = { [3] = fd1, [4] = fd2 }, env = { LISTEN_FDS = "2" },
                                  listen_pid = true })
         unistd.close(fd1)

@@ -212,7 +212,7 @@ describe("multipart.parse", function()
         assert.matches("bad argument #1 to 'parse' %(function expected, got nil%)", err)
         ok, err = pcall(function() multipart.parse(function() end, CT) end)
         assert.is_false(ok)
-        assert.matches("^spec/multipart_spec%.lua:%d+: bad argument #3 to 'parse'", err)
+        assert.matches("^spec/unit/multipart_spec%.lua:%d+: bad argument #3 to 'parse'", err)
     end)
 end)
 

@@ -50,7 +50,7 @@ describe("FCGI_LISTENSOCK_DESCRIPTORS (kcgi's manager protocol)", function()
 
     it("serves a passed connection and writes its cookie back when it closes", function()
         local ours, theirs = assert(psocket.socketpair(psocket.AF_UNIX, psocket.SOCK_STREAM, 0))
-        local srv = proc.start({ "--shutdown-timeout", "3", helpers.fixture("lifecycle") },
+        local srv = helpers.start_afcgi({ "--shutdown-timeout", "3", helpers.fixture("lifecycle") },
                                { fds = { [3] = theirs },
                                  env = { FCGI_LISTENSOCK_DESCRIPTORS = "3" } })
         unistd.close(theirs)

@@ -5,12 +5,7 @@
 local helpers = require "helpers"
 local cjson = require "cjson"
 local unistd = require "posix.unistd"
-local fcntl = require "posix.fcntl"
-local ppoll = require "posix.poll"
-local pwait = require "posix.sys.wait"
 local psignal = require "posix.signal"
-local dirent = require "posix.dirent"
-local socket = require "socket"
 
 local function bench_bin()
     local bin = os.getenv("AFCGI_BENCH") or "./afcgi-bench"
@@ -21,112 +16,38 @@ local function bench_bin()
     return bin
 end
 
--- A running afcgi-bench: its stdout and stderr are read as they come.
-local Bench = {}
-Bench.__index = Bench
+-- What a run of afcgi-bench said, for failure messages.
+local function describe_run(b)
+    return ("afcgi-bench %s\nstdout: %s\nstderr: %s"):format(table.concat(b.argv, " ", 2), b.out, b.text)
+end
 
--- Starts afcgi-bench with args (stdin /dev/null, no other fd inherited);
--- it is killed at cleanup if still running.
+-- Starts afcgi-bench with args (helpers.spawn: stdout and stderr read as
+-- they come, b.out and b.text); it is killed at cleanup if still running.
 local function start_bench(args)
-    local argv = { [0] = bench_bin() }
-    for i, a in ipairs(args) do argv[i] = a end
-    local out_r, out_w = assert(unistd.pipe())
-    local err_r, err_w = assert(unistd.pipe())
-    local pid = assert(unistd.fork())
-    if pid == 0 then
-        local null = fcntl.open("/dev/null", fcntl.O_RDWR)
-        unistd.dup2(null, 0)
-        unistd.dup2(out_w, 1)
-        unistd.dup2(err_w, 2)
-        local fds = {}
-        for name in dirent.files("/proc/self/fd") do fds[#fds + 1] = tonumber(name) end
-        for _, fd in ipairs(fds) do if fd > 2 then unistd.close(fd) end end
-        unistd.execp(argv[0], argv)
-        io.stderr:write("exec ", argv[0], " failed\n")
-        unistd._exit(127)
-    end
-    unistd.close(out_w)
-    unistd.close(err_w)
-    local b = setmetatable({ pid = pid, args = args, out = "", err = "",
-                             open = { [out_r] = "out", [err_r] = "err" } }, Bench)
-    helpers.defer(function() b:kill() end)
+    local argv = { bench_bin() }
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    local b = helpers.spawn(argv, { stdout = true })
+    b.describe = describe_run
+    helpers.defer(function() b:stop(psignal.SIGKILL, 2) end)
     return b
 end
 
--- Appends what stdout and stderr hold, waiting up to ms for the first piece.
-function Bench:pump(ms)
-    local fds = {}
-    for fd in pairs(self.open) do fds[fd] = { events = { IN = true } } end
-    if not next(fds) or (ppoll.poll(fds, ms) or 0) == 0 then return end
-    for fd, p in pairs(fds) do
-        if p.revents and (p.revents.IN or p.revents.HUP) then
-            local name, data = self.open[fd], unistd.read(fd, 65536)
-            if not data or data == "" then
-                unistd.close(fd)
-                self.open[fd] = nil
-            else
-                self[name] = self[name] .. data
-            end
-        end
-    end
-end
-
-function Bench:describe()
-    return ("afcgi-bench %s\nstdout: %s\nstderr: %s"):format(table.concat(self.args, " "),
-                                                           self.out, self.err)
-end
-
--- Waits until stderr has a line matching pattern; returns that line.
-function Bench:wait_err(pattern, timeout)
-    local deadline = socket.gettime() + (timeout or 5)
-    while true do
-        for line in self.err:gmatch("[^\n]+") do
-            if line:find(pattern) then return line end
-        end
-        local left = deadline - socket.gettime()
-        if left <= 0 or not next(self.open) then
-            error(("no stderr line matching %q within %.1f s; %s"):format(
-                pattern, timeout or 5, self:describe()), 2)
-        end
-        self:pump(math.ceil(left * 1000))
-    end
-end
-
--- Waits for the exit (reading all output); returns the exit status. Fails
--- after timeout seconds (the process is killed) or on a sanitizer report.
-function Bench:finish(timeout)
-    local deadline = socket.gettime() + (timeout or 5)
-    while next(self.open) do
-        local left = deadline - socket.gettime()
-        if left <= 0 then
-            self:kill()
-            error(("did not exit within %.1f s; %s"):format(timeout or 5, self:describe()), 2)
-        end
-        self:pump(math.ceil(left * 1000))
-    end
-    local _, how, code = pwait.wait(self.pid)
-    self.status = how == "exited" and code or 128 + code
-    local bad = self.err:match("[^\n]*Sanitizer[^\n]*")
-        or self.err:match("[^\n]*runtime error:[^\n]*")
-    if bad then error("sanitizer report: " .. bad .. "; " .. self:describe(), 2) end
-    return self.status
-end
-
-function Bench:kill()
-    if not self.status then
-        psignal.kill(self.pid, psignal.SIGKILL)
-        pwait.wait(self.pid)
-        self.status = 128 + psignal.SIGKILL
-    end
-    for fd in pairs(self.open) do unistd.close(fd) end
-    self.open = {}
+-- Waits for b's exit (reading all output); returns the exit status. Fails
+-- after timeout seconds (default 5; the process is killed) or on a
+-- sanitizer report.
+local function finish(b, timeout)
+    local ok, status = pcall(b.finish, b, timeout or 5)
+    if not ok then error(tostring(status) .. "; " .. b:describe(), 2) end
+    local bad = b.text:match("[^\n]*Sanitizer[^\n]*") or b.text:match("[^\n]*runtime error:[^\n]*")
+    if bad then error("sanitizer report: " .. bad .. "; " .. b:describe(), 2) end
+    return status
 end
 
 -- Runs afcgi-bench to completion: exit status, stdout, stderr.
 local function run_bench(args, timeout)
     local b = start_bench(args)
-    local status = b:finish(timeout)
-    return status, b.out, b.err
+    local status = finish(b, timeout)
+    return status, b.out, b.text
 end
 
 -- Decodes the one-line JSON report of a finished run.
@@ -141,7 +62,7 @@ local function bench_json(srv, args, timeout)
     for _, a in ipairs(args) do argv[#argv + 1] = a end
     argv[#argv + 1] = srv.addr
     local b = start_bench(argv)
-    local status = b:finish(timeout)
+    local status = finish(b, timeout)
     return report_of(b), status, b
 end
 
@@ -332,7 +253,7 @@ describe("afcgi-bench", function()
         local mark = srv:mark()
         local hold = start_bench({ "--json", "--hold", "200", "-c", "4", "-u", "/sleep?ms=10000",
                                    srv.addr })
-        hold:wait_err("^holding 200 requests$", 5)
+        hold:wait_log("^holding 200 requests\n", 5)
         helpers.wait_until(function() return helpers.fd_count(srv.pid) == fds + 4 end, 2,
                            "the server to hold 4 more connections")
         -- the server is at --max-reqs: one more request is answered OVERLOADED
@@ -345,8 +266,8 @@ describe("afcgi-bench", function()
         assert.same({ 1, 0, 1 }, { extra.requests, extra.ok, extra.failed })
 
         psignal.kill(hold.pid, psignal.SIGINT)
-        assert.equal(0, hold:finish(5), hold:describe())
-        assert.matches("stopped by signal 2", hold.err)
+        assert.equal(0, finish(hold, 5), hold:describe())
+        assert.matches("stopped by signal 2", hold.text)
         local r = report_of(hold)
         assert.same({ "hold", 200, 200, 200, 0, 0 },
                     { r.mode, r.hold, r.held, r.in_flight, r.requests, r.failed })

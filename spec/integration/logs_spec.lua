@@ -168,7 +168,7 @@ describe("SIGUSR1", function()
                 args[#args + 1] = "--workers"; args[#args + 1] = tostring(workers)
             end
             args[#args + 1] = helpers.fixture("lifecycle")
-            local srv = proc.start(args, { ready_file = elog })
+            local srv = helpers.start_afcgi(args, { ready_file = elog })
             assert.equal("", srv:log(), "stderr should be empty with --error-log")
             local pids = workers > 0 and proc.wait_children(srv.pid, workers) or { srv.pid }
             -- a connection to every process that serves

@@ -221,7 +221,7 @@ describe("--workers", function()
 
     it("restarts a worker that exits 70 past --cpu-timeout while the other keeps serving",
        function()
-        local srv = proc.start({ "--listen", "127.0.0.1:0", "--workers", "2", "--cpu-timeout", "0.5",
+        local srv = helpers.start_afcgi({ "--listen", "127.0.0.1:0", "--workers", "2", "--cpu-timeout", "0.5",
                                  "--log-level", "info", "--shutdown-timeout", "3",
                                  helpers.fixture("lifecycle") },
                                { env = { VALGRIND_OPTS = ((os.getenv("VALGRIND_OPTS") or "")
@@ -252,7 +252,7 @@ describe("--workers", function()
     it("keeps a restarted worker alive when a SIGHUP comes as it starts", function()
         -- the log goes to a file: a pipe would fill up and stall the master
         local elog = proc.tmpdir() .. "/error.log"
-        local srv = proc.start({ "--workers", "1", "--listen", "127.0.0.1:0", "--error-log", elog,
+        local srv = helpers.start_afcgi({ "--workers", "1", "--listen", "127.0.0.1:0", "--error-log", elog,
                                  "--shutdown-timeout", "3", helpers.fixture("lifecycle") },
                                { ready_file = elog })
         for round = 1, 3 do

@@ -15,21 +15,10 @@ local fc = require "fcgi_client"
 -- The example's fixed addresses as placeholders.
 local ADDR = "127%.0%.0%.1:9000"
 
--- nginx's example files are server/upstream blocks: wrap them in events/http
--- blocks keeping nginx's files in its temp prefix (as spec/nginx_spec.lua).
-local function nginx_conf(file, listen)
-    local text = fronts.example(file, {
-        { "listen 127%.0%.0%.1:" .. listen .. ";", "listen 127.0.0.1:${port};" },
-        { "server " .. ADDR .. ";", "server ${upstream};" },
-        { "include fastcgi_params;", "include /etc/nginx/fastcgi_params;" },
-    })
-    return helpers.nginx_conf(text)
-end
-
+-- nginx's example files are server/upstream blocks: spec/support/fronts.lua
+-- wraps them in events/http blocks keeping nginx's files in its temp prefix.
 local function start_nginx(file, listen)
-    return function(upstream)
-        return helpers.start_nginx(nginx_conf(file, listen), { upstream = upstream })
-    end
+    return function(upstream) return fronts.nginx(upstream, file, listen) end
 end
 
 local function start_apache(upstream)
@@ -96,11 +85,24 @@ end
 --   redirects  the status the client gets for afcgi's redirect statuses
 --              where the front changes them
 --   params     the FastCGI params it sends for a GET, but the HTTP_* ones
+--   get_params some of those params' values for GET /echo?a=1&b=two%20words&c
+--   parallel   { n, ms, within, timeout }: n requests of ms each, at once,
+--              must all end within `within` seconds (default 200 x 500 ms
+--              in 10 s, all within a 30 s timeout)
+--   multiplexes  at most this many FastCGI connections carry the parallel
+--              requests (the front multiplexes them, and keeps them open)
+--   burst      after the keepalive check: a burst of this many requests at
+--              once, then 100 requests that open at most one more connection
+local GET_URI = "/echo?a=1&b=two%20words&c"
 local FRONTS = {
     {
         name = "nginx with examples/nginx.conf (upstream keepalive)",
         start = start_nginx("examples/nginx.conf", "8080"),
         keepalive = true, streams = false, abort = "close",
+        get_params = { DOCUMENT_URI = "/echo", REQUEST_URI = GET_URI },
+        parallel = { n = 200, ms = 200, within = 4, timeout = 20 },
+        -- 20 at once: nginx needs 20 backend connections and keeps 16 idle.
+        burst = 20,
         params = { "CONTENT_LENGTH", "CONTENT_TYPE", "DOCUMENT_ROOT", "DOCUMENT_URI", "GATEWAY_INTERFACE",
                    "QUERY_STRING", "REDIRECT_STATUS", "REMOTE_ADDR", "REMOTE_PORT", "REMOTE_USER",
                    "REQUEST_METHOD", "REQUEST_SCHEME", "REQUEST_URI", "SCRIPT_NAME", "SERVER_ADDR",
@@ -154,7 +156,13 @@ local FRONTS = {
     {
         name = "haproxy with examples/haproxy.cfg",
         start = fronts.haproxy,
+        -- HAProxy 2.6.12 (Debian 12) does not watch the client while the
+        -- server works: it sends no FCGI_ABORT_REQUEST and finds the client
+        -- gone only when it forwards the response ("CD--" in its log).
         keepalive = true, streams = true, abort = "none",
+        get_params = { SCRIPT_NAME = "/echo", REQUEST_URI = GET_URI, GATEWAY_INTERFACE = "CGI/1.1" },
+        parallel = { n = 300, ms = 500, within = 5, timeout = 20 },
+        multiplexes = 8,
         -- HAProxy 2.6 answers 302 for any response with a Location header.
         redirects = { [301] = 302, [303] = 302, [307] = 302, [308] = 302 },
         params = { "CONTENT_LENGTH", "DOCUMENT_ROOT", "GATEWAY_INTERFACE", "QUERY_STRING", "REMOTE_ADDR",
@@ -224,7 +232,7 @@ for _, front_def in ipairs(FRONTS) do
         after_each(helpers.cleanup)
 
         it("passes a GET's method, path, query and custom request headers", function()
-            local r = get(front, "/echo?a=1&b=two%20words&c", {
+            local r = get(front, GET_URI, {
                 ["X-Custom"] = "some value", ["X-Request-Id"] = "abc-123",
             })
             assert.equal(200, r.status, r.body)
@@ -236,6 +244,11 @@ for _, front_def in ipairs(FRONTS) do
             assert.same({ "GET", "a=1&b=two%20words&c", "some value", "127.0.0.1" },
                         { e.params.REQUEST_METHOD, e.params.QUERY_STRING, e.params.HTTP_X_CUSTOM,
                           e.params.REMOTE_ADDR })
+            if front_def.get_params then
+                local sent = {}
+                for name in pairs(front_def.get_params) do sent[name] = e.params[name] end
+                assert.same(front_def.get_params, sent)
+            end
         end)
 
         it("sends the FastCGI params listed for it in docs/FRONTS.md", function()
@@ -289,6 +302,15 @@ for _, front_def in ipairs(FRONTS) do
             end
         end)
 
+        it("passes the handler's status, Content-Type and custom headers to the client", function()
+            for _, code in ipairs({ 200, 201, 404, 418, 503 }) do
+                local r = get(front, "/status?code=" .. code)
+                assert.same({ code, "status " .. code, "text/plain; charset=utf-8", "1", { "a=1", "b=2" } },
+                            { r.status, r.body, r.headers["content-type"], r.headers["x-one"],
+                              r.headers["set-cookie"] })
+            end
+        end)
+
         it("passes two Set-Cookie headers apart", function()
             local r = get(front, "/cookies")
             assert.equal(200, r.status)
@@ -332,21 +354,53 @@ for _, front_def in ipairs(FRONTS) do
             end
         end)
 
-        it("runs 200 parallel slow requests at the same time", function()
-            local n, reqs = 200, {}
-            for i = 1, n do reqs[i] = { method = "GET", path = "/slow?ms=500" } end
-            local results, elapsed = helpers.http_parallel(front.port, reqs, { window = n, timeout = 30 })
+        local par = front_def.parallel or { n = 200, ms = 500, within = 10, timeout = 30 }
+        it(("runs %d parallel slow requests at the same time"):format(par.n)
+           .. (front_def.multiplexes and (" over at most %d FastCGI connections"):format(front_def.multiplexes)
+               or ""), function()
+            local mark = srv:mark()
+            local path, reqs = "/slow?ms=" .. par.ms, {}
+            for i = 1, par.n do reqs[i] = { method = "GET", path = path } end
+            local results, elapsed = helpers.http_parallel(front.port, reqs,
+                                                           { window = par.n, timeout = par.timeout })
             for i, r in ipairs(results) do
-                assert(r.status == 200 and r.body == "slept 500\n",
+                assert(r.status == 200 and r.body == "slept " .. par.ms .. "\n",
                        ("request %d: %s"):format(i, r.error or (tostring(r.status) .. " " .. tostring(r.body))))
             end
-            assert.is_true(elapsed >= 0.5, "faster than one sleep: " .. elapsed)
-            -- One after another they would take 200 * 0.5 = 100 s.
-            assert.is_true(elapsed < 10, ("200 sleeps of 0.5 s took %.2f s"):format(elapsed))
+            assert.is_true(elapsed >= par.ms / 1000, "faster than one sleep: " .. elapsed)
+            -- One after another they would take n * ms.
+            assert.is_true(elapsed < par.within, ("%d sleeps of %g s took %.2f s"):format(par.n, par.ms / 1000,
+                                                                                       elapsed))
+            local most = front_def.multiplexes
+            if not most then return end
+            -- afcgi's side: few connections accepted, and the access log puts
+            -- the requests on as few distinct connections.
+            local accepted = count_accepted(srv, mark)
+            local conns, lines = {}, 0
+            local line = "conn=(%d+) req=%d+ gen=%d+ GET " .. path:gsub("%?", "%%?") .. " 200 "
+            helpers.wait_until(function()
+                conns, lines = {}, 0
+                for conn in helpers.read_file(srv.access):gmatch(line) do
+                    conns[conn], lines = true, lines + 1
+                end
+                return lines == par.n
+            end, 5, par.n .. " access-log lines for " .. path)
+            local distinct = 0
+            for _ in pairs(conns) do distinct = distinct + 1 end
+            assert.is_true(distinct >= 1 and distinct <= most and accepted <= most,
+                           ("%d requests over %d FastCGI connections (%d accepted)\n%s"):format(
+                               par.n, distinct, accepted, srv:log():sub(mark + 1, mark + 4000)))
+            -- The front kept them open: the status endpoint, asked through
+            -- the front, sees them and nothing in flight but itself.
+            local st = cjson.decode(get(front, "/afcgi-status").body)
+            assert.is_true(st.connections >= 1 and st.connections <= most, "connections: " .. st.connections)
+            assert.equal(1, st.requests_in_flight)
         end)
 
-        it(front_def.keepalive and "reuses its FastCGI connections"
-           or "opens one FastCGI connection per request", function()
+        it((front_def.keepalive and "reuses its FastCGI connections"
+            or "opens one FastCGI connection per request")
+           .. (front_def.burst and (", also after a burst of %d at once"):format(front_def.burst) or ""),
+           function()
             get(front, "/hello")          -- a first connection, kept where the front keeps them
             local mark = srv:mark()
             for i = 1, 20 do
@@ -359,6 +413,25 @@ for _, front_def in ipairs(FRONTS) do
             else
                 assert.equal(20, accepted)
             end
+            if not front_def.burst then return end
+            -- A burst at once: the front opens more connections and keeps them.
+            mark = srv:mark()
+            local burst = {}
+            for i = 1, front_def.burst do burst[i] = { method = "GET", path = "/slow?ms=50" } end
+            for i, r in ipairs(helpers.http_parallel(front.port, burst)) do
+                assert.equal(200, r.status, "burst request " .. i .. ": " .. tostring(r.error))
+            end
+            local burst_accepts = count_accepted(srv, mark)
+            assert.is_true(burst_accepts >= 2 and burst_accepts <= front_def.burst,
+                           "accepted lines for the burst: " .. burst_accepts .. "\n" .. srv:log():sub(mark + 1))
+            -- Then 100 requests, each on a new client connection to the front.
+            mark = srv:mark()
+            for i = 1, 100 do
+                local r = get(front, "/hello")
+                assert.equal(200, r.status, "request " .. i)
+            end
+            local later = count_accepted(srv, mark)
+            assert.is_true(later <= 1, ("%d new FastCGI connections for 100 requests"):format(later))
         end)
 
         it("serves a normal request after a client went away mid-request", function()
