@@ -22,7 +22,7 @@ local floor = math.floor
 
 local M = {
     null = core.null,
-    socket = { tcp = core.socket.tcp },
+    socket = { tcp = core.socket.tcp, udp = core.socket.udp },
     -- log levels, as nginx numbers them
     STDERR = 0, EMERG = 1, ALERT = 2, CRIT = 3, ERR = 4, WARN = 5, NOTICE = 6, INFO = 7,
     DEBUG = 8,

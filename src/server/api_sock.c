@@ -36,10 +36,22 @@
 
 #define SOCK_MT "afcgi.socket"
 #define SESSION_MT "afcgi.ssl_session"
+#define UDP_MT "afcgi.socket.udp"
 
+/* The socket at index 1, TCP or UDP. Raises. */
 static struct sock *api_sock_arg(lua_State *L)
 {
-    struct sock *s = luaL_checkudata(L, 1, SOCK_MT);
+    struct sock *s = lua_touserdata(L, 1);
+    int ok = 0;
+
+    if (s != NULL && lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, SOCK_MT);
+        luaL_getmetatable(L, UDP_MT);
+        ok = lua_rawequal(L, -3, -2) || lua_rawequal(L, -3, -1);
+        lua_pop(L, 3);
+    }
+    if (!ok)
+        luaL_typerror(L, 1, "socket");
 
     if (s->core == NULL) /* a finalizer of the app's brought it back after __gc */
         luaL_error(L, "socket used after it was garbage-collected");
@@ -169,6 +181,17 @@ static int api_l_tcp(lua_State *L)           /* sock = afcgi.socket.tcp() */
 
     sock_init(s, core_of(L));
     luaL_getmetatable(L, SOCK_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int api_l_udp(lua_State *L)           /* sock = afcgi.socket.udp() */
+{
+    struct sock *s = lua_newuserdata(L, sizeof *s);
+
+    sock_init(s, core_of(L));
+    s->dgram = 1;
+    luaL_getmetatable(L, UDP_MT);
     lua_setmetatable(L, -2);
     return 1;
 }
@@ -303,6 +326,43 @@ static int api_sock_queue(lua_State *L, struct sock *s, int i, size_t *total)
             return -1;
     }
     return 0;
+}
+
+static int api_sock_read(lua_State *L, struct sock *s, struct task *t, enum sock_rop op,
+                         size_t want, struct sock_until *u, int anchor);
+
+/* ok, err = udp:send(data): one datagram */
+static int api_l_udp_send(lua_State *L)
+{
+    struct sock *s = api_sock_arg(L);
+    size_t total = 0;
+
+    api_sock_task(L, s, "send");
+    luaL_checkany(L, 2);
+    api_sock_check(L, 2, 0);
+    if (s->state != SOCK_OPEN)
+        return vm_push_err(L, "closed");
+    if (api_sock_queue(L, s, 2, &total) < 0) {
+        sock_close(s, "out of memory");
+        return vm_push_err(L, "out of memory");
+    }
+    if (sock_send_dgram(s, total) != SOCK_DONE)
+        return vm_push_err(L, s->werr);
+    lua_pushinteger(L, 1);
+    return 1;
+}
+
+/* data, err = udp:receive([size]): one datagram, at most size bytes (8192) */
+static int api_l_udp_receive(lua_State *L)
+{
+    struct sock *s = api_sock_arg(L);
+    struct task *t = api_sock_task(L, s, "receive");
+    lua_Number n = luaL_optnumber(L, 2, 8192);
+
+    luaL_argcheck(L, n >= 1 && n <= 65536, 2, "size must be 1..65536");
+    if (s->state != SOCK_OPEN)
+        return vm_push_err(L, "closed");
+    return api_sock_read(L, s, t, SOCK_R_DGRAM, (size_t)n, NULL, 1);
 }
 
 static int api_l_send(lua_State *L)          /* bytes, err = sock:send(data) */
@@ -522,7 +582,7 @@ static int api_l_setoption(lua_State *L)     /* ok, err = sock:setoption(name, v
 
 static int api_l_sock_gc(lua_State *L)
 {
-    sock_gc(luaL_checkudata(L, 1, SOCK_MT));
+    sock_gc(lua_touserdata(L, 1)); /* only a TCP or UDP socket's metatable names this */
     return 0;
 }
 
@@ -535,6 +595,15 @@ static int api_l_sock_tostring(lua_State *L)
                     s->pool_key ? " " : "", s->pool_key ? s->pool_key : "", (void *)s);
     return 1;
 }
+
+static const luaL_Reg api_udp_methods[] = {
+    { "setpeername", api_l_connect },
+    { "send", api_l_udp_send },
+    { "receive", api_l_udp_receive },
+    { "settimeout", api_l_settimeout },
+    { "close", api_l_close },
+    { NULL, NULL },
+};
 
 static const luaL_Reg api_sock_methods[] = {
     { "connect", api_l_connect },
@@ -567,6 +636,16 @@ void api_sock_open(lua_State *L, struct vm *vm)
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
 
+    luaL_newmetatable(L, UDP_MT);
+    lua_newtable(L);
+    vm_setfuncs(L, vm, api_udp_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, api_l_sock_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, UDP_MT);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+
     luaL_newmetatable(L, SESSION_MT);
     lua_pushcfunction(L, api_l_session_gc);
     lua_setfield(L, -2, "__gc");
@@ -578,6 +657,9 @@ void api_sock_open(lua_State *L, struct vm *vm)
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, api_l_tcp, 1);
     lua_setfield(L, -2, "tcp");
+    lua_pushlightuserdata(L, vm);
+    lua_pushcclosure(L, api_l_udp, 1);
+    lua_setfield(L, -2, "udp");
     lua_setfield(L, -2, "socket");
     lua_pushlightuserdata(L, NULL);  /* the null of drivers: ngx.null, cjson.null */
     lua_setfield(L, -2, "null");

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -274,12 +275,13 @@ static int sock_start(struct sock *s, const struct sockaddr *sa, socklen_t salen
     struct timeval tv;
     int one = 1;
 
-    s->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    s->fd = socket(sa->sa_family, (s->dgram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK |
+                                      SOCK_CLOEXEC, 0);
     if (s->fd < 0) {
         sock_close(s, sock_errstr(errno));
         return SOCK_ERR;
     }
-    if (sa->sa_family != AF_UNIX) /* request-response protocols: no Nagle delay */
+    if (sa->sa_family != AF_UNIX && !s->dgram) /* request-response protocols: no Nagle delay */
         (void)setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (sock_events(s) < 0) {
         sock_close(s, "out of memory");
@@ -452,7 +454,8 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
         return SOCK_ERR;
     }
 
-    if ((fd = pool_take(core, s->pool_key, &s->reused, &s->ssl)) >= 0) {
+    s->has_dgram = 0;
+    if (!s->dgram && (fd = pool_take(core, s->pool_key, &s->reused, &s->ssl)) >= 0) {
         s->reused++;
         s->fd = fd;
         if (sock_events(s) < 0) {
@@ -502,8 +505,8 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
     s->state = SOCK_RESOLVING;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_protocol = IPPROTO_TCP;
+    hints.ai_socktype = s->dgram ? SOCK_DGRAM : SOCK_STREAM;
+    hints.ai_protocol = s->dgram ? IPPROTO_UDP : IPPROTO_TCP;
     r = evdns_getaddrinfo(dns, host, NULL, &hints, sock_on_resolved, d);
     if (s->state != SOCK_RESOLVING) /* answered at once (hosts file, or failed) */
         return s->state == SOCK_CONNECTING ? SOCK_AGAIN : s->werr ? SOCK_ERR : SOCK_DONE;
@@ -568,6 +571,38 @@ static int sock_flush(struct sock *s)
             return SOCK_ERR;
         }
     }
+    return SOCK_DONE;
+}
+
+int sock_send_dgram(struct sock *s, size_t len)
+{
+    struct evbuffer_iovec v[64];
+    struct iovec iov[64];
+    int n = evbuffer_peek(s->out, -1, NULL, v, 64);
+    ssize_t w;
+
+    s->werr = NULL;
+    if (s->state != SOCK_OPEN) {
+        s->werr = "closed";
+        return SOCK_ERR;
+    }
+    if (n > 64) { /* pieces beyond what one call can gather: make them one */
+        evbuffer_pullup(s->out, -1);
+        n = evbuffer_peek(s->out, -1, NULL, v, 64);
+    }
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    do
+        w = writev(s->fd, iov, n);
+    while (w < 0 && errno == EINTR);
+    evbuffer_drain(s->out, evbuffer_get_length(s->out));
+    if (w < 0) {
+        s->werr = errno == EMSGSIZE ? "datagram too large" : sock_errstr(errno);
+        return SOCK_ERR;
+    }
+    s->wbytes = len;
     return SOCK_DONE;
 }
 
@@ -750,6 +785,8 @@ static int sock_ready(struct sock *s)
     if (s->eof || s->rerr != NULL)
         return 1;
     switch (s->rop) {
+    case SOCK_R_DGRAM:
+        return s->has_dgram;
     case SOCK_R_LINE:
         return sock_find_eol(s) >= 0;
     case SOCK_R_BYTES:
@@ -764,6 +801,29 @@ static int sock_ready(struct sock *s)
     }
 }
 
+/* UDP: take one datagram, cut to the size asked for (the rest of it is
+ * lost, as recv(2) does). */
+static void sock_fill_dgram(struct sock *s)
+{
+    ssize_t n;
+
+    do
+        n = recv(s->fd, s->core->rbuf, CORE_RBUF, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            s->rerr = sock_errstr(errno);
+        return;
+    }
+    if ((size_t)n > s->rwant)
+        n = (ssize_t)s->rwant;
+    if (evbuffer_add(s->in, s->core->rbuf, (size_t)n) < 0) {
+        s->rerr = "out of memory";
+        return;
+    }
+    s->has_dgram = 1;
+}
+
 /* Read what the socket has, through the server's shared read buffer (one
  * read(2) per piece; evbuffer_read would add an ioctl to size it). Sets
  * eof or rerr. */
@@ -771,6 +831,10 @@ static void sock_fill(struct sock *s)
 {
     uint8_t *buf = s->core->rbuf;
 
+    if (s->dgram) {
+        sock_fill_dgram(s);
+        return;
+    }
     for (int i = 0; i < SOCK_READS_PER_EVENT; i++) {
         ssize_t n = read(s->fd, buf, CORE_RBUF);
 
@@ -996,6 +1060,12 @@ static int sock_push_read_result(struct sock *s, lua_State *L)
         return 1;
     case SOCK_R_UNTIL:
         return sock_push_until(s, L);
+    case SOCK_R_DGRAM:
+        if (!s->has_dgram)
+            break;
+        s->has_dgram = 0;
+        sock_take(s, L, len, 0);
+        return 1;
     default: /* SOCK_R_ALL */
         if (!s->eof || s->rerr != NULL)
             break;

@@ -37,7 +37,8 @@ enum sock_rop {
     SOCK_R_BYTES, /* exactly rwant bytes */
     SOCK_R_ALL,   /* everything until the peer closes */
     SOCK_R_ANY,   /* whatever arrives, at most rwant bytes */
-    SOCK_R_UNTIL  /* up to a pattern (receiveuntil) */
+    SOCK_R_UNTIL, /* up to a pattern (receiveuntil) */
+    SOCK_R_DGRAM  /* one datagram, cut to rwant bytes (UDP) */
 };
 
 /* A receiveuntil iterator's state; lives in its own userdata. */
@@ -85,6 +86,8 @@ struct sock {
     unsigned timed_out : 1;       /* the last read timed out: a late reply may come */
     unsigned wpending : 1;        /* a connect, handshake or send is under way */
     unsigned handshaking : 1;     /* the pending write side is a TLS handshake */
+    unsigned dgram : 1;           /* a UDP socket (set before connecting): no pool */
+    unsigned has_dgram : 1;       /* UDP: 'in' holds one datagram */
     unsigned r_wants_write : 1;   /* TLS: the read waits for the socket to be writable */
     unsigned w_wants_read : 1;    /* TLS: the send or handshake waits for it to be readable */
     char errbuf[160];             /* werr, when it needs words of its own */
@@ -96,6 +99,10 @@ void sock_init(struct sock *s, struct core *core);
 /* Connect to host:port, or to a unix socket when host is "unix:/path"
  * (port ignored). Takes an idle connection from the pool first. */
 int sock_connect(struct sock *s, const char *host, int port, const char *pool_key);
+
+/* UDP: send the queued data as one datagram now (a datagram socket does
+ * not wait). SOCK_DONE, or SOCK_ERR with werr. */
+int sock_send_dgram(struct sock *s, size_t len);
 
 /* Queue data for the next sock_send (nothing when closed). 0, or -1 when
  * out of memory. */
