@@ -415,7 +415,7 @@ static int api_l_exit(lua_State *L)           /* res:exit([status[, body]]) */
             req_add_header(r, "Content-Type", 12, "text/plain", 10);
         }
     }
-    if (body != NULL && req_write(r, body, blen) < 0)
+    if (body != NULL && !r->answered && req_write(r, body, blen) < 0)
         return luaL_error(L, "out of memory");
     task_exit(t); /* never resumed: the request ends */
     return lua_yield(L, 0);
@@ -463,6 +463,8 @@ static int api_l_write(lua_State *L)          /* res:write(...) */
     const char *s;
     size_t len;
 
+    if (r->answered)
+        return vm_push_err(L, "seen eof");
     for (int i = 2; i <= n; i++) {
         int t = lua_type(L, i);
 
@@ -478,11 +480,28 @@ static int api_l_write(lua_State *L)          /* res:write(...) */
 static int api_l_flush(lua_State *L)          /* ok, err = res:flush() */
 {
     struct req *r = api_req(L);
-    int rc = req_flush(r);
+    int rc;
+
+    if (r->answered)
+        return vm_push_err(L, "seen eof");
+    rc = req_flush(r);
 
     if (rc < 0)
         return luaL_error(L, "out of memory");
     return api_maybe_drain(L, r, rc);
+}
+
+/* ok, err = res:eof(): the response ends for the client (OpenResty's
+ * ngx.eof, php-fpm's fastcgi_finish_request); the handler runs on. */
+static int api_l_eof(lua_State *L)
+{
+    struct req *r = api_req(L);
+
+    if (r->answered)
+        return vm_push_err(L, "seen eof");
+    req_eof(r);
+    lua_pushinteger(L, 1);
+    return 1;
 }
 
 /* ---- registration ------------------------------------------------------- */
@@ -515,6 +534,7 @@ static const luaL_Reg api_res_funcs[] = {
     { "flush", api_l_flush },
     { "set_header", api_l_set_header },
     { "exit", api_l_exit },
+    { "eof", api_l_eof },
     { NULL, NULL },
 };
 

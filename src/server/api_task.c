@@ -190,7 +190,7 @@ static int api_l_log(lua_State *L)            /* afcgi.log(level, ...) */
     luaL_pushresult(&b);
     if (t != NULL && t->req != NULL) {
         req_log_path(t->req, &path, &plen);
-        log_msg(level, "conn %llu request %u %.*s: %s", (unsigned long long)t->req->conn->seq,
+        log_msg(level, "conn %llu request %u %.*s: %s", (unsigned long long)t->req->conn_seq,
                 t->req->id, plen, path, lua_tostring(L, -1));
     } else {
         log_msg(level, "%s: %s", t != NULL ? "timer" : "lua", lua_tostring(L, -1));

@@ -50,6 +50,7 @@ struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
     if (r == NULL)
         return NULL;
     r->conn = c;
+    r->conn_seq = c->seq;
     r->core = core;
     r->id = id;
     r->keep_conn = keep_conn != 0;
@@ -124,7 +125,7 @@ static void req_log_failure(struct req *r, struct task *t)
         msg = "(error object is not a string)";
     req_log_path(r, &path, &plen);
     luaL_traceback(co, co, msg, 0);
-    log_error("conn %llu request %u %.*s: handler error: %s", (unsigned long long)r->conn->seq,
+    log_error("conn %llu request %u %.*s: handler error: %s", (unsigned long long)r->conn_seq,
               r->id, plen, path, lua_tostring(co, -1));
     lua_pop(co, 1);
 }
@@ -188,6 +189,8 @@ void req_body_backpressure(struct req *r)
     size_t unread = r->in ? evbuffer_get_length(r->in) : 0;
     struct conn *c = r->conn;
 
+    if (c == NULL) /* answered: nothing more comes */
+        return;
     /* Only a request that reads its body, on a connection that has never
      * carried two requests at once (nginx, Apache...), may hold the socket
      * back. A handler that does not read, or a multiplexing client, gets
@@ -482,7 +485,7 @@ int req_write(struct req *r, const char *p, size_t n)
 
 int req_congested(const struct req *r)
 {
-    return conn_pending(r->conn) > r->core->cfg.high_water;
+    return r->conn != NULL && conn_pending(r->conn) > r->core->cfg.high_water;
 }
 
 int req_flush(struct req *r)
@@ -551,8 +554,15 @@ void req_expire(struct req *r)
     int plen;
 
     req_log_path(r, &path, &plen);
+    if (r->answered) {
+        log_warn("conn %llu request %u %.*s: timed out after %.3g s while waiting for %s, "
+                 "after res:eof; its handler is stopped", (unsigned long long)r->conn_seq,
+                 r->id, plen, path, after, task_waiting_for(&r->main));
+        req_end(r, REQ_TIMED_OUT);
+        return;
+    }
     log_warn("conn %llu request %u %.*s: timed out after %.3g s while %s%s; answered %u",
-             (unsigned long long)r->conn->seq, r->id, plen, path, after,
+             (unsigned long long)r->conn_seq, r->id, plen, path, after,
              r->params_done ? "waiting for " : "receiving params",
              r->params_done ? task_waiting_for(&r->main) : "",
              !r->params_done || (w != NULL && w->receiving) ? 408 : 504);
@@ -583,7 +593,7 @@ static void req_answer(struct req *r, enum req_how how)
         break;
     case REQ_ABORTED:
         log_info("conn %llu request %u: aborted by the web server",
-                 (unsigned long long)r->conn->seq, r->id);
+                 (unsigned long long)r->conn_seq, r->id);
         fcgi_put_end_request(end, r->id, 0, FCGI_REQUEST_COMPLETE);
         conn_send(r->conn, end, sizeof end);
         return;
@@ -601,7 +611,7 @@ static void req_answer(struct req *r, enum req_how how)
 static void req_report(struct req *r)
 {
     struct req_record rec = {
-        .conn = r->conn->seq,
+        .conn = r->conn_seq,
         .id = r->id,
         .gen = r->main.vm != NULL ? r->main.vm->gen : 0,
         .status = r->aborted ? 499 : r->status,
@@ -622,15 +632,41 @@ static void req_report(struct req *r)
     r->core->hooks.ended(r->core, &rec);
 }
 
+void req_eof(struct req *r)
+{
+    if (r->answered)
+        return;
+    req_answer(r, REQ_ANSWERED);
+    if (r->core->hooks.ended != NULL)
+        req_report(r);
+    r->answered = 1;
+    r->stdin_done = 1; /* no more body: a reader gets what is buffered, then the end */
+    conn_detach(r->conn, r); /* may close the connection */
+    r->conn = NULL;
+    req_wake_readers(r);
+}
+
+void req_end_all(struct core *core)
+{
+    struct req_table *tb = core->reqs;
+
+    for (uint32_t i = 0; tb != NULL && i < tb->nslots; i++) {
+        if (tb->slots[i] != NULL)
+            req_end(tb->slots[i], REQ_DROPPED);
+    }
+}
+
 void req_end(struct req *r, enum req_how how)
 {
     struct core *core = r->core;
 
-    req_answer(r, how);
-    if (how == REQ_ABORTED || how == REQ_DROPPED)
-        req_run_on_abort(r);
-    if (core->hooks.ended != NULL)
-        req_report(r);
+    if (!r->answered) {
+        req_answer(r, how);
+        if (how == REQ_ABORTED || how == REQ_DROPPED)
+            req_run_on_abort(r);
+        if (core->hooks.ended != NULL)
+            req_report(r);
+    }
     sock_drop_all(&r->socks); /* before its tasks: they may be parked on them */
     while (r->threads != NULL)
         thread_free(r->threads);
@@ -641,7 +677,8 @@ void req_end(struct req *r, enum req_how how)
         event_free(r->deadline);
     if (r->in != NULL)
         evbuffer_free(r->in);
-    conn_detach(r->conn, r); /* reads params.len */
+    if (r->conn != NULL)
+        conn_detach(r->conn, r); /* reads params.len */
     buf_free(&r->params);
     buf_free(&r->hdrs);
     buf_free(&r->out);

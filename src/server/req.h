@@ -45,9 +45,15 @@ struct thread;
  * - failed: the handler raised or could not start: END_REQUEST carries
  *   application status 1.
  * - keep_conn: FCGI_KEEP_CONN; without it the connection closes once idle.
+ * - answered: res:eof sent the rest and END_REQUEST and let go of the
+ *   connection (conn is NULL, the id free for the web server to reuse);
+ *   the handler runs on with its sockets, threads and timers until it
+ *   returns or a deadline ends it. Output is refused from then on.
  */
 struct req {
-    struct conn *conn;        /* borrowed: the connection outlives its requests */
+    struct conn *conn;        /* borrowed: the connection outlives its requests;
+                               * NULL once answered (res:eof) */
+    uint64_t conn_seq;        /* its number, for logs */
     struct core *core;        /* borrowed */
     struct req *older, *newer; /* core->reqs oldest..newest, for --request-timeout */
     double begin_time;        /* when BEGIN_REQUEST arrived (clock_now) */
@@ -82,6 +88,7 @@ struct req {
     unsigned rejected : 1;
     unsigned aborted : 1;
     unsigned reading : 1;
+    unsigned answered : 1;
 };
 
 /* How a request ends. Every ending goes through req_end. */
@@ -134,6 +141,14 @@ double req_handle(const struct req *r);
  * holds wherever its tasks are parked (they never run again), detach it
  * from its connection and free it. The one end path. */
 void req_end(struct req *r, enum req_how how);
+
+/* res:eof: end the response for the client now (END_REQUEST goes, the
+ * access log line is written); r itself ends with its handler. */
+void req_eof(struct req *r);
+
+/* End every request still alive (at exit: those answered early whose
+ * handlers still run). */
+void req_end_all(struct core *core);
 
 /* Run r's handler in generation vm with the req and res tables that
  * push_args pushes (api.c). Ends r if it cannot start. */

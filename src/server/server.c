@@ -444,6 +444,7 @@ void server_free(struct server *srv)
     server_close_listeners(srv);
     while (srv->core.conns != NULL)
         conn_free(srv->core.conns);
+    req_end_all(&srv->core); /* answered early (res:eof), handlers still running */
     conn_linger_free_all(&srv->core);
     timer_free_all(&srv->core);
     vm_release(srv->core.vm);

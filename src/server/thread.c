@@ -107,7 +107,7 @@ static void thread_log_lost_error(struct thread *th)
     req_log_path(r, &path, &plen);
     luaL_traceback(co, co, lua_tostring(co, -1), 0);
     log_error("conn %llu request %u %.*s: light thread error (never waited for): %s",
-              (unsigned long long)r->conn->seq, r->id, plen, path, lua_tostring(co, -1));
+              (unsigned long long)r->conn_seq, r->id, plen, path, lua_tostring(co, -1));
     lua_pop(co, 1);
 }
 
