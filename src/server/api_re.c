@@ -43,7 +43,7 @@
 #define RE_HEAP_LIMIT (64 * 1024)    /* KiB of backtracking memory one match may take */
 #define RE_JIT_STACK_MIN (32 * 1024) /* bytes; PCRE2's own machine-stack default */
 #define RE_JIT_STACK_MAX (1024 * 1024)
-#define RE_DFA_WORKSPACE 100         /* ints, as OpenResty */
+#define RE_DFA_WORKSPACE 1000        /* ints (OpenResty: 100, too few for PCRE2) */
 #define RE_STACK_PAIRS 32            /* offset copies of this many pairs stay on the C stack */
 #define RE_BUF_KEEP (1024 * 1024)    /* a larger gsub scratch buffer is freed after use */
 
