@@ -12,6 +12,11 @@ CSTD      = -std=c99 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
 WARN      = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   += $(OPT) -g $(CSTD) $(WARN) $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm -pthread
+# The server's own: ngx.re is PCRE2's; the digests are libcrypto's, which is
+# linked even if unused so that lua-resty-string's ffi.C finds its symbols,
+# as it does nginx's two functions the executable exports (api_resty.c).
+NGX_LIBS  = -lpcre2-8 -Wl,--push-state,--no-as-needed -lcrypto -Wl,--pop-state \
+            -Wl,--export-dynamic-symbol=ngx_hex_dump -Wl,--export-dynamic-symbol=ngx_atoi
 
 BUILD    ?= build/release
 
@@ -33,6 +38,7 @@ COMMON_SRCS = src/common/fcgi.c src/common/buf.c
 SERVER_CORE = $(COMMON_SRCS) \
               $(addprefix src/server/,log.c clock.c vm.c watchdog.c task.c timer.c sema.c sock.c pool.c tls.c \
                   req.c thread.c conn.c access.c stats.c api.c api_sock.c api_task.c \
+                  api_re.c api_codec.c api_resty.c \
                   server.c listen.c)
 SERVER_SRCS = $(SERVER_CORE) $(addprefix src/server/,options.c privs.c master.c main.c)
 BENCH_SRCS  = src/common/fcgi.c $(wildcard src/bench/*.c)
@@ -52,7 +58,7 @@ BUSTED_FLAGS ?=
 all: afcgi afcgi-bench
 
 afcgi: $(SERVER_OBJS)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) $(NGX_LIBS)
 
 afcgi-bench: $(BENCH_OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
@@ -75,7 +81,7 @@ asan:
 	$(MAKE) BUILD=build/asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	    LDFLAGS="-fsanitize=address,undefined" afcgi-asan
 afcgi-asan: $(SERVER_OBJS)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) $(NGX_LIBS)
 
 # Debian packages the build, the tests and the demo need.
 # Installing them must not start nginx as a system service: a policy-rc.d
@@ -83,7 +89,7 @@ afcgi-asan: $(SERVER_OBJS)
 DEB_PKGS = build-essential pkg-config luajit2 libluajit2-5.1-dev libevent-dev lua-cjson \
            lua-busted lua-socket lua-posix lua-check luarocks nginx haproxy redis-server lua-nginx-redis dnsmasq-base \
            apache2 lighttpd caddy h2o iproute2 clang libclang-rt-14-dev valgrind \
-           libssl-dev openssl
+           libssl-dev openssl libpcre2-dev lua-nginx-string lua-nginx-dns lua-luaossl
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
@@ -178,7 +184,8 @@ build/fuzz/nv: fuzz/nv.c src/common/fcgi.c src/common/fcgi.h
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/nv.c src/common/fcgi.c
 build/fuzz/conn: fuzz/conn.c $(FUZZ_CORE) src/server/*.h src/common/*.h
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/conn.c $(FUZZ_CORE) $(PKG_LIBS) -lm -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/conn.c $(FUZZ_CORE) $(PKG_LIBS) -lm -pthread \
+	    $(NGX_LIBS)
 
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
 

@@ -12,9 +12,12 @@
 -- What is here: ngx.socket.tcp/connect (afcgi.socket), ngx.null, ngx.log and
 -- its levels, ngx.sleep, ngx.now, ngx.time, ngx.update_time, ngx.thread,
 -- ngx.timer.at/every, ngx.worker, ngx.config, ngx.ctx, ngx.get_phase, the
--- ngx.OK... and ngx.HTTP_* constants. What is not (ngx.var, ngx.say...)
--- stays absent: a driver that needs it fails loudly on a nil field rather
--- than getting something that only looks alike.
+-- ngx.OK... and ngx.HTTP_* constants, ngx.re (afcgi.re), the digests,
+-- encodings and dates (ngx.md5, ngx.encode_base64, ngx.escape_uri,
+-- ngx.http_time... from afcgi.codec), and lua-resty-core's require
+-- "ngx.base64". What is not (ngx.var, ngx.say...) stays absent: a driver
+-- that needs it fails loudly on a nil field rather than getting something
+-- that only looks alike.
 local afcgi = require "afcgi"
 local core = require "afcgi.core"
 
@@ -82,6 +85,25 @@ M.worker = {
     id = function() local n = core.worker() return n > 0 and n - 1 or 0 end,
     count = function() local _, _, _, count = core.worker() return count end,
 }
+
+-- ngx.re and the codec names (docs/API.md, "OpenResty names").
+M.re = require "afcgi.re"
+do
+    local codec = require "afcgi.codec"
+    for _, name in ipairs { "md5", "md5_bin", "sha1_bin", "hmac_sha1", "crc32_short",
+                            "crc32_long", "encode_base64", "decode_base64", "escape_uri",
+                            "unescape_uri", "encode_args", "decode_args", "quote_sql_str",
+                            "http_time", "cookie_time", "parse_http_time", "utctime",
+                            "localtime", "today" } do
+        M[name] = codec[name]
+    end
+    -- lua-resty-core's module; preloaded so its FFI version (Debian's
+    -- lua-resty-core, on the default path) is not the one found.
+    package.preload["ngx.base64"] = function()
+        return { encode_base64url = codec.encode_base64url,
+                 decode_base64url = codec.decode_base64url }
+    end
+end
 
 -- ngx.get_phase(): "content" in a handler (and its light threads), "timer"
 -- in a timer, "init" while the app loads.

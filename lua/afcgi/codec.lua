@@ -1,0 +1,15 @@
+-- afcgi.codec: the digests, encodings and dates of OpenResty's ngx API (in
+-- C: src/server/api_codec.c). afcgi.ngx puts these same functions at ngx.*.
+--
+--     local codec = require "afcgi.codec"
+--     codec.md5("hello")                       --> "5d41402abc4b2a76b9719d911017c592"
+--     codec.encode_base64(codec.hmac_sha1(key, msg))
+--     codec.escape_uri("a b&c")                --> "a%20b%26c"
+--     codec.http_time(1290079655)              --> "Thu, 18 Nov 2010 11:27:35 GMT"
+--
+-- md5 md5_bin sha1_bin hmac_sha1 crc32_short crc32_long encode_base64
+-- decode_base64 encode_base64url decode_base64url escape_uri unescape_uri
+-- encode_args decode_args quote_sql_str http_time cookie_time
+-- parse_http_time utctime localtime today: each returns what OpenResty's
+-- does for the same input (docs/API.md).
+return require("afcgi.core").codec

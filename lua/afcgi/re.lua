@@ -1,0 +1,14 @@
+-- afcgi.re: regular expressions with OpenResty's ngx.re API, on PCRE2 (in
+-- C: src/server/api_re.c). afcgi.ngx puts this same table at ngx.re.
+--
+--     local re = require "afcgi.re"
+--     local m, err = re.match("hello, 1234", "([0-9])(?<rest>[0-9]+)", "jo")
+--     -- m[0] == "1234", m[1] == "1", m[2] == m.rest == "234"
+--
+-- match, find, gmatch, sub, gsub take OpenResty's options string (a d D i
+-- j J m o s u U x), ctx.pos, and return what it returns, errors included
+-- ("pcre2_compile() failed: ...", "pcre_exec() failed: -47"). opt(name,
+-- value) reads or sets this code generation's match_limit, heap_limit,
+-- jit_stack_size and cache_max_entries. docs/API.md has the details and the
+-- few differences from OpenResty.
+return require("afcgi.core").re
