@@ -11,11 +11,13 @@
 --
 -- What is here: ngx.socket.tcp/connect (afcgi.socket), ngx.null, ngx.log and
 -- its levels, ngx.sleep, ngx.now, ngx.time, ngx.update_time, ngx.thread,
--- ngx.timer.at/every, ngx.worker, ngx.config, ngx.ctx, ngx.get_phase, the
+-- ngx.timer.at/every, ngx.worker, ngx.config, ngx.ctx, ngx.get_phase,
+-- ngx.var (read-only, from the FastCGI params), ngx.req.get_method,
+-- get_headers, get_uri_args and http_version, the
 -- ngx.OK... and ngx.HTTP_* constants, ngx.re (afcgi.re), the digests,
 -- encodings and dates (ngx.md5, ngx.encode_base64, ngx.escape_uri,
 -- ngx.http_time... from afcgi.codec), and lua-resty-core's require
--- "ngx.base64". What is not (ngx.var, ngx.say...) stays absent: a driver
+-- "ngx.base64". What is not (ngx.say, ngx.header...) stays absent: a driver
 -- that needs it fails loudly on a nil field rather than getting something
 -- that only looks alike.
 local afcgi = require "afcgi"
@@ -104,6 +106,71 @@ do
                  decode_base64url = codec.decode_base64url }
     end
 end
+
+-- The request the running code serves, or an error as OpenResty's.
+local function current(what)
+    local r = core.request()
+    if not r then
+        error(what .. ": API disabled in the context of " .. core.phase(), 3)
+    end
+    return r
+end
+
+local function nonempty(v)
+    if v == "" then return nil end
+    return v
+end
+
+-- nginx variables that are not a FastCGI param of the same name in upper case.
+local VARS = {
+    uri = function(r) return r.path end,
+    args = function(r) return r.query or "" end,
+    query_string = function(r) return r.query or "" end,
+    is_args = function(r) return (r.query or "") ~= "" and "?" or "" end,
+    request_method = function(r) return r.method end,
+    scheme = function(r)
+        local s = nonempty(r:param("REQUEST_SCHEME"))
+        if s then return s end
+        return (r:param("HTTPS") or ""):lower() == "on" and "https" or "http"
+    end,
+    host = function(r)
+        local h = nonempty(r:param("HTTP_HOST"))
+        if h then return (h:gsub(":%d+$", ""):lower()) end
+        return r:param("SERVER_NAME")
+    end,
+    request_filename = function(r) return r:param("SCRIPT_FILENAME") end,
+}
+
+-- ngx.var.NAME: the current request's nginx variables, from its FastCGI
+-- params (http_user_agent is HTTP_USER_AGENT, remote_addr REMOTE_ADDR...);
+-- read-only.
+M.var = setmetatable({}, {
+    __index = function(_, name)
+        local r = current("ngx.var")
+        local f = VARS[name]
+        if f then return f(r) end
+        return r:param(tostring(name):upper())
+    end,
+    __newindex = function(_, name)
+        error("variable \"" .. tostring(name) .. "\" not changeable (afcgi's ngx.var is "
+              .. "the request's FastCGI params)", 2)
+    end,
+})
+
+-- ngx.req: what a FastCGI request can answer.
+M.req = {
+    get_method = function() return current("ngx.req.get_method").method end,
+    get_headers = function() return current("ngx.req.get_headers").headers end,
+    get_uri_args = function() return current("ngx.req.get_uri_args"):args() end,
+    http_version = function()
+        local v = (current("ngx.req.http_version"):param("SERVER_PROTOCOL") or "")
+            :match("^HTTP/(%d%.?%d*)$")
+        return tonumber(v)
+    end,
+    -- the downstream socket is the web server's: a FastCGI app reads the
+    -- body through req:read
+    socket = function() return nil, "not supported (the body is read with req:read)" end,
+}
 
 -- ngx.get_phase(): "content" in a handler (and its light threads), "timer"
 -- in a timer, "init" while the app loads.

@@ -6,6 +6,7 @@
 -- core.req_fields: the C __index calls the one named by the key the first
 -- time it is read and caches a non-nil result in req with rawset.
 local core = require "afcgi.core"
+require "afcgi.coroutine" -- resume and wrap that can wait in afcgi calls, before the app
 local cookie = require "afcgi.cookie"
 local multipart = require "afcgi.multipart"
 local query = require "afcgi.query"

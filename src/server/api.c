@@ -61,7 +61,7 @@ static struct task *api_must_yield_here(lua_State *L, const struct req *r, const
 
     if (t == NULL)
         luaL_error(L, "%s called outside its request's coroutines "
-                      "(not from a coroutine.wrap, a timer or another request)", fname);
+                      "(not from a timer or another request)", fname);
     return t;
 }
 
@@ -77,9 +77,9 @@ static int api_l_sleep(lua_State *L)          /* afcgi.sleep(seconds) */
 
     if (t == NULL)
         return luaL_error(L, "afcgi.sleep called outside a handler, light thread or timer "
-                             "(not from a coroutine.wrap)");
+                             "(while the app loads)");
     task_park_timed(t, &api_sleep_wait, NULL, s);
-    return lua_yield(L, 0);
+    return task_yield(t, L);
 }
 
 static int api_l_now(lua_State *L)            /* t = afcgi.now() */
@@ -134,6 +134,22 @@ static int *api_ctx_slot(lua_State *L, int idx)
     if ((t = task_current(&core_of(L)->sched, L)) == NULL)
         return NULL;
     return t->req != NULL ? &t->req->main.ctx_ref : &t->ctx_ref;
+}
+
+/* req = afcgi.core.request(): a req object of the request the running task
+ * serves (its handler or a light thread), or nil (a timer, the app loading). */
+static int api_l_request(lua_State *L)
+{
+    struct task *t = task_current(&core_of(L)->sched, L);
+
+    if (t == NULL || t->req == NULL)
+        return 0;
+    lua_createtable(L, 1, 0);
+    lua_pushnumber(L, req_handle(t->req));
+    lua_rawseti(L, -2, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->vm->req_mt_ref);
+    lua_setmetatable(L, -2);
+    return 1;
 }
 
 /* tbl = afcgi.core.ctx([handle]): the request's (or timer run's) own table,
@@ -280,6 +296,7 @@ static int api_l_param(lua_State *L)          /* value = req:param(name) */
 static int api_l_read_body(lua_State *L)      /* body, err = req:read_body() */
 {
     struct req *r = api_req(L);
+    struct task *t;
 
     if (r->reading) {
         r->reading = 0; /* the whole body is wanted: no holding back now */
@@ -289,8 +306,9 @@ static int api_l_read_body(lua_State *L)      /* body, err = req:read_body() */
         return vm_push_err(L, "too large");
     if (r->stdin_done)
         return req_push_body(r, L);
-    task_park(api_must_yield_here(L, r, "req:read_body"), &req_body_wait, NULL);
-    return lua_yield(L, 0);
+    t = api_must_yield_here(L, r, "req:read_body");
+    task_park(t, &req_body_wait, NULL);
+    return task_yield(t, L);
 }
 
 static int api_l_read(lua_State *L)           /* chunk, err = req:read([max]) */
@@ -308,7 +326,7 @@ static int api_l_read(lua_State *L)           /* chunk, err = req:read([max]) */
     t = api_must_yield_here(L, r, "req:read");
     t->want = (size_t)max;
     task_park(t, &req_read_wait, NULL);
-    return lua_yield(L, 0);
+    return task_yield(t, L);
 }
 
 /* ---- res ---------------------------------------------------------------- */
@@ -418,7 +436,7 @@ static int api_l_exit(lua_State *L)           /* res:exit([status[, body]]) */
     if (body != NULL && !r->answered && req_write(r, body, blen) < 0)
         return luaL_error(L, "out of memory");
     task_exit(t); /* never resumed: the request ends */
-    return lua_yield(L, 0);
+    return task_yield(t, L);
 }
 
 static int api_l_on_abort(lua_State *L)       /* req:on_abort(fn) */
@@ -450,7 +468,7 @@ static int api_maybe_drain(lua_State *L, struct req *r, int congested)
 
     if (t != NULL) {
         conn_wait_drain(r->conn, t);
-        return lua_yield(L, 0);
+        return task_yield(t, L);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -514,6 +532,7 @@ static const luaL_Reg api_core_funcs[] = {
     { "reason", api_l_reason },
     { "phase", api_l_phase },
     { "ctx", api_l_ctx },
+    { "request", api_l_request },
     { "set_ctx", api_l_set_ctx },
     { NULL, NULL },
 };
@@ -548,6 +567,8 @@ int api_open(lua_State *L)
 
     lua_newtable(L);                          /* module afcgi.core */
     vm_setfuncs(L, vm, api_core_funcs);
+    lua_pushlightuserdata(L, task_wait_marker());
+    lua_setfield(L, -2, "WAIT");              /* see lua/afcgi/coroutine.lua */
     lua_pushliteral(L, AFCGI_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, (lua_Integer)vm->gen);

@@ -65,7 +65,7 @@ static struct task *api_sock_task(lua_State *L, struct sock *s, const char *fnam
 
     if (t == NULL)
         luaL_error(L, "%s: sockets work in a request's handler, its light threads or a timer "
-                      "(not while the app loads, nor in a coroutine of your own)", fname);
+                      "(not while the app loads)", fname);
     if (s->head != NULL && s->head != t->socks)
         luaL_error(L, "%s: this socket belongs to another request or timer", fname);
     return t;
@@ -170,7 +170,7 @@ static int api_sock_park(lua_State *L, struct task *t, struct sock *s,
     else
         s->writer = t;
     task_park(t, w, s);
-    return lua_yield(L, 0);
+    return task_yield(t, L);
 }
 
 /* ---- creating and connecting --------------------------------------------- */

@@ -83,7 +83,7 @@ static int api_l_wait(lua_State *L)           /* ok, res... = afcgi.wait(th, ...
     for (int i = 1; i <= n; i++)
         api_thread_arg(L, t, i)->waiter = t;
     thread_wait(t);
-    return lua_yield(L, 0);
+    return task_yield(t, L);
 }
 
 static int api_l_kill(lua_State *L)           /* ok, err = afcgi.kill(th) */

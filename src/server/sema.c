@@ -125,7 +125,7 @@ static int sema_l_wait(lua_State *L)           /* ok, err = sema:wait(seconds) *
     }
     if (t == NULL)
         return luaL_error(L, "sema:wait works in a request's handler, its light threads or a "
-                             "timer (not while the app loads, nor in a coroutine of your own)");
+                             "timer (not while the app loads)");
     if (seconds == 0) {
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
@@ -142,7 +142,7 @@ static int sema_l_wait(lua_State *L)           /* ok, err = sema:wait(seconds) *
     s->tail = t;
     s->nwait++;
     task_park_timed(t, &sema_wait_ops, s, seconds);
-    return lua_yield(L, 0);
+    return task_yield(t, L);
 }
 
 static int sema_l_post(lua_State *L)           /* sema:post([n]) */

@@ -98,8 +98,10 @@ void task_resume(struct task *t, int nargs)
             t->ended(t, TASK_EXITED); /* res:exit: a normal end */
             return;
         }
-        if (t->wait != NULL)
+        if (t->wait != NULL) {
+            lua_settop(t->co, 0); /* a nested coroutine's marker, passed up */
             return; /* parked in an afcgi call; its wake event brings it back */
+        }
         lua_settop(t->co, 0);
         lua_pushliteral(t->co, "coroutine.yield called in a task's own coroutine "
                                "(use afcgi.sleep, or wrap it in coroutine.wrap)");
@@ -164,9 +166,23 @@ void task_wake(struct task *t)
 
 struct task *task_current(const struct sched *s, lua_State *L)
 {
-    struct task *t = s->current;
+    (void)L; /* whatever coroutine runs, runs inside the current task */
+    return s->current;
+}
 
-    return t != NULL && t->co == L ? t : NULL;
+static char task_marker;
+
+void *task_wait_marker(void)
+{
+    return &task_marker;
+}
+
+int task_yield(struct task *t, lua_State *L)
+{
+    if (L == t->co)
+        return lua_yield(L, 0);
+    lua_pushlightuserdata(L, &task_marker);
+    return lua_yield(L, 1);
 }
 
 const char *task_waiting_for(const struct task *t)

@@ -116,8 +116,18 @@ void task_anchor(struct task *t, struct lua_State *L, int idx);
 /* Resume t at the next loop turn (its wait is satisfied). */
 void task_wake(struct task *t);
 
-/* The running task, if L is its coroutine; NULL otherwise. */
+/* The running task: L is its coroutine, or a coroutine of the app's that
+ * it resumed (through afcgi.coroutine); NULL when no task runs. */
 struct task *task_current(const struct sched *s, struct lua_State *L);
+
+/* The end of every afcgi call that parked t: yield L. When L is a
+ * coroutine of the app's, it yields TASK_WAIT_MARKER, which
+ * lua/afcgi/coroutine.lua's resume passes up until the task's own
+ * coroutine yields; the wait's results come back down the same way. */
+int task_yield(struct task *t, struct lua_State *L);
+
+/* The marker's light userdata (afcgi.core.WAIT). */
+void *task_wait_marker(void);
 
 /* The name of what t waits on, for logs ("running" when not parked). */
 const char *task_waiting_for(const struct task *t);
