@@ -54,7 +54,8 @@ local function wrap(f)
     end
 end
 
-coroutine.resume = resume
-coroutine.wrap = wrap
+local lib = coroutine -- the standard table itself, changed in place (see above)
+lib.resume = resume
+lib.wrap = wrap
 
 return { resume = resume, wrap = wrap }
