@@ -54,8 +54,7 @@ local function wrap(f)
     end
 end
 
-local lib = coroutine -- the standard table itself, changed in place (see above)
-lib.resume = resume
-lib.wrap = wrap
+coroutine.resume = resume -- the standard table itself, changed in place (see above)
+coroutine.wrap = wrap
 
 return { resume = resume, wrap = wrap }
