@@ -172,6 +172,35 @@ M.req = {
     socket = function() return nil, "not supported (the body is read with req:read)" end,
 }
 
+-- require "resty.openssl.ssl", when lua-resty-openssl is not installed (it
+-- is not a Debian package; its from_socket needs nginx's own FFI anyway):
+-- from_socket(sock):get_peer_certificate() with to_PEM and
+-- get_signature_name, what pgmoon's SCRAM-SHA-256-PLUS channel binding
+-- reads over TLS. Nothing else of that library is here.
+if package.searchpath("resty.openssl.ssl", package.path) == nil then
+    package.preload["resty.openssl.ssl"] = function()
+        local cert_mt = { __index = {
+            to_PEM = function(self) return self.pem end,
+            get_signature_name = function(self) return self.signame end,
+        } }
+        local ssl_mt = { __index = {
+            get_peer_certificate = function(self)
+                local pem, signame = self.sock:getpeercertificate()
+                if not pem then return nil, signame end
+                return setmetatable({ pem = pem, signame = signame }, cert_mt)
+            end,
+        } }
+        return {
+            from_socket = function(sock)
+                if type(sock) ~= "userdata" or not sock.getpeercertificate then
+                    return nil, "expect a ngx.socket.tcp instance"
+                end
+                return setmetatable({ sock = sock }, ssl_mt)
+            end,
+        }
+    end
+end
+
 -- ngx.get_phase(): "content" in a handler (and its light threads), "timer"
 -- in a timer, "init" while the app loads.
 M.get_phase = core.phase

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -261,6 +262,24 @@ static int api_l_sslhandshake(lua_State *L)
         return api_sock_park(L, t, s, &api_sock_handshake_wait, 1);
     }
     return api_sock_push_session(s, L, boolean);
+}
+
+/* pem, signame = sock:getpeercertificate(): the TLS peer's certificate */
+static int api_l_getpeercertificate(lua_State *L)
+{
+    struct sock *s = api_sock_arg(L);
+    const char *err, *signame;
+    char *pem;
+    size_t len;
+
+    if (s->ssl == NULL || s->state != SOCK_OPEN)
+        return vm_push_err(L, "no ssl connection");
+    if (tls_peer_cert(s->ssl, &pem, &len, &signame, &err) < 0)
+        return vm_push_err(L, err);
+    lua_pushlstring(L, pem, len);
+    free(pem);
+    lua_pushstring(L, signame != NULL ? signame : "UNDEF");
+    return 2;
 }
 
 static int api_l_session_gc(lua_State *L)
@@ -618,6 +637,7 @@ static const luaL_Reg api_sock_methods[] = {
     { "close", api_l_close },
     { "setoption", api_l_setoption },
     { "sslhandshake", api_l_sslhandshake },
+    { "getpeercertificate", api_l_getpeercertificate },
     { NULL, NULL },
 };
 

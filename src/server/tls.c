@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -280,6 +281,32 @@ const char *tls_server_name(SSL *ssl)
 int tls_verified(SSL *ssl)
 {
     return SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE;
+}
+
+int tls_peer_cert(SSL *ssl, char **pem, size_t *len, const char **signame, const char **err)
+{
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    BIO *bio = NULL;
+    char *data;
+    long n;
+    int rc = -1;
+
+    *err = "out of memory";
+    if (cert == NULL) {
+        *err = "no peer certificate";
+        return -1;
+    }
+    if ((bio = BIO_new(BIO_s_mem())) != NULL && PEM_write_bio_X509(bio, cert) == 1 &&
+        (n = BIO_get_mem_data(bio, &data)) > 0 && (*pem = malloc((size_t)n)) != NULL) {
+        memcpy(*pem, data, (size_t)n);
+        *len = (size_t)n;
+        *signame = OBJ_nid2sn(X509_get_signature_nid(cert));
+        rc = 0;
+    }
+    BIO_free(bio);
+    X509_free(cert);
+    ERR_clear_error();
+    return rc;
 }
 
 void tls_free(SSL *ssl, int notify)

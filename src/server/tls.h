@@ -61,6 +61,11 @@ void tls_session_free(struct tls_session *sess);
 const char *tls_server_name(SSL *ssl);
 int tls_verified(SSL *ssl);
 
+/* The peer's certificate as PEM (malloc'd, *len bytes) and the short name
+ * of its signature algorithm ("ecdsa-with-SHA256", "RSA-SHA256"). 0, or -1
+ * with *err when there is none or no memory. */
+int tls_peer_cert(SSL *ssl, char **pem, size_t *len, const char **signame, const char **err);
+
 /* Free the connection; sends close_notify first when 'notify' (a clean
  * close, not an error), without waiting for the peer's. The descriptor is
  * the caller's. */
