@@ -491,6 +491,16 @@ function M.start_peer()
     return p
 end
 
+-- A memcached of our own on a free loopback port (TCP only); .port.
+function M.start_memcached()
+    local port = M.free_port()
+    local p = start_peer_process({ "memcached", "-vv", "-l", "127.0.0.1", "-p", tostring(port),
+        "-U", "0", "-m", "16", "-u", os.getenv("USER") or "root" }, "server listening",
+        "memcached")
+    p.port = port
+    return p
+end
+
 -- A redis-server of our own on a free loopback port, nothing saved; .port.
 function M.start_redis()
     local port = M.free_port()

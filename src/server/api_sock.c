@@ -509,12 +509,15 @@ static int api_l_receiveuntil(lua_State *L)  /* it = sock:receiveuntil(pattern, 
 
 /* ---- settings, pool and close -------------------------------------------- */
 
+/* A timeout argument, as OpenResty reads it: a number of milliseconds
+ * (anything else counts as 0); 0 restores the default, 60 s. */
 static int api_ms(lua_State *L, int i)
 {
-    lua_Number ms = luaL_optnumber(L, i, 60000);
+    lua_Number ms = lua_tonumber(L, i);
 
-    luaL_argcheck(L, ms >= 0 && ms < 2e9, i, "timeout in milliseconds, >= 0, expected");
-    return (int)ms;
+    if (ms < 0 || ms >= 2147483648.0)
+        luaL_error(L, "bad timeout value");
+    return ms >= 1 ? (int)ms : SOCK_DEFAULT_MS;
 }
 
 static int api_l_settimeout(lua_State *L)    /* sock:settimeout(ms) */

@@ -79,7 +79,7 @@ void sock_init(struct sock *s, struct core *core)
     memset(s, 0, sizeof *s);
     s->core = core;
     s->fd = -1;
-    s->connect_ms = s->send_ms = s->read_ms = 60000; /* as OpenResty's defaults */
+    s->connect_ms = s->send_ms = s->read_ms = SOCK_DEFAULT_MS;
 }
 
 static void sock_disown(struct sock *s)

@@ -49,6 +49,10 @@ struct sock_until {
     char pat[];
 };
 
+/* Connect, send and read timeouts until settimeout says otherwise, as
+ * OpenResty's lua_socket_*_timeout defaults. */
+#define SOCK_DEFAULT_MS 60000
+
 /* Op results: done now, parked (the caller yields), or failed (err set). */
 enum { SOCK_DONE = 0, SOCK_AGAIN = 1, SOCK_ERR = -1 };
 
