@@ -201,6 +201,29 @@ if package.searchpath("resty.openssl.ssl", package.path) == nil then
     end
 end
 
+-- lua-resty-openssl finds an nginx socket's SSL * through this module (its
+-- C-backed accessor); afcgi's sockets hand theirs out, so its
+-- ssl.from_socket works on them. The client's own TLS is the web server's.
+package.preload["resty.openssl.auxiliary.nginx_c"] = function()
+    local ffi = require "ffi"
+    pcall(ffi.cdef, "typedef struct ssl_st SSL; typedef struct ssl_ctx_st SSL_CTX;")
+    local function downstream() return nil, "no TLS here: the client's is the web server's" end
+    return {
+        get_socket_ssl = function(sock)
+            local ssl, err = sock:getsslpointer()
+            if not ssl then return nil, err end
+            return ffi.cast("SSL *", ssl)
+        end,
+        get_socket_ssl_ctx = function(sock)
+            local _, ctx = sock:getsslpointer()
+            if not ctx then return nil, "no ssl connection" end
+            return ffi.cast("SSL_CTX *", ctx)
+        end,
+        get_req_ssl = downstream,
+        get_req_ssl_ctx = downstream,
+    }
+end
+
 -- ngx.get_phase(): "content" in a handler (and its light threads), "timer"
 -- in a timer, "init" while the app loads.
 M.get_phase = core.phase

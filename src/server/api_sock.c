@@ -282,6 +282,20 @@ static int api_l_getpeercertificate(lua_State *L)
     return 2;
 }
 
+/* ssl, ctx = sock:getsslpointer(): OpenSSL's SSL * and SSL_CTX * of the
+ * connection as light userdata, for FFI libraries (lua-resty-openssl); valid
+ * while the socket stays connected. */
+static int api_l_getsslpointer(lua_State *L)
+{
+    struct sock *s = api_sock_arg(L);
+
+    if (s->ssl == NULL || s->state != SOCK_OPEN)
+        return vm_push_err(L, "no ssl connection");
+    lua_pushlightuserdata(L, s->ssl);
+    lua_pushlightuserdata(L, tls_ssl_ctx(s->ssl));
+    return 2;
+}
+
 static int api_l_session_gc(lua_State *L)
 {
     struct tls_session **ud = luaL_checkudata(L, 1, SESSION_MT);
@@ -641,6 +655,7 @@ static const luaL_Reg api_sock_methods[] = {
     { "setoption", api_l_setoption },
     { "sslhandshake", api_l_sslhandshake },
     { "getpeercertificate", api_l_getpeercertificate },
+    { "getsslpointer", api_l_getsslpointer },
     { NULL, NULL },
 };
 

@@ -309,6 +309,11 @@ int tls_peer_cert(SSL *ssl, char **pem, size_t *len, const char **signame, const
     return rc;
 }
 
+void *tls_ssl_ctx(SSL *ssl)
+{
+    return SSL_get_SSL_CTX(ssl);
+}
+
 void tls_free(SSL *ssl, int notify)
 {
     struct tls_info *info;

@@ -66,6 +66,9 @@ int tls_verified(SSL *ssl);
  * with *err when there is none or no memory. */
 int tls_peer_cert(SSL *ssl, char **pem, size_t *len, const char **signame, const char **err);
 
+/* OpenSSL's context of the connection (SSL_CTX *), for FFI users. */
+void *tls_ssl_ctx(SSL *ssl);
+
 /* Free the connection; sends close_notify first when 'notify' (a clean
  * close, not an error), without waiting for the peer's. The descriptor is
  * the caller's. */
