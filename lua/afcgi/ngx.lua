@@ -17,7 +17,9 @@
 -- ngx.OK... and ngx.HTTP_* constants, ngx.re (afcgi.re), the digests,
 -- encodings and dates (ngx.md5, ngx.encode_base64, ngx.escape_uri,
 -- ngx.http_time... from afcgi.codec), and lua-resty-core's require
--- "ngx.base64". What is not (ngx.say, ngx.header...) stays absent: a driver
+-- "ngx.base64"; the output calls ngx.print, ngx.say, ngx.flush, ngx.eof,
+-- ngx.exit, ngx.redirect, ngx.status and ngx.header on the current request.
+-- What is not (ngx.req.read_body, ngx.location...) stays absent: a driver
 -- that needs it fails loudly on a nil field rather than getting something
 -- that only looks alike.
 local afcgi = require "afcgi"
@@ -224,6 +226,91 @@ package.preload["resty.openssl.auxiliary.nginx_c"] = function()
     }
 end
 
+-- The output calls of a content handler, on the current request's res.
+local function current_res(what)
+    local _, res = core.request()
+    if not res then
+        error(what .. ": API disabled in the context of " .. core.phase(), 3)
+    end
+    return res
+end
+
+-- What ngx.print writes for a value: strings and numbers as they are, nil,
+-- booleans and ngx.null by name, arrays (nested) piece by piece.
+local function flatten(out, v, depth)
+    local t = type(v)
+    if t == "string" or t == "number" then
+        out[#out + 1] = v
+    elseif t == "nil" then
+        out[#out + 1] = "nil"
+    elseif t == "boolean" then
+        out[#out + 1] = v and "true" or "false"
+    elseif v == core.null then
+        out[#out + 1] = "null"
+    elseif t == "table" and depth < 32 then
+        for i = 1, #v do flatten(out, v[i], depth + 1) end
+    else
+        error("bad argument to ngx.print/ngx.say: " .. t .. " (string, number, boolean, nil, "
+              .. "ngx.null or an array of them expected)", 3)
+    end
+end
+
+local function output(what, newline, ...)
+    local res = current_res(what)
+    local out = {}
+    for i = 1, select("#", ...) do flatten(out, (select(i, ...)), 0) end
+    if newline then out[#out + 1] = "\n" end
+    local ok, err = res:write(table.concat(out))
+    if not ok then return nil, err end
+    return 1
+end
+
+function M.print(...) return output("ngx.print", false, ...) end
+function M.say(...) return output("ngx.say", true, ...) end
+
+function M.flush()
+    local ok, err = current_res("ngx.flush"):flush()
+    if not ok then return nil, err end
+    return 1
+end
+
+function M.eof()
+    return current_res("ngx.eof"):eof()
+end
+
+-- ngx.exit(status): ends the handler; ngx.OK (0) as it is, ngx.ERROR as a 500.
+function M.exit(status)
+    local res = current_res("ngx.exit")
+    status = tonumber(status) or 0
+    if status == M.ERROR then status = 500 end
+    if status >= 100 then return res:exit(status) end
+    return res:exit()
+end
+
+function M.redirect(uri, status)
+    local res = current_res("ngx.redirect")
+    res:redirect(uri, status or 302)
+    return res:exit()
+end
+
+-- ngx.header.NAME: the response header (underscores read as hyphens, as
+-- OpenResty does); assigning nil removes it, a table sets several values.
+M.header = setmetatable({}, {
+    __index = function(_, name)
+        return current_res("ngx.header"):get_header((tostring(name):gsub("_", "-")))
+    end,
+    __newindex = function(_, name, value)
+        local res = current_res("ngx.header")
+        name = tostring(name):gsub("_", "-")
+        if type(value) == "table" then
+            res:set_header(name, nil)
+            for _, v in ipairs(value) do res:header(name, tostring(v)) end
+        else
+            res:set_header(name, value ~= nil and tostring(value) or nil)
+        end
+    end,
+})
+
 -- ngx.get_phase(): "content" in a handler (and its light threads), "timer"
 -- in a timer, "init" while the app loads.
 M.get_phase = core.phase
@@ -233,11 +320,21 @@ M.get_phase = core.phase
 setmetatable(M, {
     __index = function(_, k)
         if k == "ctx" then return core.ctx() end
+        if k == "status" then return current_res("ngx.status"):status() end
     end,
     __newindex = function(t, k, v)
         if k == "ctx" then
             if type(v) ~= "table" then error("ngx.ctx must be a table", 2) end
             return core.set_ctx(v)
+        end
+        if k == "status" then
+            local ok, err = pcall(current_res("ngx.status").status, current_res("ngx.status"),
+                                  tonumber(v))
+            if not ok then -- OpenResty logs this and goes on
+                afcgi.log("error", "attempt to set ngx.status after sending out response "
+                          .. "headers (", err, ")")
+            end
+            return
         end
         rawset(t, k, v)
     end,

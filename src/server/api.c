@@ -136,20 +136,17 @@ static int *api_ctx_slot(lua_State *L, int idx)
     return t->req != NULL ? &t->req->main.ctx_ref : &t->ctx_ref;
 }
 
-/* req = afcgi.core.request(): a req object of the request the running task
- * serves (its handler or a light thread), or nil (a timer, the app loading). */
+/* req, res = afcgi.core.request(): req and res objects of the request the
+ * running task serves (its handler or a light thread), or nothing (a timer,
+ * the app loading). */
 static int api_l_request(lua_State *L)
 {
     struct task *t = task_current(&core_of(L)->sched, L);
 
     if (t == NULL || t->req == NULL)
         return 0;
-    lua_createtable(L, 1, 0);
-    lua_pushnumber(L, req_handle(t->req));
-    lua_rawseti(L, -2, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->vm->req_mt_ref);
-    lua_setmetatable(L, -2);
-    return 1;
+    api_push_args(L, t->vm, t->req);
+    return 2;
 }
 
 /* tbl = afcgi.core.ctx([handle]): the request's (or timer run's) own table,
@@ -398,6 +395,31 @@ static int api_l_header(lua_State *L)         /* res:header(name, value) */
     return api_add_header(L, r);
 }
 
+static void api_push_value(void *arg, const char *value, size_t vlen)
+{
+    lua_State *L = arg;
+
+    lua_pushlstring(L, value, vlen);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+}
+
+/* v = res:get_header(name): the value set (a list when set more than once),
+ * or nil; what has gone out with the headers is no longer there. */
+static int api_l_get_header(lua_State *L)
+{
+    struct req *r = api_req(L);
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 2, &nlen);
+    int n;
+
+    lua_newtable(L);
+    if ((n = req_each_header(r, name, nlen, api_push_value, L)) == 0)
+        return 0;
+    if (n == 1)
+        lua_rawgeti(L, -1, 1);
+    return 1;
+}
+
 static int api_l_set_header(lua_State *L)     /* res:set_header(name, value or nil) */
 {
     struct req *r = api_req(L);
@@ -552,6 +574,7 @@ static const luaL_Reg api_res_funcs[] = {
     { "write", api_l_write },
     { "flush", api_l_flush },
     { "set_header", api_l_set_header },
+    { "get_header", api_l_get_header },
     { "exit", api_l_exit },
     { "eof", api_l_eof },
     { NULL, NULL },

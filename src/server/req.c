@@ -375,6 +375,26 @@ static size_t req_status_line(unsigned status, char *out)
     return 14 + rlen;
 }
 
+int req_each_header(const struct req *r, const char *name, size_t nlen,
+                    void (*fn)(void *arg, const char *value, size_t vlen), void *arg)
+{
+    size_t in = 0;
+    int n = 0;
+
+    while (in < r->hdrs.len) {
+        const uint8_t *line = r->hdrs.data + in;
+        const uint8_t *eol = memchr(line, '\n', r->hdrs.len - in);
+        size_t len = (size_t)(eol - line) + 1; /* "Name: value\r\n" */
+
+        if (len > nlen + 3 && line[nlen] == ':' && strncasecmp((const char *)line, name, nlen) == 0) {
+            fn(arg, (const char *)line + nlen + 2, len - nlen - 4);
+            n++;
+        }
+        in += len;
+    }
+    return n;
+}
+
 void req_remove_header(struct req *r, const char *name, size_t nlen)
 {
     size_t in = 0, out = 0;
@@ -411,8 +431,7 @@ static int req_send_headers(struct req *r)
         buf_append(&r->out, ctype, sizeof ctype - 1);
     buf_append(&r->out, r->hdrs.data, r->hdrs.len);
     buf_append(&r->out, "\r\n", 2);
-    buf_free(&r->hdrs);
-    return 0;
+    return 0; /* hdrs stays, for res:get_header; req_end frees it */
 }
 
 /* Send p as STDOUT records of at most FCGI_MAX_CONTENT bytes. */

@@ -35,8 +35,9 @@ struct thread;
  * - stdin_done only after params_done; 'in' holds only unread body bytes,
  *   in_total counts all received, never more than --max-body (too_large
  *   is set instead and the rest dropped).
- * - headers_sent: hdrs has been moved into out; status and headers are
- *   fixed from then on. has_ctype tells whether hdrs names a type.
+ * - headers_sent: hdrs has been copied into out (and kept, for reading);
+ *   status and headers are fixed from then on. has_ctype tells whether
+ *   hdrs names a type.
  * - rejected: params went over --max-params; never started, answered 431.
  * - aborted: the web server gave up on it (ABORT_REQUEST or a dropped
  *   connection); nothing more reaches the peer but END_REQUEST.
@@ -186,6 +187,11 @@ int req_add_header(struct req *r, const char *name, size_t nlen, const char *val
 
 /* Remove the header lines named 'name' (case-insensitive) not yet sent. */
 void req_remove_header(struct req *r, const char *name, size_t nlen);
+
+/* Call fn with each value set for header 'name' (any case) that has not
+ * gone out yet; returns how many. */
+int req_each_header(const struct req *r, const char *name, size_t nlen,
+                    void (*fn)(void *arg, const char *value, size_t vlen), void *arg);
 
 int req_write(struct req *r, const char *p, size_t n);
 
