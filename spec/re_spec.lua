@@ -265,6 +265,20 @@ describe("afcgi.re against Debian's nginx lua module, same inputs", function()
             'ngx.re.gsub("abcabc", "b", "[$0]", "d")', 'ngx.re.match("abcabc", "(a)(.*)c", "d")',
             'ngx.re.find("abcabc", "a.*c", "d", nil, 1)', 'ngx.re.gsub("aaa", "a", "b", "a")',
         }
+        -- the patterns lua-resty-http matches URIs, header lines and no_proxy lists with
+        local uri = [[^(?:(http[s]?):)?//((?:[^\[\]:/\?]+)|(?:\[.+\]))(?::(\d+))?([^\?]*)\??(.*)]]
+        for _, u in ipairs { "https://user@example.com:8443/a/b?x=1&y=2", "http://[::1]/p", "//example.com",
+                             "ftp://x", "http://h:99999/" } do
+            cases[#cases + 1] = ("ngx.re.match(%s, %s, 'jo')"):format(lit(u), lit(uri))
+        end
+        for _, c in ipairs {
+            [[ngx.re.match("Content-Type:  text/html; q=1", "([^:\\s]+):\\s*(.*)", "jo")]],
+            [[ngx.re.find("  \t ", "^\\s*$", "jo")]],
+            [[ngx.re.gsub("/a b/c\td", "\\s", "%20", "jo")]],
+            [[(function() local r = {} for m in ngx.re.gmatch(".example.com,foo.org", "\\.?([^,]+)", "jo") do ]]
+                .. [[r[#r + 1] = m[1] end return r end)()]],
+            [[ngx.re.sub("www.example.com", "^[^.]+\\.", "", "jo")]],
+        } do cases[#cases + 1] = c end
         assert.equal(#cases, pair:same(cases))
     end)
 
