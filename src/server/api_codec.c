@@ -274,20 +274,22 @@ static int codec_l_decode_base64(lua_State *L) /* s = decode_base64(s): nil when
 static int codec_l_encode_base64url(lua_State *L) /* s, err = encode_base64url(s) */
 {
     size_t len;
+    const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
 
-    if (lua_type(L, 1) != LUA_TSTRING)
+    if (s == NULL)
         return vm_push_err(L, "must provide a string");
-    codec_b64_encode(L, (const unsigned char *)lua_tolstring(L, 1, &len), len, codec_b64url, 0);
+    codec_b64_encode(L, (const unsigned char *)s, len, codec_b64url, 0);
     return 1;
 }
 
 static int codec_l_decode_base64url(lua_State *L) /* s, err = decode_base64url(s) */
 {
     size_t len;
+    const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
 
-    if (lua_type(L, 1) != LUA_TSTRING)
+    if (s == NULL)
         return vm_push_err(L, "must provide a string");
-    if (codec_b64_decode(L, lua_tolstring(L, 1, &len), len, codec_b64url) < 0)
+    if (codec_b64_decode(L, s, len, codec_b64url) < 0)
         return vm_push_err(L, "invalid input");
     return 1;
 }
