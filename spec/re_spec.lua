@@ -206,6 +206,24 @@ describe("afcgi.re: OpenResty's documented behaviour", function()
         })
     end)
 
+    it("keeps its settings and cache per code generation: a reload starts afresh", function()
+        local before = eval {
+            'require("afcgi.core").generation',
+            '(function() ngx.re.opt("cache_max_entries", 7) ngx.re.opt("match_limit", 1000) '
+                .. 'for i = 1, 20 do ngx.re.find("x", "p" .. i, "o") end '
+                .. 'return ngx.re.opt("cache_entries") <= 7, ngx.re.match(("a"):rep(20) .. "b", "(a+)+$") end)()',
+        }
+        assert.same({ "1", 'true, nil, "pcre_exec() failed: -47"' }, before)
+        local mark = srv:mark()
+        require("posix.signal").kill(srv.pid, require("posix.signal").SIGHUP)
+        srv:wait_log("reloaded .*: generation 2 serves new requests", 10, mark)
+        assert.same({ "2", "1024, 0, 10000000", '{[0]="aaaaaaaaaaaaaaaaaaaab",[1]="aaaaaaaaaaaaaaaaaaaa"}' }, eval {
+            'require("afcgi.core").generation',
+            'ngx.re.opt("cache_max_entries"), ngx.re.opt("cache_entries"), ngx.re.opt("match_limit")',
+            'ngx.re.match(("a"):rep(20) .. "b", "(a+)b$")',
+        })
+    end)
+
     it("goes beyond OpenResty where it fails: ${name} templates, empty matches in UTF-8 mode", function()
         assert.same({ '"a[b]c", 1', '"a[]c", 1', '"-a-é-b-", 4', "4" }, eval {
             'ngx.re.sub("abc", "(?<x>b)", "[${x}]")',

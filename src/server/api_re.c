@@ -288,19 +288,24 @@ static int re_cache_half(lua_State *L, int half, int oi, int create)
     return 1;
 }
 
-/* Put the pattern on top into the newer half, under the regex at ri. */
+/* Put the pattern on top into the newer half, under the regex at ri. Each
+ * half holds cache_max / 2 (so both hold at most cache_max); with a
+ * cache_max of 1 there is no older half. */
 static void re_cache_put(lua_State *L, struct re_state *st, int ri, int oi)
 {
-    unsigned half = (st->cache_max + 1) / 2;
+    unsigned half = st->cache_max / 2;
 
     if (st->cache_max == 0)
         return;
-    if (st->cache_cur >= half) {
-        lua_rawgeti(L, lua_upvalueindex(2), 1);
+    if (st->cache_cur >= (half > 0 ? half : 1)) {
+        if (half > 0)
+            lua_rawgeti(L, lua_upvalueindex(2), 1);
+        else
+            lua_newtable(L);
         lua_rawseti(L, lua_upvalueindex(2), 2);
         lua_newtable(L);
         lua_rawseti(L, lua_upvalueindex(2), 1);
-        st->cache_old = st->cache_cur;
+        st->cache_old = half > 0 ? st->cache_cur : 0;
         st->cache_cur = 0;
     }
     re_cache_half(L, 1, oi, 1);
