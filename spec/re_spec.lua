@@ -106,6 +106,7 @@ describe("afcgi.re: OpenResty's documented behaviour", function()
             'nil, nil, "pcre2_compile() failed: missing closing parenthesis in \\"(abc\\""',
             'nil, "pcre2_compile() failed: quantifier does not follow a repeatable item in \\"a**\\" at \\"*\\""',
             'nil, "pcre_exec() failed: -4"',
+            '127, "pcre2_compile() failed: missing closing parenthesis in \\"xxxx"',
             'nil, nil, "failed to compile the replacement template"',
             'nil, nil, "nth out of bound"',
             'error: unknown flag "z" (flags "az")',
@@ -114,6 +115,7 @@ describe("afcgi.re: OpenResty's documented behaviour", function()
             'ngx.re.gmatch("x", "(abc")', 'ngx.re.gsub("x", "(abc", "")',
             'ngx.re.match("x", "a**")',
             'ngx.re.match(string.sub("你好", 1, 4), "你好", "u")',   -- TEST 42: bad UTF-8
+            '(function() local _, err = ngx.re.match("x", ("x"):rep(2^20) .. "(") return #err, err:sub(1, 60) end)()',
             'ngx.re.sub("abc", "b", "$")',
             'ngx.re.find("abc", "(b)", "", nil, 2)',
             'ngx.re.match("x", "x", "az")',
