@@ -22,11 +22,7 @@ local function multipart_body(parts, boundary)
     return table.concat(out)
 end
 
-local ALL_BYTES = (function()
-    local t = {}
-    for i = 0, 255 do t[#t + 1] = string.char(i) end
-    return table.concat(t)
-end)()
+local ALL_BYTES = helpers.ALL_BYTES
 
 -- One FastCGI request: method, uri ("/path?query"), opts.body,
 -- opts.content_type, opts.params (extra or overriding params).

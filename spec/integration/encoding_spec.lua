@@ -24,11 +24,7 @@ local function random_string(alphabet, maxlen)
     return table.concat(out)
 end
 
-local ALL_BYTES = (function()
-    local t = {}
-    for i = 0, 255 do t[#t + 1] = string.char(i) end
-    return table.concat(t)
-end)()
+local ALL_BYTES = helpers.ALL_BYTES
 
 describe("afcgi.codec: OpenResty's documented examples", function()
     local srv, c, id

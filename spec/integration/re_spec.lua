@@ -106,6 +106,7 @@ describe("afcgi.re: OpenResty's documented behaviour", function()
             'nil, nil, "pcre2_compile() failed: missing closing parenthesis in \\"(abc\\""',
             'nil, "pcre2_compile() failed: quantifier does not follow a repeatable item in \\"a**\\" at \\"*\\""',
             'nil, "pcre_exec() failed: -4"',
+            '127, "pcre2_compile() failed: missing closing parenthesis in \\"xxxx"',
             'nil, nil, "failed to compile the replacement template"',
             'nil, nil, "nth out of bound"',
             'error: unknown flag "z" (flags "az")',
@@ -114,6 +115,7 @@ describe("afcgi.re: OpenResty's documented behaviour", function()
             'ngx.re.gmatch("x", "(abc")', 'ngx.re.gsub("x", "(abc", "")',
             'ngx.re.match("x", "a**")',
             'ngx.re.match(string.sub("你好", 1, 4), "你好", "u")',   -- TEST 42: bad UTF-8
+            '(function() local _, err = ngx.re.match("x", ("x"):rep(2^20) .. "(") return #err, err:sub(1, 60) end)()',
             'ngx.re.sub("abc", "b", "$")',
             'ngx.re.find("abc", "(b)", "", nil, 2)',
             'ngx.re.match("x", "x", "az")',
@@ -206,6 +208,24 @@ describe("afcgi.re: OpenResty's documented behaviour", function()
         })
     end)
 
+    it("keeps its settings and cache per code generation: a reload starts afresh", function()
+        local before = eval {
+            'require("afcgi.core").generation',
+            '(function() ngx.re.opt("cache_max_entries", 7) ngx.re.opt("match_limit", 1000) '
+                .. 'for i = 1, 20 do ngx.re.find("x", "p" .. i, "o") end '
+                .. 'return ngx.re.opt("cache_entries") <= 7, ngx.re.match(("a"):rep(20) .. "b", "(a+)+$") end)()',
+        }
+        assert.same({ "1", 'true, nil, "pcre_exec() failed: -47"' }, before)
+        local mark = srv:mark()
+        require("posix.signal").kill(srv.pid, require("posix.signal").SIGHUP)
+        srv:wait_log("reloaded .*: generation 2 serves new requests", 10, mark)
+        assert.same({ "2", "1024, 0, 10000000", '{[0]="aaaaaaaaaaaaaaaaaaaab",[1]="aaaaaaaaaaaaaaaaaaaa"}' }, eval {
+            'require("afcgi.core").generation',
+            'ngx.re.opt("cache_max_entries"), ngx.re.opt("cache_entries"), ngx.re.opt("match_limit")',
+            'ngx.re.match(("a"):rep(20) .. "b", "(a+)b$")',
+        })
+    end)
+
     it("goes beyond OpenResty where it fails: ${name} templates, empty matches in UTF-8 mode", function()
         assert.same({ '"a[b]c", 1', '"a[]c", 1', '"-a-é-b-", 4', "4" }, eval {
             'ngx.re.sub("abc", "(?<x>b)", "[${x}]")',
@@ -265,6 +285,20 @@ describe("afcgi.re against Debian's nginx lua module, same inputs", function()
             'ngx.re.gsub("abcabc", "b", "[$0]", "d")', 'ngx.re.match("abcabc", "(a)(.*)c", "d")',
             'ngx.re.find("abcabc", "a.*c", "d", nil, 1)', 'ngx.re.gsub("aaa", "a", "b", "a")',
         }
+        -- the patterns lua-resty-http matches URIs, header lines and no_proxy lists with
+        local uri = [[^(?:(http[s]?):)?//((?:[^\[\]:/\?]+)|(?:\[.+\]))(?::(\d+))?([^\?]*)\??(.*)]]
+        for _, u in ipairs { "https://user@example.com:8443/a/b?x=1&y=2", "http://[::1]/p", "//example.com",
+                             "ftp://x", "http://h:99999/" } do
+            cases[#cases + 1] = ("ngx.re.match(%s, %s, 'jo')"):format(lit(u), lit(uri))
+        end
+        for _, c in ipairs {
+            [[ngx.re.match("Content-Type:  text/html; q=1", "([^:\\s]+):\\s*(.*)", "jo")]],
+            [[ngx.re.find("  \t ", "^\\s*$", "jo")]],
+            [[ngx.re.gsub("/a b/c\td", "\\s", "%20", "jo")]],
+            [[(function() local r = {} for m in ngx.re.gmatch(".example.com,foo.org", "\\.?([^,]+)", "jo") do ]]
+                .. [[r[#r + 1] = m[1] end return r end)()]],
+            [[ngx.re.sub("www.example.com", "^[^.]+\\.", "", "jo")]],
+        } do cases[#cases + 1] = c end
         assert.equal(#cases, pair:same(cases))
     end)
 

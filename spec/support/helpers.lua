@@ -69,6 +69,13 @@ function M.wait_until(fn, timeout, what)
     end
 end
 
+-- Every byte value once, 0 to 255: a body or an input no byte is missing from.
+M.ALL_BYTES = (function()
+    local t = {}
+    for i = 0, 255 do t[#t + 1] = string.char(i) end
+    return table.concat(t)
+end)()
+
 function M.free_port()
     local s = assert(socket.bind("127.0.0.1", 0))
     local _, port = s:getsockname()

@@ -61,23 +61,37 @@ static const char *codec_string_only(lua_State *L, int i, size_t *len)
     return lua_tolstring(L, i, len);
 }
 
-/* Room for n bytes of a result in a userdata on the stack, freed by the
- * collector (an error on the way cannot leak it). */
-static unsigned char *codec_room(lua_State *L, size_t n)
+/* Where a result is written before it becomes a string: a small one on
+ * the C stack, a larger one in a userdata the collector frees (so an error
+ * on the way cannot leak it). */
+struct codec_out {
+    unsigned char small[512];
+    unsigned char *p;
+};
+
+static unsigned char *codec_room(lua_State *L, struct codec_out *o, size_t n)
 {
-    return lua_newuserdata(L, n > 0 ? n : 1);
+    o->p = n <= sizeof o->small ? o->small : lua_newuserdata(L, n);
+    return o->p;
 }
 
-/* Replace the room on top with the n bytes written into it. */
-static void codec_result(lua_State *L, const unsigned char *room, size_t n)
+/* Push the n bytes written into o's room (dropping its userdata, if any). */
+static void codec_result(lua_State *L, const struct codec_out *o, size_t n)
 {
-    lua_pushlstring(L, (const char *)room, n);
-    lua_remove(L, -2);
+    lua_pushlstring(L, (const char *)o->p, n);
+    if (o->p != o->small)
+        lua_remove(L, -2);
 }
 
 static const char codec_hex[] = "0123456789abcdef";
 
 /* ---- digests ------------------------------------------------------------ */
+
+/* The algorithms fetched once, and one context for the process: OpenSSL 3
+ * looks an algorithm up again on every EVP_Digest, which costs more than
+ * hashing a short string. */
+static EVP_MD *codec_md5, *codec_sha1;
+static EVP_MD_CTX *codec_md_ctx;
 
 static int codec_digest(lua_State *L, const EVP_MD *md, int hex)
 {
@@ -87,7 +101,8 @@ static int codec_digest(lua_State *L, const EVP_MD *md, int hex)
     char out[2 * EVP_MAX_MD_SIZE];
     unsigned n = 0;
 
-    if (!EVP_Digest(s, len, d, &n, md, NULL))
+    if (md == NULL || !EVP_DigestInit_ex2(codec_md_ctx, md, NULL) ||
+        !EVP_DigestUpdate(codec_md_ctx, s, len) || !EVP_DigestFinal_ex(codec_md_ctx, d, &n))
         return luaL_error(L, "digest failed (libcrypto)");
     if (!hex) {
         lua_pushlstring(L, (const char *)d, n);
@@ -103,17 +118,17 @@ static int codec_digest(lua_State *L, const EVP_MD *md, int hex)
 
 static int codec_l_md5(lua_State *L)          /* hex = md5(s) */
 {
-    return codec_digest(L, EVP_md5(), 1);
+    return codec_digest(L, codec_md5, 1);
 }
 
 static int codec_l_md5_bin(lua_State *L)      /* raw = md5_bin(s) */
 {
-    return codec_digest(L, EVP_md5(), 0);
+    return codec_digest(L, codec_md5, 0);
 }
 
 static int codec_l_sha1_bin(lua_State *L)     /* raw = sha1_bin(s) */
 {
-    return codec_digest(L, EVP_sha1(), 0);
+    return codec_digest(L, codec_sha1, 0);
 }
 
 static int codec_l_hmac_sha1(lua_State *L)    /* raw = hmac_sha1(key, s) */
@@ -167,7 +182,8 @@ static void codec_b64_encode(lua_State *L, const unsigned char *s, size_t len, c
                              int pad)
 {
     size_t n = 0;
-    unsigned char *o = codec_room(L, (len + 2) / 3 * 4);
+    struct codec_out out;
+    unsigned char *o = codec_room(L, &out, (len + 2) / 3 * 4);
 
     for (; len >= 3; s += 3, len -= 3) {
         o[n++] = (unsigned char)abc[s[0] >> 2];
@@ -188,7 +204,7 @@ static void codec_b64_encode(lua_State *L, const unsigned char *s, size_t len, c
         if (pad)
             o[n++] = '=';
     }
-    codec_result(L, o, n);
+    codec_result(L, &out, n);
 }
 
 static int codec_b64_value(const char *abc, unsigned char ch)
@@ -205,18 +221,20 @@ static int codec_b64_decode(lua_State *L, const char *s, size_t len, const char 
 {
     const char *eq = memchr(s, '=', len);
     size_t n = eq != NULL ? (size_t)(eq - s) : len, o = 0;
+    struct codec_out room;
     unsigned char *out;
     uint32_t acc = 0;
     int bits = 0;
 
     if (n % 4 == 1)
         return -1;
-    out = codec_room(L, n / 4 * 3 + 2);
+    out = codec_room(L, &room, n / 4 * 3 + 2);
     for (size_t i = 0; i < n; i++) {
         int v = codec_b64_value(abc, (unsigned char)s[i]);
 
         if (v < 0) {
-            lua_pop(L, 1);
+            if (room.p != room.small)
+                lua_pop(L, 1);
             return -1;
         }
         acc = (acc << 6) | (uint32_t)v;
@@ -225,7 +243,7 @@ static int codec_b64_decode(lua_State *L, const char *s, size_t len, const char 
             out[o++] = (unsigned char)(acc >> bits);
         }
     }
-    codec_result(L, out, o);
+    codec_result(L, &room, o);
     return 0;
 }
 
@@ -251,15 +269,15 @@ static int codec_l_decode_base64(lua_State *L) /* s = decode_base64(s): nil when
     return 1;
 }
 
-/* lua-resty-core's ngx.base64: the URL-safe alphabet, no padding. */
+/* lua-resty-core's ngx.base64: the URL-safe alphabet, no padding; both
+ * answer nil, "must provide a string" for anything else. */
 static int codec_l_encode_base64url(lua_State *L) /* s, err = encode_base64url(s) */
 {
     size_t len;
-    const char *s;
+    const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
 
-    if (lua_type(L, 1) != LUA_TSTRING)
+    if (s == NULL)
         return vm_push_err(L, "must provide a string");
-    s = lua_tolstring(L, 1, &len);
     codec_b64_encode(L, (const unsigned char *)s, len, codec_b64url, 0);
     return 1;
 }
@@ -267,11 +285,10 @@ static int codec_l_encode_base64url(lua_State *L) /* s, err = encode_base64url(s
 static int codec_l_decode_base64url(lua_State *L) /* s, err = decode_base64url(s) */
 {
     size_t len;
-    const char *s;
+    const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
 
-    if (lua_type(L, 1) != LUA_TSTRING)
+    if (s == NULL)
         return vm_push_err(L, "must provide a string");
-    s = lua_tolstring(L, 1, &len);
     if (codec_b64_decode(L, s, len, codec_b64url) < 0)
         return vm_push_err(L, "invalid input");
     return 1;
@@ -390,9 +407,10 @@ static size_t codec_unescape(const char *s, size_t len, char *out)
 /* Push s[0..len) unescaped. */
 static void codec_push_unescaped(lua_State *L, const char *s, size_t len)
 {
-    unsigned char *room = codec_room(L, len);
+    struct codec_out out;
+    unsigned char *room = codec_room(L, &out, len);
 
-    codec_result(L, room, codec_unescape(s, len, (char *)room));
+    codec_result(L, &out, codec_unescape(s, len, (char *)room));
 }
 
 static int codec_l_unescape_uri(lua_State *L) /* s = unescape_uri(s) */
@@ -854,6 +872,12 @@ void api_codec_open(lua_State *L, struct vm *vm)
 {
     codec_crc_init();
     codec_uri_init();
+    if (codec_md_ctx == NULL) {                /* the first generation; kept for the process */
+        codec_md5 = EVP_MD_fetch(NULL, "MD5", NULL);
+        codec_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+        if ((codec_md_ctx = EVP_MD_CTX_new()) == NULL)
+            luaL_error(L, "out of memory");
+    }
     lua_newtable(L);
     vm_setfuncs(L, vm, codec_funcs);
     lua_setfield(L, -2, "codec");

@@ -46,6 +46,7 @@
 #define RE_DFA_WORKSPACE 1000        /* ints (OpenResty: 100, too few for PCRE2) */
 #define RE_STACK_PAIRS 32            /* offset copies of this many pairs stay on the C stack */
 #define RE_BUF_KEEP (1024 * 1024)    /* a larger gsub scratch buffer is freed after use */
+#define RE_ERR_MAX 127               /* a compile error is cut there, as OpenResty's buffer does */
 
 /* Letters of the options string beyond PCRE2's own compile options. */
 enum {
@@ -198,7 +199,9 @@ static unsigned re_parse_opts(lua_State *L, int idx, uint32_t *copts)
 
 /* ---- compiling and the cache ------------------------------------------- */
 
-/* "pcre2_compile() failed: <why> in "<regex>"[ at "<rest>"]", as nginx. */
+/* "pcre2_compile() failed: <why> in "<regex>"[ at "<rest>"]", as nginx,
+ * and like OpenResty's no longer than RE_ERR_MAX bytes: a hostile pattern
+ * does not come back (and into a log) whole. */
 static void re_push_compile_error(lua_State *L, const char *pat, size_t len, int code,
                                   size_t off)
 {
@@ -219,6 +222,10 @@ static void re_push_compile_error(lua_State *L, const char *pat, size_t len, int
         luaL_addchar(&b, '"');
     }
     luaL_pushresult(&b);
+    if (lua_objlen(L, -1) > RE_ERR_MAX) {
+        lua_pushlstring(L, lua_tostring(L, -1), RE_ERR_MAX);
+        lua_remove(L, -2);
+    }
 }
 
 static void re_jit_stack(struct re_state *st)
@@ -288,19 +295,24 @@ static int re_cache_half(lua_State *L, int half, int oi, int create)
     return 1;
 }
 
-/* Put the pattern on top into the newer half, under the regex at ri. */
+/* Put the pattern on top into the newer half, under the regex at ri. Each
+ * half holds cache_max / 2 (so both hold at most cache_max); with a
+ * cache_max of 1 there is no older half. */
 static void re_cache_put(lua_State *L, struct re_state *st, int ri, int oi)
 {
-    unsigned half = (st->cache_max + 1) / 2;
+    unsigned half = st->cache_max / 2;
 
     if (st->cache_max == 0)
         return;
-    if (st->cache_cur >= half) {
-        lua_rawgeti(L, lua_upvalueindex(2), 1);
+    if (st->cache_cur >= (half > 0 ? half : 1)) {
+        if (half > 0)
+            lua_rawgeti(L, lua_upvalueindex(2), 1);
+        else
+            lua_newtable(L);
         lua_rawseti(L, lua_upvalueindex(2), 2);
         lua_newtable(L);
         lua_rawseti(L, lua_upvalueindex(2), 1);
-        st->cache_old = st->cache_cur;
+        st->cache_old = half > 0 ? st->cache_cur : 0;
         st->cache_cur = 0;
     }
     re_cache_half(L, 1, oi, 1);
