@@ -203,6 +203,11 @@ if package.searchpath("resty.openssl.ssl", package.path) == nil then
     end
 end
 
+-- lua-resty-core's require "ngx.semaphore": afcgi's semaphores (docs/API.md)
+package.preload["ngx.semaphore"] = function()
+    return { new = function(n) return core.semaphore(n) end }
+end
+
 -- lua-resty-openssl finds an nginx socket's SSL * through this module (its
 -- C-backed accessor); afcgi's sockets hand theirs out, so its
 -- ssl.from_socket works on them. The client's own TLS is the web server's.
