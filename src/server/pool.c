@@ -16,7 +16,7 @@
 struct pool_conn {
     struct sock_pool *pool;
     int fd;
-    SSL *ssl;         /* a TLS connection's state, or NULL */
+    struct ssl_st *ssl;         /* a TLS connection's state, or NULL */
     unsigned reused;
     struct event *ev; /* readable (closed or stray data) or idle timeout */
     struct pool_conn *prev, *next;
@@ -75,7 +75,7 @@ static void pool_on_event(evutil_socket_t fd, short what, void *arg)
 }
 
 /* An idle connection for key, or -1. */
-int pool_take(struct core *core, const char *key, unsigned *reused, SSL **ssl)
+int pool_take(struct core *core, const char *key, unsigned *reused, struct ssl_st **ssl)
 {
     struct sock_pool *p = pool_find(core, key);
     struct pool_conn *pc;
@@ -90,7 +90,7 @@ int pool_take(struct core *core, const char *key, unsigned *reused, SSL **ssl)
     return fd;
 }
 
-int pool_put(struct core *core, const char *key, unsigned size, int fd, SSL *ssl,
+int pool_put(struct core *core, const char *key, unsigned size, int fd, struct ssl_st *ssl,
              unsigned reused, double idle)
 {
     struct sock_pool *p = pool_find(core, key);

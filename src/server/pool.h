@@ -9,19 +9,19 @@
 #define AFCGI_POOL_H
 
 struct core;
-typedef struct ssl_st SSL;
+struct ssl_st;
 
 #define POOL_DEFAULT_SIZE 30
 
 /* An idle connection for key (its descriptor, the times it was reused, its
  * TLS state or NULL for a plain one), or -1. */
-int pool_take(struct core *core, const char *key, unsigned *reused, SSL **ssl);
+int pool_take(struct core *core, const char *key, unsigned *reused, struct ssl_st **ssl);
 
 /* Park connected descriptor fd (with its TLS state, or NULL) under key for
  * at most 'idle' seconds (0: no limit); size 0 means POOL_DEFAULT_SIZE for a
  * new pool. Returns 0, or -1 when out of memory (fd and ssl are then still
  * the caller's). */
-int pool_put(struct core *core, const char *key, unsigned size, int fd, SSL *ssl,
+int pool_put(struct core *core, const char *key, unsigned size, int fd, struct ssl_st *ssl,
              unsigned reused, double idle);
 
 /* Close every pooled connection (at exit). */

@@ -25,7 +25,7 @@ struct event;
 struct evbuffer;
 struct sock_dns;
 struct lua_State;
-typedef struct ssl_st SSL;
+struct ssl_st;
 struct tls_session;
 
 enum sock_state { SOCK_CLOSED, SOCK_RESOLVING, SOCK_CONNECTING, SOCK_OPEN };
@@ -71,7 +71,7 @@ struct sock {
     struct sock_dns *dns;         /* resolving: the lookup; detached on close */
     struct evbuffer *in, *out;    /* owned; kept across reconnects */
     struct task *reader, *writer; /* parked tasks; borrowed */
-    SSL *ssl;                     /* after sslhandshake (or from the pool): owned */
+    struct ssl_st *ssl;                     /* after sslhandshake (or from the pool): owned */
     char *pool_key;               /* owned */
     unsigned pool_size;           /* from connect's options; 0: default */
     unsigned reused;              /* times the connection came from the pool */

@@ -16,7 +16,7 @@
 
 struct config;
 struct tls_ctx;
-typedef struct ssl_st SSL;
+struct ssl_st;
 
 /* A session to resume: the latest one the server gave the connection it
  * came from (TLS 1.3 servers send theirs after the handshake, so it is
@@ -35,43 +35,43 @@ void tls_ctx_free(struct tls_ctx *ctx);
 /* A client connection over connected descriptor fd: server_name for SNI
  * (NULL or an IP literal: none) and, when verify is set, for the host
  * check; sess to resume (NULL: none). NULL with err set. */
-SSL *tls_client(struct tls_ctx *ctx, int fd, const char *server_name, int verify,
+struct ssl_st *tls_client(struct tls_ctx *ctx, int fd, const char *server_name, int verify,
                 struct tls_session *sess, char *err, size_t errlen);
 
 /* One handshake step. TLS_FAILED: err says why ("certificate verify
  * failed: ...", "certificate host mismatch", "handshake failed: ..."). */
-int tls_handshake(SSL *ssl, char *err, size_t errlen);
+int tls_handshake(struct ssl_st *ssl, char *err, size_t errlen);
 
 /* Read into buf: bytes read (> 0), 0 at the peer's close, or TLS_WANT_*,
  * or TLS_FAILED with *err (static text). */
-ssize_t tls_read(SSL *ssl, void *buf, size_t len, const char **err);
+ssize_t tls_read(struct ssl_st *ssl, void *buf, size_t len, const char **err);
 
 /* Write from buf: bytes written (> 0), TLS_WANT_*, or TLS_FAILED. */
-ssize_t tls_write(SSL *ssl, const void *buf, size_t len, const char **err);
+ssize_t tls_write(struct ssl_st *ssl, const void *buf, size_t len, const char **err);
 
 /* Decrypted bytes SSL holds that no read took yet. */
-int tls_pending(SSL *ssl);
+int tls_pending(struct ssl_st *ssl);
 
 /* ssl's session, to resume a later connection with (a new reference), or
  * NULL when out of memory. */
-struct tls_session *tls_session(SSL *ssl);
+struct tls_session *tls_session(struct ssl_st *ssl);
 void tls_session_free(struct tls_session *sess);
 
 /* The name the handshake was made for, or "" (for pooled connections). */
-const char *tls_server_name(SSL *ssl);
-int tls_verified(SSL *ssl);
+const char *tls_server_name(struct ssl_st *ssl);
+int tls_verified(struct ssl_st *ssl);
 
 /* The peer's certificate as PEM (malloc'd, *len bytes) and the short name
  * of its signature algorithm ("ecdsa-with-SHA256", "RSA-SHA256"). 0, or -1
  * with *err when there is none or no memory. */
-int tls_peer_cert(SSL *ssl, char **pem, size_t *len, const char **signame, const char **err);
+int tls_peer_cert(struct ssl_st *ssl, char **pem, size_t *len, const char **signame, const char **err);
 
 /* OpenSSL's context of the connection (SSL_CTX *), for FFI users. */
-void *tls_ssl_ctx(SSL *ssl);
+void *tls_ssl_ctx(struct ssl_st *ssl);
 
 /* Free the connection; sends close_notify first when 'notify' (a clean
  * close, not an error), without waiting for the peer's. The descriptor is
  * the caller's. */
-void tls_free(SSL *ssl, int notify);
+void tls_free(struct ssl_st *ssl, int notify);
 
 #endif
