@@ -33,7 +33,7 @@ bench_cleanup() {
     local name pids
     # load generators and strace this shell started in the background
     pids=$(jobs -p)
-    [ -z "$pids" ] || kill -TERM $pids 2>/dev/null
+    [ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
     for name in "${!SERVER_SID[@]}"; do
         server_stop "$name"
     done
@@ -54,6 +54,7 @@ session_pids() {
         read -ra fld <<<"$rest"
         [[ $sids == *" ${fld[3]} "* ]] && [ "${fld[0]}" != Z ] && echo "${f//[^0-9]/}"
     done
+    return 0
 }
 
 # Sums over the sessions listed in $1 of fields of /proc/PID/stat counted after the comm
@@ -133,14 +134,16 @@ server_stop() {
     local name=$1 sid=${SERVER_SID[$1]:-} pids deadline
     [ -n "$sid" ] || return 0
     [ -z "${SERVER_LEADER[$name]:-}" ] || sid+=" ${SERVER_LEADER[$name]}"
+    # (a process may be gone before its signal: that is no failure, also
+    # not for a caller under set -e)
     pids=$(session_pids "$sid")
-    [ -z "$pids" ] || kill -TERM $pids 2>/dev/null
+    [ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
     deadline=$(( SECONDS + 5 ))
     while pids=$(session_pids "$sid"); [ -n "$pids" ] && [ $SECONDS -lt $deadline ]; do
         sleep 0.05
     done
-    [ -z "$pids" ] || kill -KILL $pids 2>/dev/null
-    [ -z "${SERVER_LEADER[$name]:-}" ] || wait "${SERVER_LEADER[$name]}" 2>/dev/null
+    [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+    [ -z "${SERVER_LEADER[$name]:-}" ] || wait "${SERVER_LEADER[$name]}" 2>/dev/null || true
     unset "SERVER_SID[$name]" "SERVER_LEADER[$name]"
 }
 

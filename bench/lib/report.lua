@@ -13,10 +13,12 @@
 --   run DIR               bench/run's tables (Markdown) from DIR/results.jsonl
 --   run-plots DIR PLOTS   the gnuplot script of bench/run's plots into PLOTS
 --   run-settings DIR      the settings of that run as shell assignments
---   longpoll FILE         bench/longpoll's table from its records
---   redis FILE [REP]      bench/redis: repetition REP's line, or the table
+--   longpoll FILE FRONTS  bench/longpoll's table from its records, fronts in
+--                         the order of FRONTS (comma-separated)
+--   redis FILE INFLIGHT [REP]  bench/redis: repetition REP's line, or the table
 --   soak WORK OUT         bench/soak's report; exit status 0 on PASS, 1 on FAIL
---   soak-plot OUT         the gnuplot script of bench/soak's soak.png
+--   soak-plot OUT GP MINUTES EVERY  the gnuplot script of bench/soak's
+--                         soak.png (GP: bench/soak.d/soak.gp, the styling)
 local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
 package.path = here .. "/?.lua;" .. package.path
 
@@ -44,6 +46,23 @@ commands["run-plots"] = function(args)
     require("report.run").plots(assert(args[1], "run-plots DIR PLOTS"), assert(args[2], "run-plots DIR PLOTS"))
 end
 commands["run-settings"] = function(args) require("report.run").settings(assert(args[1], "run-settings DIR")) end
+
+function commands.longpoll(args)
+    require("report.longpoll").table(assert(args[1], "longpoll FILE FRONTS"), assert(args[2], "longpoll FILE FRONTS"))
+end
+
+function commands.redis(args)
+    require("report.redis").report(assert(args[1], "redis FILE INFLIGHT [REP]"), assert(args[2], "redis FILE INFLIGHT"),
+                                   args[3])
+end
+
+function commands.soak(args)
+    os.exit(require("report.soak").report(assert(args[1], "soak WORK OUT"), assert(args[2], "soak WORK OUT")))
+end
+
+commands["soak-plot"] = function(args)
+    require("report.soak").plot(assert(args[1], "soak-plot OUT SOAK_GP MINUTES EVERY"), args[2], args[3], args[4])
+end
 
 local command = commands[arg[1] or ""]
 if not command then

@@ -250,10 +250,12 @@ function M.dispatch(a)
     return rec
 end
 
--- bench/soak: name allow load (a client and the error kinds it provokes on
--- purpose, comma-separated); run: the run's figures (duration, reload_every,
--- base_rss, base_fds, idle_rss, idle_fds, server_cpu, server_rc, revision);
--- problem text: a failure found while running.
+-- bench/soak: soak-client name allow load (a client and the error kinds it
+-- provokes on purpose, comma-separated); soak-exit name rc (its exit
+-- status); soak-run: the run's figures (duration, reload_every, base_rss,
+-- base_fds, idle_rss, idle_fds, server_cpu, server_rc, revision);
+-- soak-problem text: a failure found while running. (The samples and
+-- reloads bench/soak writes itself: numbers only.)
 M["soak-client"] = function(a)
     return { kind = "client", name = need(a, "name"), allow = a.allow or "", load = a.load or "" }
 end
@@ -262,6 +264,10 @@ M["soak-run"] = function(a)
     local rec = { kind = "run" }
     for k, v in pairs(a) do rec[k] = k == "revision" and v or value(v) end
     return rec
+end
+
+M["soak-exit"] = function(a)
+    return { kind = "exit", name = need(a, "name"), rc = value(need(a, "rc")) }
 end
 
 M["soak-problem"] = function(a)

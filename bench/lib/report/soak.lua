@@ -140,7 +140,7 @@ function M.report(work, out_dir)
     local reloads, slowest, gen = 0, 0, 1
     for _, r in ipairs(lib.where(soak, { kind = "reload" })) do
         reloads = reloads + 1
-        slowest = math.max(slowest, r.seconds)
+        slowest = math.max(slowest, r.seconds or 0)
         gen = r.gen
     end
     local expected_reloads = math.floor((duration - 1) / tonumber(env.reload_every))
