@@ -54,27 +54,50 @@ local function errors_of(records, field, kinds)
     return lib.kinds_text(sum, kinds) or "none"
 end
 
--- A section's start: its title, a blank line, the lines of its text, a
--- blank line, then the two lines that start its table.
-local function heading(out, lines)
-    out(lines[1])
-    out("")
-    for i = 2, #lines - 2 do out(lines[i]) end
-    out("")
-    out(lines[#lines - 1])
-    out(lines[#lines])
+-- The start of each section: its title, its text, the head of its table
+-- (${workers}: nginx's worker_processes).
+local HEADINGS = {
+    direct = [[
+### Direct FastCGI (afcgi-bench, closed loop, straight to the server)
+
+Shape CxM: C connections, M requests in flight on each. req/s counts valid answers only.
+CPU: server utime+stime over all its processes, per valid answer. afcgi/peer: ratio of medians.
+
+| workload | shape | server | req/s | p99 ms | CPU µs/req | req/s afcgi/peer | CPU afcgi/peer | errors |
+| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |]],
+    http = [[
+### Through nginx (wrk, HTTP/1.1 keep-alive, GET /hello; nginx: upstream keepalive, fastcgi_keep_conn on)
+
+nginx worker_processes ${workers}. CPU: the FastCGI server's and nginx's, per request.
+c/(req/s): the mean time a request took, by Little's law (each of wrk's c connections
+always has one request out). wrk's percentiles count only answered requests: where
+c/(req/s) is above p99 (marked !), some connections waited without an answer for much of
+the run, i.e. the server served a subset of the clients.
+
+| wrk -c | server | req/s | p50 ms | p99 ms | c/(req/s) ms | server CPU µs/req | nginx CPU µs/req | req/s afcgi/peer | errors |
+| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |]],
+    hold = [[
+### Long-poll: requests waiting 10 s, held open by afcgi-bench --hold
+
+RSS and PSS summed over the server's processes, before and while the requests wait.
+growth/req: (while - before) / held. total/req: RSS while waiting / held (for servers
+with one request per process, the whole process is what a waiting request costs).
+
+| server | held / asked | connections | processes | RSS before → waiting | RSS growth/req | PSS growth/req | RSS total/req | errors |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |]],
+}
+
+-- Section kind of the run: nothing when it has no records, else its heading
+-- and true.
+local function heading(run, out, kind)
+    if #run[kind] == 0 then return false end
+    out((HEADINGS[kind]:gsub("%${workers}", lib.num(run.settings.nginx_workers))))
+    return true
 end
 
 local function report_direct(run, out)
     local d = run.direct
-    if #d == 0 then return end
-    heading(out, {
-        "### Direct FastCGI (afcgi-bench, closed loop, straight to the server)",
-        "Shape CxM: C connections, M requests in flight on each. req/s counts valid answers only.",
-        "CPU: server utime+stime over all its processes, per valid answer. afcgi/peer: ratio of medians.",
-        "| workload | shape | server | req/s | p99 ms | CPU µs/req | req/s afcgi/peer | CPU afcgi/peer | errors |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-    })
+    if not heading(run, out, "direct") then return end
     for _, ws in ipairs(distinct(d, "workload", "shape")) do
         local base = {}
         for _, r in ipairs(lib.where(d, { workload = ws.workload, shape = ws.shape, server = "afcgi" })) do
@@ -99,19 +122,7 @@ end
 
 local function report_http(run, out)
     local h = run.http
-    if #h == 0 then return end
-    heading(out, {
-        "### Through nginx (wrk, HTTP/1.1 keep-alive, GET /hello; nginx: upstream keepalive, fastcgi_keep_conn on)",
-        ("nginx worker_processes %s. CPU: the FastCGI server's and nginx's, per request."):format(
-            lib.num(run.settings.nginx_workers)),
-        "c/(req/s): the mean time a request took, by Little's law (each of wrk's c connections",
-        "always has one request out). wrk's percentiles count only answered requests: where",
-        "c/(req/s) is above p99 (marked !), some connections waited without an answer for much of",
-        "the run, i.e. the server served a subset of the clients.",
-        "| wrk -c | server | req/s | p50 ms | p99 ms | c/(req/s) ms | server CPU µs/req | nginx CPU µs/req"
-            .. " | req/s afcgi/peer | errors |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    })
+    if not heading(run, out, "http") then return end
     local servers = {}
     for i, s in ipairs(run.servers) do servers[i] = s end
     servers[#servers + 1] = "nginx-lua"
@@ -156,16 +167,7 @@ end
 local function hold_ok(r) return hold_errors(r) == "-" end
 
 local function report_hold(run, out)
-    if #run.hold == 0 then return end
-    heading(out, {
-        "### Long-poll: requests waiting 10 s, held open by afcgi-bench --hold",
-        "RSS and PSS summed over the server's processes, before and while the requests wait.",
-        "growth/req: (while - before) / held. total/req: RSS while waiting / held (for servers",
-        "with one request per process, the whole process is what a waiting request costs).",
-        "| server | held / asked | connections | processes | RSS before → waiting | RSS growth/req | PSS growth/req"
-            .. " | RSS total/req | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    })
+    if not heading(run, out, "hold") then return end
     for _, r in ipairs(run.hold) do
         local function kb(b)
             if b == nil or r.held == 0 or not hold_ok(r) then return "-" end   -- none held, or they failed
