@@ -148,7 +148,7 @@ bench-quick: afcgi afcgi-bench
 
 # Lua style: no globals, no unused values (see .luacheckrc).
 lint:
-	luacheck --no-color -q lua spec examples
+	luacheck --no-color -q lua spec examples bench/lib
 
 # The quick start: the examples behind a real nginx on http://127.0.0.1:8080/.
 demo: deps

@@ -4,9 +4,18 @@
 # session id; spawn-fcgi puts each child in a session of its own, so a server
 # is a list of session ids. CPU time and memory are summed over the server's
 # processes, and stopping a server signals each of its PIDs, never a name.
+# Figures do not stay in the shell: each measurement becomes a JSON line
+# through bench/lib/report.lua (bench_report record ...), which also makes
+# every table and plot input (bench_report run, longpoll, ...).
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "bench: $*"; exit 1; }
+
+# bench_report COMMAND ARGS...: the reporting program (see its top comment).
+bench_report() { luajit "$BENCH_DIR/lib/report.lua" "$@"; }
+# json_get KEY... <<<JSON: fields of a JSON document (afcgi's /status, an
+# afcgi-bench report), one line each.
+json_get() { bench_report get "$@"; }
 
 CLK_TCK=$(getconf CLK_TCK)
 PAGE_KB=$(( $(getconf PAGESIZE) / 1024 ))
@@ -24,7 +33,7 @@ bench_cleanup() {
     local name pids
     # load generators and strace this shell started in the background
     pids=$(jobs -p)
-    [ -z "$pids" ] || kill -TERM $pids 2>/dev/null
+    [ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
     for name in "${!SERVER_SID[@]}"; do
         server_stop "$name"
     done
@@ -45,6 +54,7 @@ session_pids() {
         read -ra fld <<<"$rest"
         [[ $sids == *" ${fld[3]} "* ]] && [ "${fld[0]}" != Z ] && echo "${f//[^0-9]/}"
     done
+    return 0
 }
 
 # Sums over the sessions listed in $1 of fields of /proc/PID/stat counted after the comm
@@ -79,12 +89,13 @@ server_mem() {
     echo "$rss $pss $n"
 }
 
-# logcmd CMD...: writes CMD to $OUT/commands.txt (each distinct command once,
-# the scratch directory shown as $TMP): the exact commands of a run.
+# logcmd CMD...: writes CMD to $COMMANDS (default $OUT/commands.txt; each
+# distinct command once, the scratch directory shown as $TMP): the exact
+# commands of a run.
 logcmd() {
-    local line
+    local line file=${COMMANDS:-$OUT/commands.txt}
     line=$(printf '%q ' "$@"); line=${line% }; line=${line//"$BENCH_TMP"/\$TMP}
-    grep -qxF -- "$line" "$OUT/commands.txt" 2>/dev/null || echo "$line" >>"$OUT/commands.txt"
+    grep -qxF -- "$line" "$file" 2>/dev/null || echo "$line" >>"$file"
 }
 
 # logged CMD...: logcmd, then runs CMD (in the foreground: a command started
@@ -123,15 +134,45 @@ server_stop() {
     local name=$1 sid=${SERVER_SID[$1]:-} pids deadline
     [ -n "$sid" ] || return 0
     [ -z "${SERVER_LEADER[$name]:-}" ] || sid+=" ${SERVER_LEADER[$name]}"
+    # (a process may be gone before its signal: that is no failure, also
+    # not for a caller under set -e)
     pids=$(session_pids "$sid")
-    [ -z "$pids" ] || kill -TERM $pids 2>/dev/null
+    [ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
     deadline=$(( SECONDS + 5 ))
     while pids=$(session_pids "$sid"); [ -n "$pids" ] && [ $SECONDS -lt $deadline ]; do
         sleep 0.05
     done
-    [ -z "$pids" ] || kill -KILL $pids 2>/dev/null
-    [ -z "${SERVER_LEADER[$name]:-}" ] || wait "${SERVER_LEADER[$name]}" 2>/dev/null
+    [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+    [ -z "${SERVER_LEADER[$name]:-}" ] || wait "${SERVER_LEADER[$name]}" 2>/dev/null || true
     unset "SERVER_SID[$name]" "SERVER_LEADER[$name]"
+}
+
+# PID's CPU ticks (utime+stime) alone, not its session's.
+pid_ticks() {
+    local line rest
+    local -a fld
+    read -r line 2>/dev/null <"/proc/$1/stat" || { echo 0; return; }
+    rest=${line##*) }
+    read -ra fld <<<"$rest"
+    echo $(( fld[11] + fld[12] ))
+}
+
+declare -A PORT=()              # server name -> its TCP port on 127.0.0.1
+
+# start_afcgi NAME APP [OPTIONS...]: $AFCGI (default ./afcgi of the checkout)
+# as server NAME, on a port of its choosing (--listen 127.0.0.1:0), OPTIONS
+# before APP; waits for its readiness line ($AFCGI_READY seconds, default
+# 20) and sets PORT[NAME]. A caller may set AFCGI_WRAP (an array: a program
+# to run afcgi under, e.g. valgrind) and AFCGI_ENV (NAME=VALUE words for its
+# environment).
+start_afcgi() {
+    local name=$1 app=$2 log="$BENCH_TMP/$1.log"; shift 2
+    local -a pre=()
+    [ -z "${AFCGI_ENV:-}" ] || read -ra pre <<<"env $AFCGI_ENV"
+    [ -z "${AFCGI_WRAP+set}" ] || pre+=("${AFCGI_WRAP[@]}")
+    server_start "$name" "$log" "${pre[@]}" "${AFCGI:-$ROOT/afcgi}" --listen 127.0.0.1:0 "$@" "$app"
+    wait_line "$log" 'ready, listening on' "${AFCGI_READY:-20}" || { cat "$log" >&2; die "$name did not start"; }
+    PORT[$name]=$(sed -n 's/.*ready, listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log")
 }
 
 # A TCP port on 127.0.0.1 that no socket uses now (the server binds it next),
@@ -167,12 +208,4 @@ wait_line() {
         sleep 0.05
     done
     return 1
-}
-
-# Median, min and max of the numbers on stdin: "MEDIAN MIN MAX" (- when none).
-stats3() {
-    sort -g | awk '{ v[NR] = $1 }
-        END { if (!NR) { print "- - -"; exit }
-              m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-              print m, v[1], v[NR] }'
 }

@@ -2,7 +2,8 @@
 # configuration and wait (bounded) until it is ready. Each start_* sets
 # PORT[name]; the servers are stopped by bench/lib/common.sh (server_stop).
 #
-#   afcgi    ./afcgi --listen 127.0.0.1:0 APP (one process); ready = its readiness line
+#   afcgi    ./afcgi --listen 127.0.0.1:0 APP (one process); ready = its readiness
+#            line (start_afcgi, bench/lib/common.sh: the one for every harness)
 #   php      php-fpm8.2 -F, pm = static, 64 children (bench/peers/php/php-fpm.conf)
 #   go       net/http/fcgi (bench/peers/go/main.go), built here with go build, offline
 #   c        libfcgi responder (bench/peers/libfcgi/responder.c), spawn-fcgi -F 64
@@ -10,7 +11,6 @@
 #   nginx    the front: one server block per FastCGI server, upstream keepalive
 #   nginx-lua  nginx + lua-nginx-module answering hello in-process (the ceiling)
 
-declare -A PORT=()
 PEER_PROCS=64                   # php-fpm children, spawn-fcgi forks
 
 # Compiles the Go and C peers into $BENCH_TMP (no downloads: GOPROXY=off,
@@ -35,14 +35,6 @@ wait_procs() {
     done
     cat "$BENCH_TMP/$name.log" >&2
     die "$name: $n of $want processes after 20 s"
-}
-
-# start_afcgi NAME APP [OPTIONS...]
-start_afcgi() {
-    local name=$1 app=$2 log="$BENCH_TMP/$1.log"; shift 2
-    server_start "$name" "$log" "$AFCGI" --listen 127.0.0.1:0 "$@" "$app"
-    wait_line "$log" 'ready, listening on' 20 || { cat "$log" >&2; die "$name did not start"; }
-    PORT[$name]=$(sed -n 's/.*ready, listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log")
 }
 
 start_php() {

@@ -22,57 +22,60 @@ local function start_nginx(file, listen)
 end
 
 local function start_apache(upstream)
-    local prefix = fronts.prefix("apache")
-    os.execute("chmod 755 '" .. prefix .. "'")       -- the children run as www-data
-    local port = helpers.free_port()
-    local conf = fronts.render(fronts.example("examples/apache.conf", {
-        { "\nDefine PREFIX /tmp/afcgi%-apache\n", "\nDefine PREFIX ${prefix}\n" },
-        { "\nListen 127%.0%.0%.1:8083\n", "\nListen 127.0.0.1:${port}\n" },
-        { '<Proxy "fcgi://' .. ADDR .. '/"', '<Proxy "fcgi://${upstream}/"' },
-        { 'ProxyPass "/" "fcgi://' .. ADDR .. '/"', 'ProxyPass "/" "fcgi://${upstream}/"' },
-    }), { prefix = prefix, port = port, upstream = upstream })
-    local path = fronts.write(prefix, "apache.conf", conf)
-    local p = fronts.foreground("apache2", { "/usr/sbin/apache2", "-f", path, "-D", "FOREGROUND" },
-        port, { extra_log = function() return helpers.read_file(prefix .. "/error.log") end })
+    local p, prefix = fronts.from_example("apache2", upstream, {
+        file = "examples/apache.conf",
+        -- the children run as www-data
+        prepare = function(prefix) os.execute("chmod 755 '" .. prefix .. "'") end,
+        subs = {
+            { "\nDefine PREFIX /tmp/afcgi%-apache\n", "\nDefine PREFIX ${prefix}\n" },
+            { "\nListen 127%.0%.0%.1:8083\n", "\nListen 127.0.0.1:${port}\n" },
+            { '<Proxy "fcgi://' .. ADDR .. '/"', '<Proxy "fcgi://${upstream}/"' },
+            { 'ProxyPass "/" "fcgi://' .. ADDR .. '/"', 'ProxyPass "/" "fcgi://${upstream}/"' },
+        },
+        argv = function(path) return { "/usr/sbin/apache2", "-f", path, "-D", "FOREGROUND" } end,
+        opts = function(prefix)
+            return { extra_log = function() return helpers.read_file(prefix .. "/error.log") end }
+        end,
+    })
     p.error_log = prefix .. "/error.log"
     return p
 end
 
 local function start_lighttpd(upstream)
-    local prefix = fronts.prefix("lighttpd")
-    local port = helpers.free_port()
-    local conf = fronts.render(fronts.example("examples/lighttpd.conf", {
-        { "\nserver%.port = 8084\n", "\nserver.port = ${port}\n" },
-        { '"port" => 9000,', '"port" => ${upstream_port},' },
-    }), { port = port, upstream_port = upstream:match(":(%d+)$") })
-    local path = fronts.write(prefix, "lighttpd.conf", conf)
-    return fronts.foreground("lighttpd", { "/usr/sbin/lighttpd", "-D", "-f", path }, port)
+    return (fronts.from_example("lighttpd", upstream, {
+        file = "examples/lighttpd.conf",
+        subs = {
+            { "\nserver%.port = 8084\n", "\nserver.port = ${port}\n" },
+            { '"port" => 9000,', '"port" => ${upstream_port},' },
+        },
+        argv = function(path) return { "/usr/sbin/lighttpd", "-D", "-f", path } end,
+    }))
 end
 
 local function start_caddy(upstream)
-    local prefix = fronts.prefix("caddy")
-    local port = helpers.free_port()
-    local conf = fronts.render(fronts.example("examples/Caddyfile", {
-        { "http://127%.0%.0%.1:8085 {", "http://127.0.0.1:${port} {" },
-        { "reverse_proxy " .. ADDR .. " {", "reverse_proxy ${upstream} {" },
-    }), { port = port, upstream = upstream })
-    local path = fronts.write(prefix, "Caddyfile", conf)
-    return fronts.foreground("caddy", { "/usr/bin/caddy", "run", "--config", path, "--adapter", "caddyfile" },
-        port, { env = { HOME = prefix, XDG_CONFIG_HOME = prefix .. "/config",
-                        XDG_DATA_HOME = prefix .. "/data" } })
+    return (fronts.from_example("caddy", upstream, {
+        file = "examples/Caddyfile",
+        subs = {
+            { "http://127%.0%.0%.1:8085 {", "http://127.0.0.1:${port} {" },
+            { "reverse_proxy " .. ADDR .. " {", "reverse_proxy ${upstream} {" },
+        },
+        argv = function(path) return { "/usr/bin/caddy", "run", "--config", path, "--adapter", "caddyfile" } end,
+        opts = function(prefix)
+            return { env = { HOME = prefix, XDG_CONFIG_HOME = prefix .. "/config", XDG_DATA_HOME = prefix .. "/data" } }
+        end,
+    }))
 end
 
 local function start_h2o(upstream)
-    local prefix = fronts.prefix("h2o")
-    local port = helpers.free_port()
-    local conf = fronts.render(fronts.example("examples/h2o.conf", {
-        { "\n  port: 8086\n", "\n  port: ${port}\n" },
-        { "\n          port: 9000\n", "\n          port: ${upstream_port}\n" },
-    }), { port = port, upstream_port = upstream:match(":(%d+)$") })
-    local path = fronts.write(prefix, "h2o.conf", conf)
-    return fronts.foreground("h2o", { "/usr/bin/h2o", "-c", path }, port)
+    return (fronts.from_example("h2o", upstream, {
+        file = "examples/h2o.conf",
+        subs = {
+            { "\n  port: 8086\n", "\n  port: ${port}\n" },
+            { "\n          port: 9000\n", "\n          port: ${upstream_port}\n" },
+        },
+        argv = function(path) return { "/usr/bin/h2o", "-c", path } end,
+    }))
 end
-
 
 -- Each front: how to start it (in front of upstream "host:port"), and what
 -- it does, as found with Debian 12's packages:

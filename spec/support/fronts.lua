@@ -87,6 +87,21 @@ function M.foreground(what, argv, port, opts)
     return p
 end
 
+-- A front run in the foreground (M.foreground) from an example file: a
+-- fresh prefix and a free port; f.file with f.subs applied (M.example) and
+-- rendered (M.render) with prefix, port, upstream ("host:port") and
+-- upstream_port, written into the prefix under the file's own name; then
+-- f.argv(path) started, with f.opts(prefix) as options. f.prepare(prefix),
+-- if given, runs first. Returns the process and the prefix.
+function M.from_example(what, upstream, f)
+    local prefix = M.prefix(what)
+    if f.prepare then f.prepare(prefix) end
+    local port = helpers.free_port()
+    local vars = { prefix = prefix, port = port, upstream = upstream, upstream_port = upstream:match(":(%d+)$") }
+    local path = M.write(prefix, f.file:match("[^/]+$"), M.render(M.example(f.file, f.subs), vars))
+    return M.foreground(what, f.argv(path), port, f.opts and f.opts(prefix)), prefix
+end
+
 -- Runs cmd (a shell command line that daemonizes and writes its pid to
 -- pidfile) and waits until the daemon accepts on port. At cleanup it is
 -- stopped by the PID in pidfile: SIGTERM, SIGKILL after 5 s.

@@ -1,0 +1,79 @@
+-- bench/lib/report.lua: the benchmark harnesses' one reporting program.
+-- The bash scripts start and stop the processes and read /proc; every
+-- figure they keep goes through here, as JSON lines (one record a line,
+-- each with its "kind"), and every table, summary and plot input comes out
+-- of here. Run with LuaJIT (lua-cjson):
+--
+--   luajit bench/lib/report.lua COMMAND ARGS...
+--
+--   record KIND FILE NAME=VALUE...  one measurement as a JSON line appended to
+--                         FILE (report/record.lua lists the kinds)
+--   get KEY...            a field of the JSON document on stdin (KEY.KEY for
+--                         nested ones; an empty line when it is missing)
+--   run DIR               bench/run's tables (Markdown) from DIR/results.jsonl
+--   run-plots DIR PLOTS   the gnuplot script of bench/run's plots into PLOTS
+--   run-settings DIR      the settings of that run as shell assignments
+--   longpoll FILE FRONTS  bench/longpoll's table from its records, fronts in
+--                         the order of FRONTS (comma-separated)
+--   redis FILE INFLIGHT [REP]  bench/redis: repetition REP's line, or the table
+--   soak WORK OUT         bench/soak's report; exit status 0 on PASS, 1 on FAIL
+--   soak-plot OUT GP MINUTES EVERY  the gnuplot script of bench/soak's
+--                         soak.png (GP: bench/soak.d/soak.gp, the styling)
+local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
+package.path = here .. "/?.lua;" .. package.path
+
+local lib = require "report.lib"
+
+local commands = {}
+
+function commands.record(args) require("report.record").main(args) end
+
+function commands.get(args)
+    local doc = lib.decode(io.read("*a"))
+    for _, key in ipairs(args) do
+        local v = doc
+        for part in key:gmatch("[^.]+") do
+            v = type(v) == "table" and (v[part] or v[tonumber(part)]) or nil
+        end
+        if type(v) == "number" then print(lib.num(v))
+        elseif type(v) == "string" then print(v)
+        else print("") end
+    end
+end
+
+function commands.run(args) require("report.run").tables(assert(args[1], "run DIR")) end
+commands["run-plots"] = function(args)
+    require("report.run").plots(assert(args[1], "run-plots DIR PLOTS"), assert(args[2], "run-plots DIR PLOTS"))
+end
+commands["run-settings"] = function(args) require("report.run").settings(assert(args[1], "run-settings DIR")) end
+
+function commands.longpoll(args)
+    require("report.longpoll").table(assert(args[1], "longpoll FILE FRONTS"), assert(args[2], "longpoll FILE FRONTS"))
+end
+
+function commands.redis(args)
+    require("report.redis").report(assert(args[1], "redis FILE INFLIGHT [REP]"), assert(args[2], "redis FILE INFLIGHT"),
+                                   args[3])
+end
+
+function commands.soak(args)
+    os.exit(require("report.soak").report(assert(args[1], "soak WORK OUT"), assert(args[2], "soak WORK OUT")))
+end
+
+commands["soak-plot"] = function(args)
+    require("report.soak").plot(assert(args[1], "soak-plot OUT SOAK_GP MINUTES EVERY"), args[2], args[3], args[4])
+end
+
+local command = commands[arg[1] or ""]
+if not command then
+    io.stderr:write("usage: luajit bench/lib/report.lua record|get|run|run-plots|run-settings|longpoll|redis|"
+                    .. "soak|soak-plot ARGS... (see the comment at its top)\n")
+    os.exit(2)
+end
+local args = {}
+for i = 2, #arg do args[#args + 1] = arg[i] end
+local ok, err = pcall(command, args)
+if not ok then
+    io.stderr:write("report.lua ", arg[1], ": ", tostring(err), "\n")
+    os.exit(2)
+end
