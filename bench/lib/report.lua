@@ -16,6 +16,7 @@
 --   longpoll FILE FRONTS  bench/longpoll's table from its records, fronts in
 --                         the order of FRONTS (comma-separated)
 --   redis FILE INFLIGHT [REP]  bench/redis: repetition REP's line, or the table
+--   openresty FILE        bench/openresty's table and ratios from its records
 --   soak WORK OUT         bench/soak's report; exit status 0 on PASS, 1 on FAIL
 --   soak-plot OUT GP MINUTES EVERY  the gnuplot script of bench/soak's
 --                         soak.png (GP: bench/soak.d/soak.gp, the styling)
@@ -54,6 +55,10 @@ end
 function commands.redis(args)
     require("report.redis").report(assert(args[1], "redis FILE INFLIGHT [REP]"), assert(args[2], "redis FILE INFLIGHT"),
                                    args[3])
+end
+
+function commands.openresty(args)
+    require("report.openresty").report(assert(args[1], "openresty FILE"))
 end
 
 function commands.soak(args)

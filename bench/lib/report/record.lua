@@ -250,6 +250,29 @@ function M.dispatch(a)
     return rec
 end
 
+-- bench/openresty: workload side rep app_ticks front_ticks upstream_ticks hz
+-- wrk=OUTPUT: one wrk run against one side and the CPU ticks meanwhile of
+-- its Lua server (afcgi, or nginx-lua itself), of its front (afcgi's nginx;
+-- 0 for nginx-lua) and of the HTTPS upstream. Fails on errors: the two
+-- sides must answer every request.
+function M.openresty(a)
+    local w = lib.wrk(lib.read_file(need(a, "wrk")))
+    local rec = { kind = "openresty", workload = need(a, "workload"), side = need(a, "side"),
+                  rep = value(need(a, "rep")), requests = w.requests, rps = lib.round(w.rps),
+                  p99_ms = w.p99_ms }
+    if w.requests == 0 or w.non2xx > 0 or next(w.socket_errors) then
+        error(("bench/openresty: %s %s: %d requests, %d not 2xx, socket errors %s"):format(rec.workload,
+            rec.side, w.requests, w.non2xx, lib.kinds_text(w.socket_errors, lib.WRK_KINDS) or "none"), 0)
+    end
+    local hz = tonumber(need(a, "hz"))
+    rec.app_cpu_us = cpu_us(tonumber(need(a, "app_ticks")), hz, w.requests)
+    rec.front_cpu_us = cpu_us(tonumber(need(a, "front_ticks")), hz, w.requests)
+    rec.upstream_cpu_us = cpu_us(tonumber(need(a, "upstream_ticks")), hz, w.requests)
+    lib.progress(rec.workload, rec.side, rec.rep, rec.rps, lib.num(rec.p99_ms), rec.app_cpu_us,
+                 rec.front_cpu_us, rec.upstream_cpu_us)
+    return rec
+end
+
 -- bench/soak: soak-client name allow load (a client and the error kinds it
 -- provokes on purpose, comma-separated); soak-exit name rc (its exit
 -- status); soak-run: the run's figures (duration, reload_every, base_rss,
