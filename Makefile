@@ -29,7 +29,7 @@ BUILD    ?= build/release
 #   4  timer sema sock pool tls      things a task can wait on (each has its wait ops)
 #   5  req thread <-> conn           a request's life and its connection (the one cluster)
 #   6  access stats                  observers of a request (a flat record in)
-#   7  api api_sock api_task         what handlers call
+#   7  api api_sock api_task api_re api_codec api_resty   what handlers call
 #   8  server listen master options privs main
 # src/common/ is shared by the server, the load tool (src/bench/) and the
 # fuzz targets (fuzz/); each program's objects depend on its own headers and

@@ -10,6 +10,11 @@
  * the results when it is woken) and yield.
  */
 #include "api.h"
+#include "api_codec.h"
+#include "api_re.h"
+#include "api_resty.h"
+#include "api_sock.h"
+#include "api_task.h"
 
 #include <string.h>
 #include <unistd.h>

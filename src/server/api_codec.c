@@ -13,7 +13,7 @@
  * parse_http_time's loose month names) and its errors; spec/encoding_spec.lua
  * compares them with Debian's nginx lua module on the same inputs.
  */
-#include "api.h"
+#include "api_codec.h"
 
 #include <limits.h>
 #include <math.h>

@@ -25,7 +25,7 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 
-#include "api.h"
+#include "api_re.h"
 
 #include <stdint.h>
 #include <stdlib.h>

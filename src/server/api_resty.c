@@ -12,7 +12,7 @@
  *   Makefile) and nginx's ngx_hex_dump and ngx_atoi (defined here, exported
  *   from the executable by name).
  */
-#include "api.h"
+#include "api_resty.h"
 
 #include <stdint.h>
 #include <string.h>

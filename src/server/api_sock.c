@@ -16,7 +16,7 @@
  * Calls that wait park the calling task (see sock.h); expected failures
  * return nil and a message, misuse raises.
  */
-#include "api.h"
+#include "api_sock.h"
 
 #include <errno.h>
 #include <netinet/in.h>

@@ -3,7 +3,7 @@
  * (afcgi.spawn, wait, kill), timers (afcgi.timer, every, handle:cancel) and
  * afcgi.log. Registered into module afcgi.core by api_open.
  */
-#include "api.h"
+#include "api_task.h"
 
 #include <string.h>
 
