@@ -3,12 +3,7 @@
 package.path = "lua/?.lua;" .. package.path
 local helpers = require "helpers"
 
-local function facts(r)
-    assert.equal(200, r.status, r.body)
-    local t = {}
-    for k, v in r.body:gmatch("([%w_]+)=([^\n]*)\n") do t[k] = v end
-    return t
-end
+local facts = helpers.facts
 
 describe("coroutines of the app's own", function()
     local srv, c

@@ -30,12 +30,7 @@ ${temps}    types { text/plain txt; application/octet-stream bin; }
 }
 ]]
 
-local function facts(r)
-    assert.equal(200, r.status, r.body)
-    local t = {}
-    for k, v in r.body:gmatch("([%w_]+)=([^\n]*)\n") do t[k] = v end
-    return t
-end
+local facts = helpers.facts
 
 describe("afcgi.http", function()
     local srv, c, nginx, root, base

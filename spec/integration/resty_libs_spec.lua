@@ -30,12 +30,7 @@ ${temps}    server {
 }
 ]]
 
-local function facts(r)
-    assert.equal(200, r.status, r.body)
-    local t = {}
-    for k, v in r.body:gmatch("([%w_]+)=([^\n]*)\n") do t[k] = v end
-    return t
-end
+local facts = helpers.facts
 
 describe("OpenResty's libraries from Debian", function()
     local srv, c

@@ -67,12 +67,7 @@ local function make_certs(dir)
         .. "-addext subjectAltName=DNS:localhost"):format(ec, dir, dir))
 end
 
-local function facts(r)
-    assert.equal(200, r.status, r.body)
-    local t = {}
-    for k, v in r.body:gmatch("([%w_]+)=([^\n]*)\n") do t[k] = v end
-    return t
-end
+local facts = helpers.facts
 
 describe("TLS on sockets", function()
     local dir, nginx, ports, srv, c

@@ -381,6 +381,17 @@ function M.run_cli(args, timeout, opts)
     return status, p.text, p.out
 end
 
+-- The "key=value" lines a fixture answered (spec/fixtures/facts.lua wrote
+-- them), as a table; asserts a 200 first.
+function M.facts(r)
+    if r.status ~= 200 then
+        error(("expected status 200, got %s: %s"):format(tostring(r.status), tostring(r.body)), 2)
+    end
+    local t = {}
+    for k, v in r.body:gmatch("([%w_]+)=([^\n]*)\n") do t[k] = v end
+    return t
+end
+
 -- Splits the echo fixture's body into (params map, request body).
 function M.parse_echo(body)
     local head, rest = body:match("^(.-)\n\n(.*)$")
