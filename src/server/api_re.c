@@ -26,6 +26,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 
 #include "api_re.h"
+#include "vm.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -931,24 +932,18 @@ static const luaL_Reg re_funcs[] = {
     { NULL, NULL },
 };
 
-static void re_metatable(lua_State *L, const char *name, lua_CFunction gc)
-{
-    luaL_newmetatable(L, name);
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
-}
 
 void api_re_open(lua_State *L, struct vm *vm)
 {
     struct re_state *st;
 
     (void)vm;
-    re_metatable(L, RE_PROG_MT, re_prog_gc);
-    re_metatable(L, RE_BUF_MT, re_buf_gc);
-    re_metatable(L, RE_STATE_MT, re_state_gc);
+    vm_newclass(L, vm, RE_PROG_MT, NULL, re_prog_gc);
+    lua_pop(L, 1);
+    vm_newclass(L, vm, RE_BUF_MT, NULL, re_buf_gc);
+    lua_pop(L, 1);
+    vm_newclass(L, vm, RE_STATE_MT, NULL, re_state_gc);
+    lua_pop(L, 1);
     lua_newtable(L);                          /* core.re */
     st = lua_newuserdata(L, sizeof *st);      /* upvalue 1 */
     memset(st, 0, sizeof *st);

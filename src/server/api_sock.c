@@ -661,34 +661,14 @@ static const luaL_Reg api_sock_methods[] = {
 
 void api_sock_open(lua_State *L, struct vm *vm)
 {
-    luaL_newmetatable(L, SOCK_MT);
-    lua_newtable(L);
-    vm_setfuncs(L, vm, api_sock_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, api_l_sock_gc);
-    lua_setfield(L, -2, "__gc");
+    vm_newclass(L, vm, SOCK_MT, api_sock_methods, api_l_sock_gc);
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, api_l_sock_tostring, 1);
     lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, SOCK_MT);
-    lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
-
-    luaL_newmetatable(L, UDP_MT);
-    lua_newtable(L);
-    vm_setfuncs(L, vm, api_udp_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, api_l_sock_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushliteral(L, UDP_MT);
-    lua_setfield(L, -2, "__metatable");
+    vm_newclass(L, vm, UDP_MT, api_udp_methods, api_l_sock_gc);
     lua_pop(L, 1);
-
-    luaL_newmetatable(L, SESSION_MT);
-    lua_pushcfunction(L, api_l_session_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushliteral(L, SESSION_MT);
-    lua_setfield(L, -2, "__metatable");
+    vm_newclass(L, vm, SESSION_MT, NULL, api_l_session_gc);
     lua_pop(L, 1);
 
     lua_newtable(L);                 /* afcgi.core.socket */

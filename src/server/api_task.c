@@ -210,18 +210,11 @@ static const luaL_Reg api_task_funcs[] = {
 
 void api_task_open(lua_State *L, struct vm *vm)
 {
+    static const luaL_Reg timer_methods[] = { { "cancel", api_l_cancel }, { NULL, NULL } };
+
     vm_setfuncs(L, vm, api_task_funcs);
-    luaL_newmetatable(L, THREAD_MT);
-    lua_pushliteral(L, "afcgi.thread");
-    lua_setfield(L, -2, "__metatable");
+    vm_newclass(L, vm, THREAD_MT, NULL, NULL);
     lua_pop(L, 1);
-    luaL_newmetatable(L, TIMER_MT);
-    lua_newtable(L);                 /* methods */
-    lua_pushlightuserdata(L, vm);
-    lua_pushcclosure(L, api_l_cancel, 1);
-    lua_setfield(L, -2, "cancel");
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "afcgi.timer");
-    lua_setfield(L, -2, "__metatable");
+    vm_newclass(L, vm, TIMER_MT, timer_methods, NULL);
     lua_pop(L, 1);
 }

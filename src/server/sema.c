@@ -185,14 +185,7 @@ void sema_open(lua_State *L, struct vm *vm)
         { NULL, NULL },
     };
 
-    luaL_newmetatable(L, SEMA_MT);
-    lua_newtable(L);
-    vm_setfuncs(L, vm, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, sema_l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushliteral(L, SEMA_MT);
-    lua_setfield(L, -2, "__metatable");
+    vm_newclass(L, vm, SEMA_MT, methods, sema_l_gc);
     lua_pop(L, 1);
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, sema_l_new, 1);

@@ -801,6 +801,21 @@ static int sock_ready(struct sock *s)
     }
 }
 
+/* Keep n bytes read into the buffer. 0, or -1 with rerr set (no memory,
+ * or more buffered than one receive may return). */
+static int sock_keep(struct sock *s, const uint8_t *buf, size_t n)
+{
+    if (evbuffer_add(s->in, buf, n) < 0) {
+        s->rerr = "out of memory";
+        return -1;
+    }
+    if (evbuffer_get_length(s->in) > SOCK_MAX_BUFFER && !sock_ready(s)) {
+        s->rerr = "more than 1 GiB buffered for one receive";
+        return -1;
+    }
+    return 0;
+}
+
 /* UDP: take one datagram, cut to the size asked for (the rest of it is
  * lost, as recv(2) does). */
 static void sock_fill_dgram(struct sock *s)
@@ -849,14 +864,8 @@ static void sock_fill(struct sock *s)
                 s->rerr = sock_errstr(errno);
             return;
         }
-        if (evbuffer_add(s->in, buf, (size_t)n) < 0) {
-            s->rerr = "out of memory";
+        if (sock_keep(s, buf, (size_t)n) < 0)
             return;
-        }
-        if (evbuffer_get_length(s->in) > SOCK_MAX_BUFFER && !sock_ready(s)) {
-            s->rerr = "more than 1 GiB buffered for one receive";
-            return;
-        }
         if ((size_t)n < CORE_RBUF || sock_ready(s))
             return;
     }
@@ -888,14 +897,8 @@ static void sock_fill_tls(struct sock *s)
             s->rerr = err;
             return;
         }
-        if (evbuffer_add(s->in, buf, (size_t)n) < 0) {
-            s->rerr = "out of memory";
+        if (sock_keep(s, buf, (size_t)n) < 0)
             return;
-        }
-        if (evbuffer_get_length(s->in) > SOCK_MAX_BUFFER && !sock_ready(s)) {
-            s->rerr = "more than 1 GiB buffered for one receive";
-            return;
-        }
         if (sock_ready(s))
             break;
     }

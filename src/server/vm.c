@@ -223,6 +223,23 @@ void vm_setfuncs(lua_State *L, struct vm *vm, const luaL_Reg *f)
     }
 }
 
+void vm_newclass(lua_State *L, struct vm *vm, const char *name, const luaL_Reg *methods,
+                 lua_CFunction gc)
+{
+    luaL_newmetatable(L, name);
+    if (methods != NULL) {
+        lua_newtable(L);
+        vm_setfuncs(L, vm, methods);
+        lua_setfield(L, -2, "__index");
+    }
+    if (gc != NULL) {
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__metatable");
+}
+
 struct vm *vm_self(lua_State *L)
 {
     return lua_touserdata(L, lua_upvalueindex(1));

@@ -81,6 +81,13 @@ int vm_docall(struct lua_State *L, int nargs, int nres);
  * upvalue (vm_self finds it again). */
 void vm_setfuncs(struct lua_State *L, struct vm *vm, const luaL_Reg *f);
 
+/* Make the metatable 'name' of a kind of userdata: methods (may be NULL)
+ * as its __index, registered with vm_setfuncs; gc as __gc (may be NULL);
+ * __metatable set to name, so Lua code cannot read or replace it. Leaves
+ * it on the stack for more fields. */
+void vm_newclass(struct lua_State *L, struct vm *vm, const char *name, const luaL_Reg *methods,
+                 lua_CFunction gc);
+
 /* The vm of a C function registered by vm_setfuncs. */
 struct vm *vm_self(struct lua_State *L);
 
