@@ -22,6 +22,10 @@ ${temps}    default_type text/plain;
         location = /info {
             return 200 "req=$connection_requests resumed=$ssl_session_reused sni=$ssl_server_name";
         }
+        location = /sink {
+            client_max_body_size 16m;
+            return 200 "got $http_content_length";
+        }
     }
     server {
         listen 127.0.0.1:${wrong_port} ssl;
@@ -209,6 +213,13 @@ describe("TLS on sockets", function()
             assert.matches("certificate host mismatch$", a.err)
             local b = fetch("https://localhost:" .. ports.wrong_port .. "/info", "&verify=0")
             assert.equal("wrong", b.body)
+        end)
+
+        it("POSTs 4 MiB over TLS (writes that wait for the socket) and reads the answer", function()
+            local a = fetch("https://localhost:" .. ports.port .. "/sink", "&bn=" .. 4 * 1048576)
+            assert.is_nil(a.err)
+            assert.equal("200", a.status)
+            assert.equal("got 4194304", a.body)
         end)
 
         it("keeps http and https connections to one host apart", function()

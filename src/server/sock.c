@@ -34,6 +34,7 @@
 #include "tls.h"
 
 #define SOCK_READS_PER_EVENT 16
+#define SOCK_TLS_RECORD 16384 /* TLS's largest record payload */
 
 struct sock_dns {
     struct sock *s; /* NULL once the socket gave up on the lookup */
@@ -534,11 +535,14 @@ static int sock_flush_tls(struct sock *s)
     const char *err = "closed";
 
     while (evbuffer_get_length(s->out) > 0) {
-        struct evbuffer_iovec v;
+        size_t len = evbuffer_get_length(s->out);
         ssize_t n;
 
-        evbuffer_peek(s->out, -1, NULL, &v, 1);
-        n = tls_write(s->ssl, v.iov_base, v.iov_len, &err);
+        /* whole records: a request queued in pieces (a driver's table of
+         * strings) goes as one record, not one per piece */
+        if (len > SOCK_TLS_RECORD)
+            len = SOCK_TLS_RECORD;
+        n = tls_write(s->ssl, evbuffer_pullup(s->out, (ssize_t)len), len, &err);
         if (n > 0) {
             evbuffer_drain(s->out, (size_t)n);
             continue;
