@@ -33,7 +33,7 @@ COMMON_SRCS = src/common/fcgi.c src/common/buf.c
 SERVER_CORE = $(COMMON_SRCS) \
               $(addprefix src/server/,log.c clock.c vm.c watchdog.c task.c timer.c sema.c sock.c pool.c \
                   req.c thread.c conn.c access.c stats.c api.c api_sock.c api_task.c \
-                  server.c listen.c)
+                  shdict.c api_shdict.c server.c listen.c)
 SERVER_SRCS = $(SERVER_CORE) $(addprefix src/server/,options.c privs.c master.c main.c)
 BENCH_SRCS  = src/common/fcgi.c $(wildcard src/bench/*.c)
 SERVER_OBJS = $(SERVER_SRCS:src/%.c=$(BUILD)/%.o)

@@ -12,9 +12,10 @@
 -- What is here: ngx.socket.tcp/connect (afcgi.socket), ngx.null, ngx.log and
 -- its levels, ngx.sleep, ngx.now, ngx.time, ngx.update_time, ngx.thread,
 -- ngx.timer.at/every, ngx.worker, ngx.config, the ngx.OK... and ngx.HTTP_*
--- constants. What is not (the nginx request phases, ngx.var, ngx.ctx,
--- ngx.shared, ngx.re, ngx.say...) stays absent: a driver that needs it fails
--- loudly on a nil field rather than getting something that only looks alike.
+-- constants, ngx.shared (the --shared-dict dictionaries, afcgi.shared). What
+-- is not (the nginx request phases, ngx.var, ngx.ctx, ngx.re, ngx.say...)
+-- stays absent: a driver that needs it fails loudly on a nil field rather
+-- than getting something that only looks alike.
 local afcgi = require "afcgi"
 local core = require "afcgi.core"
 
@@ -32,6 +33,7 @@ local M = {
     HTTP_UNAUTHORIZED = 401, HTTP_FORBIDDEN = 403, HTTP_NOT_FOUND = 404,
     HTTP_INTERNAL_SERVER_ERROR = 500, HTTP_BAD_GATEWAY = 502, HTTP_SERVICE_UNAVAILABLE = 503,
     HTTP_GATEWAY_TIMEOUT = 504,
+    shared = require "afcgi.shared",
     sleep = afcgi.sleep,
     now = afcgi.now,
     update_time = core.update_time,
@@ -81,6 +83,10 @@ M.worker = {
     pid = function() local _, pid = core.worker() return pid end,
     id = function() local n = core.worker() return n > 0 and n - 1 or 0 end,
 }
+
+-- lua-resty-lock and others require OpenResty's FFI shdict module first;
+-- afcgi.shared already is that API, so the name loads an empty module.
+package.preload["resty.core.shdict"] = function() return {} end
 
 if rawget(_G, "ngx") == nil then
     rawset(_G, "ngx", M)

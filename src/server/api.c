@@ -471,6 +471,7 @@ int api_open(lua_State *L)
     api_task_open(L, vm);
     api_sock_open(L, vm);
     sema_open(L, vm);
+    api_shdict_open(L, vm);
     lua_newtable(L);                          /* req_fields: Lua-computed req fields */
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "req_fields");
