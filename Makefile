@@ -156,7 +156,7 @@ clean:
 FUZZ_SECONDS ?= 60
 CI_FUZZ_SECONDS ?= 15
 FUZZ_CC      ?= clang
-FUZZ_TARGETS  = record nv conn
+FUZZ_TARGETS  = record nv conn shdict
 FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 $(CSTD) -Wall -Wextra -Werror $(PKG_CFLAGS) \
                 -DFUZZ_APP='"$(CURDIR)/spec/fixtures/fuzz_app.lua"' -DFUZZ_LUA_DIR='"$(CURDIR)/lua"'
@@ -172,6 +172,10 @@ build/fuzz/nv: fuzz/nv.c src/common/fcgi.c src/common/fcgi.h
 build/fuzz/conn: fuzz/conn.c $(FUZZ_CORE) src/server/*.h src/common/*.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/conn.c $(FUZZ_CORE) $(PKG_LIBS) -lm -pthread
+
+build/fuzz/shdict: fuzz/shdict.c src/server/shdict.c src/server/log.c src/server/*.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/shdict.c src/server/shdict.c src/server/log.c -pthread
 
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
 

@@ -37,6 +37,7 @@
 #include "shdict.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +139,7 @@ struct shdict {
     int freed;                 /* blocks freed since the last commit */
     long crash_left;           /* fuzzing: writes before crash_fn */
     void (*crash_fn)(void);
+    void (*commit_fn)(const struct shdict *d); /* fuzzing: told of every commit */
 };
 
 static struct shdict *shd_all[SHD_MAX];
@@ -244,6 +246,8 @@ static void shd_commit(struct shdict *d)
     d->h->blob_used = 0;
     FENCE();
     d->freed = 0;
+    if (d->commit_fn)
+        d->commit_fn(d);
 }
 
 /* Put back the state of the last commit: the logged bytes, newest first. */
@@ -1391,10 +1395,48 @@ void shdict_crash_after(struct shdict *d, long writes, void (*fn)(void))
 
 void shdict_recover_dead(struct shdict *d)
 {
+    void (*fn)(const struct shdict *) = d->commit_fn;
+
     d->crash_left = 0;
+    d->commit_fn = NULL; /* the rollback's own commit is not a new state */
     shd_rollback(d);
+    d->commit_fn = fn;
     d->h->recoveries++;
     pthread_mutex_unlock(&d->h->lock);
+}
+
+void shdict_on_commit(struct shdict *d, void (*fn)(const struct shdict *d))
+{
+    d->commit_fn = fn;
+}
+
+const void *shdict_image(const struct shdict *d, size_t *size)
+{
+    *size = d->map_size;
+    return d->base;
+}
+
+int shdict_same_state(const struct shdict *d, const void *image, char *err, size_t errlen)
+{
+    const unsigned char *img = image;
+    const struct shd_hdr *h = d->h, *ih = image;
+    size_t from = offsetof(struct shd_hdr, lru_head), to = offsetof(struct shd_hdr, recoveries);
+
+    VERIFY(memcmp((const char *)h + from, (const char *)ih + from, to - from) == 0,
+           "header fields differ from the last commit");
+    VERIFY(memcmp(d->base + h->buckets, img + h->buckets, 4 * (size_t)h->nbuckets) == 0,
+           "buckets differ from the last commit");
+    for (uint32_t b = h->arena; b <= h->arena_end; b += bsize(d, b)) {
+        size_t n = b == h->arena_end ? 8 : bflags(d, b) & F_FREE ? 16 : bsize(d, b);
+
+        VERIFY(memcmp(d->base + b, img + b, n) == 0, "block at %u differs from the last "
+               "commit (%s)", b, bflags(d, b) & F_FREE ? "free" : "used");
+        if (b == h->arena_end || bsize(d, b) == 0)
+            break;
+    }
+    return 0;
+bad:
+    return -1;
 }
 
 /* ---- mapping ------------------------------------------------------------ */

@@ -170,4 +170,12 @@ void shdict_crash_after(struct shdict *d, long writes, void (*fn)(void));
  * the undo log and let go of the lock as if the holder had). */
 void shdict_recover_dead(struct shdict *d);
 
+/* For the fuzz target: fn is called after every commit (it may copy the
+ * mapping, whose bytes shdict_image gives); shdict_same_state compares the
+ * mapping with such a copy wherever the state lives (the header's fields,
+ * the buckets, every used block, free blocks' headers and links). */
+void shdict_on_commit(struct shdict *d, void (*fn)(const struct shdict *d));
+const void *shdict_image(const struct shdict *d, size_t *size);
+int shdict_same_state(const struct shdict *d, const void *image, char *err, size_t errlen);
+
 #endif
