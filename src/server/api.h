@@ -20,9 +20,9 @@ void api_task_open(struct lua_State *L, struct vm *vm);
 /* Add afcgi.core.socket (tcp sockets) and afcgi.core.null (api_sock.c). */
 void api_sock_open(struct lua_State *L, struct vm *vm);
 
-/* Add afcgi.core.shdict_verify to the module table on top of L and
- * register module "afcgi.shared", the --shared-dict dictionaries
- * (api_shdict.c). */
+/* Add the --shared-dict dictionaries to the module table on top of L
+ * (afcgi.core.shdict_*, from which lua/afcgi/shared.lua makes module
+ * "afcgi.shared"; api_shdict.c). */
 void api_shdict_open(struct lua_State *L, struct vm *vm);
 
 /* Push the req and res tables for r onto co. */

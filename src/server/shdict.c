@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -94,6 +95,7 @@ struct shd_hdr {
     uint64_t epoch;            /* flush_all: entries stored before are expired */
     uint64_t evictions;
     uint64_t recoveries;       /* written after a recovery, not logged */
+    uint32_t held;             /* a hint for spinners: 1 while someone holds the lock */
     /* the undo log */
     uint32_t log_n;
     uint32_t blob_used;
@@ -137,6 +139,7 @@ struct shdict {
     struct shd_hdr *h;
     size_t map_size;
     int freed;                 /* blocks freed since the last commit */
+    uint32_t log_limit;        /* LOG_MAX; 0 while crash_left runs (all writes go slow) */
     long crash_left;           /* fuzzing: writes before crash_fn */
     void (*crash_fn)(void);
     void (*commit_fn)(const struct shdict *d); /* fuzzing: told of every commit */
@@ -146,6 +149,18 @@ static struct shdict *shd_all[SHD_MAX];
 static size_t shd_n;
 
 #define FENCE() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_PAUSE() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define CPU_PAUSE() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define CPU_PAUSE() FENCE()
+#endif
+
+#define SPIN_MAX 2048          /* pauses spun, doubling, before sleeping on the lock */
+
+static int shd_spin = -1;      /* spin at all: more than one CPU */
 
 static inline uint32_t *P32(const struct shdict *d, uint32_t off)
 {
@@ -169,29 +184,34 @@ static inline uint32_t OFF(const struct shdict *d, const void *p)
 
 /* ---- undo log ---------------------------------------------------------- */
 
-static void shd_crash_point(struct shdict *d)
+/* The rare cases of logging a write: the fuzz target's crash point, and a
+ * full log (a bug: the next locker rolls back what this operation did). */
+static void undo_slow(struct shdict *d)
 {
-    if (d->crash_left > 0 && --d->crash_left == 0)
+    if (d->crash_left > 0 && --d->crash_left == 0) {
+        d->log_limit = LOG_MAX;
         d->crash_fn();
+    }
+    if (d->h->log_n >= LOG_MAX) {
+        log_error("shared dict %s: undo log overflow (a bug)", d->name);
+        abort();
+    }
 }
 
-/* Record the 'width' bytes at p (1 to 8) before they change. */
-static void undo_save(struct shdict *d, void *p, unsigned width)
+/* Record that the 'width' bytes at off held 'old' before they change. */
+static inline void undo_save(struct shdict *d, uint32_t off, uint32_t width, uint64_t old)
 {
     struct shd_hdr *h = d->h;
-    uint32_t n = h->log_n;
     struct shd_undo *u;
+    uint32_t n;
 
-    shd_crash_point(d);
-    if (n >= LOG_MAX) {
-        log_error("shared dict %s: undo log overflow (a bug)", d->name);
-        abort(); /* the next locker rolls back what this operation did */
-    }
+    if (__builtin_expect(h->log_n >= d->log_limit, 0))
+        undo_slow(d);
+    n = h->log_n;
     u = &h->log[n];
-    u->off = OFF(d, p);
+    u->off = off;
     u->width = width;
-    u->old = 0;
-    memcpy(&u->old, p, width);
+    u->old = old;
     FENCE();
     h->log_n = n + 1;
     FENCE();
@@ -201,12 +221,13 @@ static void undo_save(struct shdict *d, void *p, unsigned width)
 static void undo_save_blob(struct shdict *d, void *p, size_t len)
 {
     struct shd_hdr *h = d->h;
-    uint32_t n = h->log_n, at = h->blob_used;
+    uint32_t n, at = h->blob_used;
     struct shd_undo *u;
 
-    shd_crash_point(d);
-    if (n >= LOG_MAX || at + len > BLOB_MAX) {
-        log_error("shared dict %s: undo log overflow (a bug)", d->name);
+    undo_slow(d);
+    n = h->log_n;
+    if (at + len > BLOB_MAX) {
+        log_error("shared dict %s: undo blob overflow (a bug)", d->name);
         abort();
     }
     memcpy(h->blob + at, p, len);
@@ -220,22 +241,41 @@ static void undo_save_blob(struct shdict *d, void *p, size_t len)
     FENCE();
 }
 
+/* Logged writes; a word that keeps its value is not logged. */
 static inline void w32(struct shdict *d, uint32_t *p, uint32_t v)
 {
-    undo_save(d, p, 4);
-    *p = v;
+    if (*p != v) {
+        undo_save(d, OFF(d, p), 4, *p);
+        *p = v;
+    }
 }
 
 static inline void w64(struct shdict *d, void *p, uint64_t v)
 {
-    undo_save(d, p, 8);
-    memcpy(p, &v, 8);
+    uint64_t old;
+
+    memcpy(&old, p, 8);
+    if (old != v) {
+        undo_save(d, OFF(d, p), 8, old);
+        memcpy(p, &v, 8);
+    }
 }
 
 static inline void w8(struct shdict *d, uint8_t *p, uint8_t v)
 {
-    undo_save(d, p, 1);
-    *p = v;
+    if (*p != v) {
+        undo_save(d, OFF(d, p), 1, *p);
+        *p = v;
+    }
+}
+
+/* Log the 8 bytes at p (written next without w64). */
+static inline void save64(struct shdict *d, void *p)
+{
+    uint64_t old;
+
+    memcpy(&old, p, 8);
+    undo_save(d, OFF(d, p), 8, old);
 }
 
 /* Everything logged so far stands. Only where the structures are whole. */
@@ -274,8 +314,24 @@ static void shd_rollback(struct shdict *d)
 
 static void shd_lock(struct shdict *d)
 {
-    int rc = pthread_mutex_lock(&d->h->lock);
+    int rc = pthread_mutex_trylock(&d->h->lock);
 
+    if (rc == EBUSY) {
+        /* as nginx's locks do: a holder is done in a few hundred ns, so
+         * spin a while (reading the hint, not hammering the mutex) before
+         * sleeping in the kernel; a dead holder's hint stays set, so this
+         * ends in pthread_mutex_lock all the same */
+        if (shd_spin < 0)
+            shd_spin = sysconf(_SC_NPROCESSORS_ONLN) > 1;
+        for (unsigned n = 1; shd_spin && n < SPIN_MAX && rc == EBUSY; n <<= 1) {
+            for (unsigned i = 0; i < n; i++)
+                CPU_PAUSE();
+            if (__atomic_load_n(&d->h->held, __ATOMIC_RELAXED) == 0)
+                rc = pthread_mutex_trylock(&d->h->lock);
+        }
+        if (rc == EBUSY)
+            rc = pthread_mutex_lock(&d->h->lock);
+    }
     if (rc == EOWNERDEAD) {
         uint32_t n = d->h->log_n;
 
@@ -288,11 +344,13 @@ static void shd_lock(struct shdict *d)
         log_error("shared dict %s: lock: %s", d->name, strerror(rc));
         abort(); /* ENOTRECOVERABLE: cannot happen, every owner marks it consistent */
     }
+    __atomic_store_n(&d->h->held, 1, __ATOMIC_RELAXED);
 }
 
 static void shd_unlock(struct shdict *d)
 {
     shd_commit(d);
+    __atomic_store_n(&d->h->held, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&d->h->lock);
 }
 
@@ -417,7 +475,7 @@ static uint32_t blk_alloc(struct shdict *d, size_t want)
         return 0;
     bs = bsize(d, b);
     fl_remove(d, b, bs);
-    undo_save(d, P32(d, b + 8), 8); /* its free links: the caller writes over them unlogged */
+    save64(d, P32(d, b + 8)); /* its free links: the caller writes over them unlogged */
     next = b + bs;
     if (bs - size >= BLK_MIN) {
         uint32_t r = b + size, rs = bs - size;
@@ -472,8 +530,18 @@ static uint32_t shd_hash(const char *k, size_t n)
         h = (h ^ w) * 0xff51afd7ed558ccdull;
         h ^= h >> 29;
     }
-    w = 0;
-    memcpy(&w, k, n);
+    if (n >= 4) {                   /* the last 1-7 bytes, in at most two loads */
+        uint32_t lo, hi;
+
+        memcpy(&lo, k, 4);
+        memcpy(&hi, k + n - 4, 4);
+        w = (uint64_t)hi << 32 | lo;
+    } else if (n > 0) {
+        w = (uint64_t)(unsigned char)k[0] | (uint64_t)(unsigned char)k[n / 2] << 8 |
+            (uint64_t)(unsigned char)k[n - 1] << 16;
+    } else {
+        w = 0;
+    }
     h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 32;
     h *= 0x9e3779b97f4a7c15ull;
@@ -563,9 +631,11 @@ static void lru_push(struct shdict *d, uint32_t e)
 {
     struct shd_hdr *h = d->h;
     struct shd_ent *x = ENT(d, e);
+    uint32_t links[2] = { 0, h->lru_head };         /* newer, older: adjacent */
+    uint64_t both;
 
-    w32(d, &x->newer, 0);
-    w32(d, &x->older, h->lru_head);
+    memcpy(&both, links, 8);
+    w64(d, &x->newer, both);
     if (h->lru_head)
         w32(d, &ENT(d, h->lru_head)->newer, e);
     else
@@ -799,8 +869,7 @@ const char *shdict_store(struct shdict *d, int op, const char *key, size_t klen,
         w64(d, &x->expires, (uint64_t)expiry(exptime_ms, now));
         w64(d, &x->epoch, d->h->epoch);
         w32(d, (uint32_t *)&x->flags, (uint32_t)v->flags);
-        if (x->type != v->type)
-            w8(d, &x->type, (uint8_t)v->type);
+        w8(d, &x->type, (uint8_t)v->type);
         undo_save_blob(d, ent_value(x), vlen);
         memcpy(ent_value(x), val, vlen);
         shd_unlock(d);
@@ -907,7 +976,7 @@ const char *shdict_incr(struct shdict *d, const char *key, size_t klen, double *
         }
         memcpy(&num, ent_value(x), 8);
         num += *value;
-        undo_save(d, ent_value(x), 8);
+        save64(d, ent_value(x));
         memcpy(ent_value(x), &num, 8);
         shd_unlock(d);
         *value = num;
@@ -924,9 +993,8 @@ const char *shdict_incr(struct shdict *d, const char *key, size_t klen, double *
         w32(d, (uint32_t *)&x->flags, 0);
         w64(d, &x->expires, (uint64_t)expiry(init_ttl_ms, now));
         w64(d, &x->epoch, d->h->epoch);
-        if (x->type != SHDICT_NUMBER)
-            w8(d, &x->type, SHDICT_NUMBER);
-        undo_save(d, ent_value(x), 8);
+        w8(d, &x->type, SHDICT_NUMBER);
+        save64(d, ent_value(x));
         memcpy(ent_value(x), &num, 8);
         shd_unlock(d);
         *value = num;
@@ -1382,6 +1450,7 @@ int shdict_verify(struct shdict *d, char *err, size_t errlen)
     }
     shd_lock(d);
     rc = verify_locked(d, marks, err, errlen);
+    __atomic_store_n(&d->h->held, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&d->h->lock);
     free(marks);
     return rc;
@@ -1391,6 +1460,7 @@ void shdict_crash_after(struct shdict *d, long writes, void (*fn)(void))
 {
     d->crash_left = writes;
     d->crash_fn = fn;
+    d->log_limit = writes > 0 ? 0 : LOG_MAX;
 }
 
 void shdict_recover_dead(struct shdict *d)
@@ -1398,10 +1468,12 @@ void shdict_recover_dead(struct shdict *d)
     void (*fn)(const struct shdict *) = d->commit_fn;
 
     d->crash_left = 0;
+    d->log_limit = LOG_MAX;
     d->commit_fn = NULL; /* the rollback's own commit is not a new state */
     shd_rollback(d);
     d->commit_fn = fn;
     d->h->recoveries++;
+    __atomic_store_n(&d->h->held, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&d->h->lock);
 }
 
@@ -1471,6 +1543,7 @@ struct shdict *shdict_create(const char *name, size_t size, char *err, size_t er
         return NULL;
     }
     snprintf(d->name, sizeof d->name, "%s", name);
+    d->log_limit = LOG_MAX;
     d->base = m;
     d->map_size = map;
     d->h = h = m;
