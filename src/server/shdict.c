@@ -198,23 +198,27 @@ static void undo_slow(struct shdict *d)
     }
 }
 
-/* Record that the 'width' bytes at off held 'old' before they change. */
+/* Record that the 'width' bytes at off held 'old' before they change.
+ * The record, then log_n, then (in the caller) the write itself must reach
+ * memory in that order for a rollback to be right wherever a death stops
+ * the process: they are volatile stores, which the compiler keeps in
+ * order, and x86 does too (elsewhere a dead process's stores all land
+ * before the kernel marks its mutex's owner dead). */
 static inline void undo_save(struct shdict *d, uint32_t off, uint32_t width, uint64_t old)
 {
     struct shd_hdr *h = d->h;
-    struct shd_undo *u;
-    uint32_t n;
+    volatile struct shd_undo *u;
+    uint32_t n = h->log_n;
 
-    if (__builtin_expect(h->log_n >= d->log_limit, 0))
+    if (__builtin_expect(n >= d->log_limit, 0)) {
         undo_slow(d);
-    n = h->log_n;
+        n = h->log_n;
+    }
     u = &h->log[n];
     u->off = off;
     u->width = width;
     u->old = old;
-    FENCE();
-    h->log_n = n + 1;
-    FENCE();
+    *(volatile uint32_t *)&h->log_n = n + 1;
 }
 
 /* Record len (<= BLOB_MAX - blob_used) bytes at p before they change. */
@@ -238,18 +242,20 @@ static void undo_save_blob(struct shdict *d, void *p, size_t len)
     u->old = at;
     FENCE();
     h->log_n = n + 1;
-    FENCE();
+    FENCE();                        /* the caller's memcpy comes after */
 }
 
-/* Logged writes; a word that keeps its value is not logged. */
+/* Logged writes (after the record, volatile: see undo_save); a word that
+ * keeps its value is not logged. */
 static inline void w32(struct shdict *d, uint32_t *p, uint32_t v)
 {
     if (*p != v) {
         undo_save(d, OFF(d, p), 4, *p);
-        *p = v;
+        *(volatile uint32_t *)p = v;
     }
 }
 
+/* p 8-aligned or not (values sit after keys of any length) */
 static inline void w64(struct shdict *d, void *p, uint64_t v)
 {
     uint64_t old;
@@ -257,6 +263,7 @@ static inline void w64(struct shdict *d, void *p, uint64_t v)
     memcpy(&old, p, 8);
     if (old != v) {
         undo_save(d, OFF(d, p), 8, old);
+        FENCE();
         memcpy(p, &v, 8);
     }
 }
@@ -265,17 +272,18 @@ static inline void w8(struct shdict *d, uint8_t *p, uint8_t v)
 {
     if (*p != v) {
         undo_save(d, OFF(d, p), 1, *p);
-        *p = v;
+        *(volatile uint8_t *)p = v;
     }
 }
 
-/* Log the 8 bytes at p (written next without w64). */
+/* Log the 8 bytes at p, which the caller writes next. */
 static inline void save64(struct shdict *d, void *p)
 {
     uint64_t old;
 
     memcpy(&old, p, 8);
     undo_save(d, OFF(d, p), 8, old);
+    FENCE();
 }
 
 /* Everything logged so far stands. Only where the structures are whole. */
@@ -585,16 +593,43 @@ static size_t list_ent_size(size_t klen)
     return sizeof(struct shd_ent) + ((klen + 7) & ~(size_t)7) + sizeof(struct shd_lhead);
 }
 
+/* key == the n bytes at p (n > 0); short keys without calling memcmp. */
+static inline int key_eq(const unsigned char *p, const char *key, size_t n)
+{
+    uint64_t a, b, c, e;
+
+    if (n > 16)
+        return memcmp(p, key, n) == 0;
+    if (n >= 8) {                   /* two 8-byte loads, overlapping if n < 16 */
+        memcpy(&a, p, 8);
+        memcpy(&b, key, 8);
+        memcpy(&c, p + n - 8, 8);
+        memcpy(&e, key + n - 8, 8);
+        return a == b && c == e;
+    }
+    if (n >= 4) {
+        uint32_t w, x, y, z;
+
+        memcpy(&w, p, 4);
+        memcpy(&x, key, 4);
+        memcpy(&y, p + n - 4, 4);
+        memcpy(&z, key + n - 4, 4);
+        return w == x && y == z;
+    }
+    return p[0] == (unsigned char)key[0] && p[n - 1] == (unsigned char)key[n - 1] &&
+           p[n / 2] == (unsigned char)key[n / 2];
+}
+
 /* The entry for key, and the link pointing at it; 0 if none. */
-static uint32_t ent_find(struct shdict *d, uint32_t hash, const char *key, size_t klen,
-                         uint32_t **linkp)
+static inline uint32_t ent_find(struct shdict *d, uint32_t hash, const char *key, size_t klen,
+                                uint32_t **linkp)
 {
     uint32_t *link = bucket(d, hash), e;
 
     for (e = *link; e != 0; link = &ENT(d, e)->hnext, e = *link) {
         const struct shd_ent *x = ENT(d, e);
 
-        if (x->hash == hash && x->klen == klen && memcmp(x->data, key, klen) == 0) {
+        if (x->hash == hash && x->klen == klen && (klen == 0 || key_eq(x->data, key, klen))) {
             if (linkp)
                 *linkp = link;
             return e;
@@ -743,15 +778,26 @@ static int expire_tail(struct shdict *d, int64_t now, int force)
     return freed;
 }
 
-/* Lock, and the housekeeping every operation starts with. */
-static void shd_begin(struct shdict *d, int64_t now, int expire)
+/* The housekeeping of shd_begin, when there is some. */
+static __attribute__((noinline)) void shd_housekeep(struct shdict *d, int64_t now, int expire)
 {
-    shd_lock(d);
     if (d->h->garbage)
         garbage_drain(d, GARBAGE_PER_OP);
     if (expire)
         expire_tail(d, now, 0);
     shd_commit(d);
+}
+
+/* Lock, and the housekeeping every operation starts with: a few list
+ * elements of the garbage freed, the expired entries at the LRU tail. */
+static inline void shd_begin(struct shdict *d, int64_t now, int expire)
+{
+    uint32_t tail;
+
+    shd_lock(d);
+    tail = d->h->lru_tail;
+    if (d->h->garbage || (expire && tail != 0 && ent_expired(d, ENT(d, tail), now)))
+        shd_housekeep(d, now, expire);
 }
 
 /* blk_alloc, freeing garbage (memory no valid item holds) when short. */
@@ -788,8 +834,8 @@ static uint32_t shd_take_room(struct shdict *d, size_t want, int safe, int64_t n
 
 /* Find key; a live entry becomes the most recently used (OpenResty's
  * lookup). *expired tells whether the one found has expired. */
-static uint32_t shd_lookup(struct shdict *d, uint32_t hash, const char *key, size_t klen,
-                           int64_t now, uint32_t **link, int *expired)
+static inline uint32_t shd_lookup(struct shdict *d, uint32_t hash, const char *key,
+                                  size_t klen, int64_t now, uint32_t **link, int *expired)
 {
     uint32_t e = ent_find(d, hash, key, klen, link);
 
