@@ -66,20 +66,6 @@ function Conn:get(uri)
     return parse(self, self.c:request(self.id, uri))
 end
 
--- Sends every uri at once on this connection (multiplexed); returns the
--- bodies in order.
-function Conn:mux(uris)
-    local ids = {}
-    for i, uri in ipairs(uris) do
-        self.id = self.id + 1
-        ids[i] = self.id
-        proc.send(self.c, self.id, uri)
-    end
-    local out = {}
-    for i, id in ipairs(ids) do out[i] = parse(self, self.c:read_response(id)) end
-    return out
-end
-
 function Conn:close() self.c:close() end
 
 -- Two connections, one to each worker (pass mode gives each new connection
@@ -109,10 +95,29 @@ local function dict_status(c, name)
     error("no dictionary " .. name .. " on the status page")
 end
 
-local function rep(s, n)
+local function rep(v, n)
     local t = {}
-    for i = 1, n do t[i] = s end
+    for i = 1, n do t[i] = v end
     return t
+end
+
+-- Sends uri n times on each of the connections at once (multiplexed, so
+-- every worker runs n of them concurrently), then reads every answer.
+-- Returns the bodies.
+local function at_once(conns, uri, n)
+    local sent = {}
+    for _ = 1, n do
+        for _, c in ipairs(conns) do
+            c.id = c.id + 1
+            proc.send(c.c, c.id, uri)
+            sent[#sent + 1] = { c, c.id }
+        end
+    end
+    local out = {}
+    for i, s in ipairs(sent) do
+        out[i] = parse(s[1], s[1].c:read_response(s[2], VALGRIND and 300 or 60))
+    end
+    return out
 end
 
 local function exists(path) return unistd.access(path) == 0 end
@@ -228,17 +233,11 @@ ${temps}    lua_shared_dict probe 1m;
         local srv = start()
         local a, b = two_conns(srv)
         local per, n = SLOW and 4 or 16, SLOW and 200 or 1000
-        local uri = "/incr?n=" .. n .. "&every=7"
-        -- both connections' requests at once: 2 x per requests, each n incr
-        -- that yield every 7 (so the requests of one worker interleave too)
-        local ca, cb = rep(uri, per), rep(uri, per)
-        for i = 1, per do proc.send(a.c, 100 + i, ca[i]) proc.send(b.c, 100 + i, cb[i]) end
+        -- 2 x per requests at once, each n incr that yield every 7 (so the
+        -- requests of one worker interleave too)
         local max = 0
-        for i = 1, per do
-            for _, c in ipairs({ a, b }) do
-                local v = tonumber(parse(c, c.c:read_response(100 + i, VALGRIND and 300 or 60)))
-                if v > max then max = v end
-            end
+        for _, v in ipairs(at_once({ a, b }, "/incr?n=" .. n .. "&every=7", per)) do
+            max = math.max(max, tonumber(v))
         end
         assert.equal(2 * per * n, tonumber((a:get("/get?k=counter"):match("^(%S+)"))))
         assert.equal(2 * per * n, max)                       -- the last answer saw them all
@@ -285,12 +284,9 @@ ${temps}    lua_shared_dict probe 1m;
         local a, b = two_conns(srv)
         assert.equal("true nil", a:get("/set?d=small&k=after&v=kill"))
         assert.equal("kill string", b:get("/get?d=small&k=after"))
-        local uri = "/hammer?ms=" .. ms
-        a.id, b.id = a.id + 1, b.id + 1
-        proc.send(a.c, a.id, uri)
-        proc.send(b.c, b.id, uri)
-        assert.matches("^started %d+$", parse(a, a.c:read_response(a.id, VALGRIND and 300 or 60)))
-        assert.matches("^started %d+$", parse(b, b.c:read_response(b.id, VALGRIND and 300 or 60)))
+        for _, done in ipairs(at_once({ a, b }, "/hammer?ms=" .. ms, 1)) do
+            assert.matches("^started %d+$", done)
+        end
         assert.equal("ok", a:get("/verify?d=small"))
     end)
 
@@ -360,25 +356,17 @@ ${temps}    lua_shared_dict probe 1m;
         local a, b = two_conns(srv)
         local per, n = SLOW and 3 or 6, SLOW and 10 or 40
         -- the control: without the lock, concurrent read-yield-write loses updates
-        local outs = {}
-        for i = 1, per do proc.send(a.c, 200 + i, "/lock?unlocked=1&n=" .. n)
-                          proc.send(b.c, 200 + i, "/lock?unlocked=1&n=" .. n) end
-        for i = 1, per do
-            outs[#outs + 1] = tonumber(parse(a, a.c:read_response(200 + i, 60)))
-            outs[#outs + 1] = tonumber(parse(b, b.c:read_response(200 + i, 60)))
+        local most = 0
+        for _, v in ipairs(at_once({ a, b }, "/lock?unlocked=1&n=" .. n, per)) do
+            most = math.max(most, tonumber(v))
         end
-        assert.is_true(math.max(unpack(outs)) > 1, "the control never had two holders")
+        assert.is_true(most > 1, "the control never had two holders")
         local lost = tonumber((a:get("/get?k=locked"):match("^(%S+)")))
         assert.is_true(lost < 2 * per * n, "the control lost no update")
         assert.equal("true nil", a:get("/set?k=locked&v=0"))
         assert.equal("true nil", a:get("/set?k=locked"))
         -- with the lock: one holder at a time, no update lost
-        for i = 1, per do proc.send(a.c, 300 + i, "/lock?n=" .. n)
-                          proc.send(b.c, 300 + i, "/lock?n=" .. n) end
-        for i = 1, per do
-            assert.equal("1", parse(a, a.c:read_response(300 + i, VALGRIND and 300 or 60)))
-            assert.equal("1", parse(b, b.c:read_response(300 + i, VALGRIND and 300 or 60)))
-        end
+        assert.same(rep("1", 2 * per), at_once({ a, b }, "/lock?n=" .. n, per))
         assert.equal(2 * per * n, tonumber((a:get("/get?k=locked"):match("^(%S+)"))))
     end)
 
@@ -410,12 +398,7 @@ ${temps}    lua_shared_dict probe 1m;
         local srv = start(nil, { env = env })
         local a, b = two_conns(srv)
         local per, n = SLOW and 3 or 5, SLOW and 10 or 30
-        for i = 1, per do proc.send(a.c, 400 + i, "/resty-lock?n=" .. n)
-                          proc.send(b.c, 400 + i, "/resty-lock?n=" .. n) end
-        for i = 1, per do
-            assert.equal("1", parse(a, a.c:read_response(400 + i, VALGRIND and 300 or 60)))
-            assert.equal("1", parse(b, b.c:read_response(400 + i, VALGRIND and 300 or 60)))
-        end
+        assert.same(rep("1", 2 * per), at_once({ a, b }, "/resty-lock?n=" .. n, per))
         assert.equal(2 * per * n, tonumber((a:get("/get?k=rlocked"):match("^(%S+)"))))
     end)
 

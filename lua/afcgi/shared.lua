@@ -93,7 +93,8 @@ end
 
 -- What get and get_stale found: the value, its flags (nil when 0).
 local function found()
-    local t, v = value.type, nil
+    local t = value.type
+    local v
     if t == T_STRING then
         v = ffi_string(value.str, value.len)
     elseif t == T_NUMBER then
@@ -108,27 +109,27 @@ local function found()
     return v, flags
 end
 
-local function get(dict, key)
-    local z = zone_of(dict)
+-- get and get_stale: nil (none), the value and its flags, or nil and the
+-- error.
+local function fetch(z, key, stale)
     local k, n = key_of(key)
     if not k then return nil, n end
-    local err = failure(c.get(clock, z, k, n, 0, value, errmsg))
+    local err = failure(c.get(clock, z, k, n, stale, value, errmsg))
     if err then return nil, err end
-    if value.type == T_NIL then return nil end
-    local v, flags = found()
+    return found()
+end
+
+local function get(dict, key)
+    local v, flags = fetch(zone_of(dict), key, 0)
     if flags then return v, flags end
     return v
 end
 
 local function get_stale(dict, key)
-    local z = zone_of(dict)
-    local k, n = key_of(key)
-    if not k then return nil, n end
-    local err = failure(c.get(clock, z, k, n, 1, value, errmsg))
-    if err then return nil, err end
-    if value.type == T_NIL then return nil end
-    local v, flags = found()
-    return v, flags, value.stale == 1
+    local v, flags = fetch(zone_of(dict), key, 1)
+    if v ~= nil then return v, flags, value.stale == 1 end
+    if flags then return nil, flags end
+    return nil
 end
 
 -- set, add, replace and their safe_ kinds: ok, err, forcible
@@ -216,11 +217,15 @@ local methods = core.shdict_methods
 
 methods.get = get
 methods.get_stale = get_stale
-methods.set = function(dict, key, v, exptime, flags) return store(dict, 0, key, v, exptime, flags) end
+methods.set = function(dict, key, v, exptime, flags)
+    return store(dict, 0, key, v, exptime, flags)
+end
 methods.safe_set = function(dict, key, v, exptime, flags)
     return store(dict, SAFE, key, v, exptime, flags)
 end
-methods.add = function(dict, key, v, exptime, flags) return store(dict, ADD, key, v, exptime, flags) end
+methods.add = function(dict, key, v, exptime, flags)
+    return store(dict, ADD, key, v, exptime, flags)
+end
 methods.safe_add = function(dict, key, v, exptime, flags)
     return store(dict, ADD + SAFE, key, v, exptime, flags)
 end

@@ -845,6 +845,15 @@ static inline uint32_t shd_lookup(struct shdict *d, uint32_t hash, const char *k
     return e;
 }
 
+/* How most operations start: the lock and its housekeeping, then the key
+ * (made the most recently used if live). */
+static uint32_t shd_enter(struct shdict *d, uint32_t hash, const char *key, size_t klen,
+                          int64_t now, int expire, uint32_t **link, int *expired)
+{
+    shd_begin(d, now, expire);
+    return shd_lookup(d, hash, key, klen, now, link, expired);
+}
+
 static int64_t expiry(int64_t exptime_ms, int64_t now)
 {
     return exptime_ms > 0 ? now + exptime_ms : 0;
@@ -888,8 +897,7 @@ const char *shdict_store(struct shdict *d, int op, const char *key, size_t klen,
     if (klen > SHDICT_KEY_MAX)
         return "key too long";
     hash = shd_hash(key, klen);
-    shd_begin(d, now, 1);
-    e = shd_lookup(d, hash, key, klen, now, &link, &expired);
+    e = shd_enter(d, hash, key, klen, now, 1, &link, &expired);
     if ((op & SHDICT_REPLACE) && (e == 0 || expired)) {
         shd_unlock(d);
         return "not found";
@@ -987,8 +995,7 @@ const char *shdict_get(struct shdict *d, const char *key, size_t klen, int stale
     *is_stale = 0;
     if (klen > SHDICT_KEY_MAX)
         return "key too long";
-    shd_begin(d, now, !stale);
-    e = shd_lookup(d, hash, key, klen, now, NULL, &expired);
+    e = shd_enter(d, hash, key, klen, now, !stale, NULL, &expired);
     if (e != 0 && (!expired || stale)) {
         if (ENT(d, e)->type == SHDICT_LIST)
             err = "value is a list";
@@ -1012,8 +1019,7 @@ const char *shdict_incr(struct shdict *d, const char *key, size_t klen, double *
     *forcible = 0;
     if (klen > SHDICT_KEY_MAX)
         return "key too long";
-    shd_begin(d, now, 1);
-    e = shd_lookup(d, hash, key, klen, now, NULL, &expired);
+    e = shd_enter(d, hash, key, klen, now, 1, NULL, &expired);
     if (e != 0 && !expired) {
         x = ENT(d, e);
         if (x->type != SHDICT_NUMBER || x->vlen != 8) {
@@ -1093,8 +1099,7 @@ const char *shdict_push(struct shdict *d, const char *key, size_t klen, int left
     }
     if (klen > SHDICT_KEY_MAX)
         return "key too long";
-    shd_begin(d, now, 1);
-    e = shd_lookup(d, hash, key, klen, now, NULL, &expired);
+    e = shd_enter(d, hash, key, klen, now, 1, NULL, &expired);
     if (e != 0 && expired && ENT(d, e)->type != SHDICT_LIST) {
         ent_remove(d, e, NULL);             /* expired, not a list: a new list */
         shd_commit(d);
@@ -1167,8 +1172,7 @@ const char *shdict_pop(struct shdict *d, const char *key, size_t klen, int left,
     out->type = SHDICT_NIL;
     if (klen > SHDICT_KEY_MAX)
         return "key too long";
-    shd_begin(d, now, 1);
-    e = shd_lookup(d, hash, key, klen, now, NULL, &expired);
+    e = shd_enter(d, hash, key, klen, now, 1, NULL, &expired);
     if (e == 0 || expired) {
         shd_unlock(d);
         return NULL;
@@ -1229,8 +1233,7 @@ const char *shdict_llen(struct shdict *d, const char *key, size_t klen, int64_t 
     *len = 0;
     if (klen > SHDICT_KEY_MAX)
         return "key too long";
-    shd_begin(d, now, 1);
-    e = shd_lookup(d, hash, key, klen, now, NULL, &expired);
+    e = shd_enter(d, hash, key, klen, now, 1, NULL, &expired);
     if (e != 0 && !expired) {
         if (ENT(d, e)->type != SHDICT_LIST)
             err = "value not a list";
