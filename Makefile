@@ -39,7 +39,7 @@ SERVER_CORE = $(COMMON_SRCS) \
               $(addprefix src/server/,log.c clock.c vm.c watchdog.c task.c timer.c sema.c sock.c pool.c tls.c \
                   req.c thread.c conn.c access.c stats.c api.c api_sock.c api_task.c \
                   api_re.c api_codec.c api_resty.c \
-                  server.c listen.c)
+                  shdict.c api_shdict.c server.c listen.c)
 SERVER_SRCS = $(SERVER_CORE) $(addprefix src/server/,options.c privs.c master.c main.c)
 BENCH_SRCS  = src/common/fcgi.c $(wildcard src/bench/*.c)
 SERVER_OBJS = $(SERVER_SRCS:src/%.c=$(BUILD)/%.o)
@@ -171,7 +171,7 @@ clean:
 FUZZ_SECONDS ?= 60
 CI_FUZZ_SECONDS ?= 15
 FUZZ_CC      ?= clang
-FUZZ_TARGETS  = record nv conn
+FUZZ_TARGETS  = record nv conn shdict
 FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 $(CSTD) -Wall -Wextra -Werror $(PKG_CFLAGS) \
                 -DFUZZ_APP='"$(CURDIR)/spec/fixtures/fuzz_app.lua"' -DFUZZ_LUA_DIR='"$(CURDIR)/lua"'
@@ -188,6 +188,10 @@ build/fuzz/conn: fuzz/conn.c $(FUZZ_CORE) src/server/*.h src/common/*.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/conn.c $(FUZZ_CORE) $(PKG_LIBS) -lm -pthread \
 	    $(NGX_LIBS)
+
+build/fuzz/shdict: fuzz/shdict.c src/server/shdict.c src/server/log.c src/server/*.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/shdict.c src/server/shdict.c src/server/log.c -pthread
 
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
 

@@ -14,7 +14,8 @@
 -- ngx.timer.at/every, ngx.worker, ngx.config, ngx.ctx, ngx.get_phase,
 -- ngx.var (read-only, from the FastCGI params), ngx.req.get_method,
 -- get_headers, get_uri_args and http_version, the
--- ngx.OK... and ngx.HTTP_* constants, ngx.re (afcgi.re), the digests,
+-- ngx.OK... and ngx.HTTP_* constants, ngx.shared (the --shared-dict
+-- dictionaries, afcgi.shared), ngx.re (afcgi.re), the digests,
 -- encodings and dates (ngx.md5, ngx.encode_base64, ngx.escape_uri,
 -- ngx.http_time... from afcgi.codec), and lua-resty-core's require
 -- "ngx.base64"; the output calls ngx.print, ngx.say, ngx.flush, ngx.eof,
@@ -39,6 +40,7 @@ local M = {
     HTTP_UNAUTHORIZED = 401, HTTP_FORBIDDEN = 403, HTTP_NOT_FOUND = 404,
     HTTP_INTERNAL_SERVER_ERROR = 500, HTTP_BAD_GATEWAY = 502, HTTP_SERVICE_UNAVAILABLE = 503,
     HTTP_GATEWAY_TIMEOUT = 504,
+    shared = require "afcgi.shared",
     sleep = afcgi.sleep,
     now = afcgi.now,
     update_time = core.update_time,
@@ -344,6 +346,10 @@ setmetatable(M, {
         rawset(t, k, v)
     end,
 })
+
+-- lua-resty-lock and others require OpenResty's FFI shdict module first;
+-- afcgi.shared already is that API, so the name loads an empty module.
+package.preload["resty.core.shdict"] = function() return {} end
 
 if rawget(_G, "ngx") == nil then
     rawset(_G, "ngx", M)

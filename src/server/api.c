@@ -13,6 +13,7 @@
 #include "api_codec.h"
 #include "api_re.h"
 #include "api_resty.h"
+#include "api_shdict.h"
 #include "api_sock.h"
 #include "api_task.h"
 
@@ -607,6 +608,7 @@ int api_open(lua_State *L)
     api_re_open(L, vm);
     api_codec_open(L, vm);
     api_resty_open(L);
+    api_shdict_open(L, vm);
     lua_newtable(L);                          /* req_fields: Lua-computed req fields */
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "req_fields");

@@ -18,6 +18,8 @@ struct config {
     size_t nlisten;
     const char *allow[CONFIG_MAX_LIST + 1];  /* client addresses or CIDR blocks */
     size_t nallow;
+    const char *shared_dict[CONFIG_MAX_LIST + 1]; /* --shared-dict NAME:SIZE */
+    size_t nshared_dict;
     int workers;                /* worker processes under a master; 0: one process */
     const char *dispatch;       /* "pass": the master hands out connections; else shared */
     unsigned max_conns;         /* FCGI_MAX_CONNS */

@@ -19,6 +19,7 @@
 #include "privs.h"
 #include "server.h"
 #include "tls.h"
+#include "shdict.h"
 
 /* One server in this process until it stops; returns the exit status. */
 static int run_single(const struct config *cfg, struct listeners *ls, char *err, size_t errlen)
@@ -59,14 +60,21 @@ static int run(const struct config *cfg, char *err, size_t errlen)
         tls_ctx_free(tls);
     }
     signal(SIGPIPE, SIG_IGN); /* a peer gone mid-write is an EPIPE, not a death */
-    if (listen_open(cfg, &ls, err, errlen) < 0)
+    /* before any worker forks: they all inherit the same mappings */
+    if (shdict_setup(cfg->shared_dict, cfg->nshared_dict, err, errlen) < 0)
         return -1;
+    if (listen_open(cfg, &ls, err, errlen) < 0) {
+        shdict_teardown();
+        return -1;
+    }
     if (privs_drop(cfg, err, errlen) < 0) {
         listen_close(&ls, 1);
+        shdict_teardown();
         return -1;
     }
     rc = cfg->workers > 0 ? master_run(cfg, &ls) : run_single(cfg, &ls, err, errlen);
     access_close();
+    shdict_teardown();
     return rc;
 }
 

@@ -103,6 +103,9 @@ static const struct opt opt_table[] = {
       "system's (like nginx's lua_ssl_trusted_certificate)" },
     { "lua-ssl-verify-depth", 0, T_UINT, OFF(ssl_verify_depth), 100, "N",
       "longest certificate chain sock:sslhandshake accepts; default 5" },
+    { "shared-dict", 0, T_LIST, OFF(shared_dict), 0, "NAME:SIZE",
+      "a dictionary all workers share (afcgi.shared.NAME, ngx.shared.NAME), kept across "
+      "reloads and worker restarts; repeatable; e.g. cache:10m" },
     { "log-level", 0, T_LEVEL, OFF(log_level), 0, "LEVEL",
       "error, warn, notice, info or debug; default notice" },
 };
@@ -219,7 +222,8 @@ static int opt_set(struct config *cfg, const struct opt *o, const char *s, char 
 
     switch (o->type) {
     case T_LIST:
-        count = o->off == OFF(listen) ? &cfg->nlisten : &cfg->nallow;
+        count = o->off == OFF(listen) ? &cfg->nlisten
+              : o->off == OFF(allow) ? &cfg->nallow : &cfg->nshared_dict;
         if (*count == CONFIG_MAX_LIST)
             return opt_fail(err, errlen, "too many --%s values (at most %d)", o->name,
                             CONFIG_MAX_LIST);
@@ -420,7 +424,7 @@ int options_parse(struct config *cfg, int argc, char **argv, char *err, size_t e
 {
     struct option lo[NOPTS + 3];
     char shorts[2 * NOPTS + 8];
-    int c, seen_listen = 0, seen_allow = 0;
+    int c, seen_listen = 0, seen_allow = 0, seen_dict = 0;
     const struct opt *o;
 
     opt_long_table(lo, shorts);
@@ -453,6 +457,8 @@ int options_parse(struct config *cfg, int argc, char **argv, char *err, size_t e
                 cfg->nlisten = 0; /* the command line's list replaces the file's */
             if (o->off == OFF(allow) && !seen_allow++)
                 cfg->nallow = 0;
+            if (o->off == OFF(shared_dict) && !seen_dict++)
+                cfg->nshared_dict = 0;
             if (opt_set(cfg, o, optarg, err, errlen) < 0)
                 return -1;
         }
@@ -468,5 +474,6 @@ int options_parse(struct config *cfg, int argc, char **argv, char *err, size_t e
     cfg->app = argv[optind];
     cfg->listen[cfg->nlisten] = NULL;
     cfg->allow[cfg->nallow] = NULL;
+    cfg->shared_dict[cfg->nshared_dict] = NULL;
     return 0;
 }

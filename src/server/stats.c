@@ -14,6 +14,7 @@
 
 #include "req.h"
 #include "core.h"
+#include "shdict.h"
 #include "vm.h"
 
 
@@ -116,7 +117,49 @@ static void stats_json(struct req *r, const struct worker_stats *w, int n)
                  (unsigned long long)w[i].total, (unsigned long long)w[i].started);
         req_write(r, line, strlen(line));
     }
+    req_write(r, "],\"shared_dicts\":[", 18);
+    for (size_t i = 0; i < shdict_count(); i++) {
+        struct shdict_stats st;
+
+        shdict_stats(shdict_at(i), &st);
+        snprintf(line, sizeof line, "%s{\"name\":\"%s\",\"capacity\":%zu,\"free_space\":%zu,"
+                 "\"keys\":%llu,\"evictions\":%llu,\"recoveries\":%llu}", i ? "," : "",
+                 st.name, st.capacity, st.free_space, (unsigned long long)st.keys,
+                 (unsigned long long)st.evictions, (unsigned long long)st.recoveries);
+        req_write(r, line, strlen(line));
+    }
     req_write(r, "]}\n", 3);
+}
+
+/* The --shared-dict figures: one series per dictionary (they are shared,
+ * so not per worker). */
+static void stats_dicts_prometheus(struct req *r)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } m[] = {
+        { "afcgi_shared_dict_capacity_bytes", "gauge", "Size of the dictionary's arena." },
+        { "afcgi_shared_dict_free_bytes", "gauge", "Bytes in the arena's free blocks." },
+        { "afcgi_shared_dict_keys", "gauge", "Entries held (expired ones not yet freed too)." },
+        { "afcgi_shared_dict_evictions_total", "counter",
+          "Unexpired entries removed to make room (least recently used first)." },
+    };
+    char line[256];
+
+    for (size_t k = 0; k < sizeof m / sizeof m[0] && shdict_count() > 0; k++) {
+        snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help,
+                 m[k].name, m[k].type);
+        req_write(r, line, strlen(line));
+        for (size_t i = 0; i < shdict_count(); i++) {
+            struct shdict_stats st;
+            unsigned long long v;
+
+            shdict_stats(shdict_at(i), &st);
+            v = k == 0 ? st.capacity : k == 1 ? st.free_space : k == 2 ? st.keys : st.evictions;
+            snprintf(line, sizeof line, "%s{dict=\"%s\"} %llu\n", m[k].name, st.name, v);
+            req_write(r, line, strlen(line));
+        }
+    }
 }
 
 static void stats_prometheus(struct req *r, const struct worker_stats *w, int n)
@@ -179,6 +222,7 @@ int stats_answer(struct req *r)
     if (stats_has_word(q, qlen, "prometheus")) {
         req_add_header(r, "Content-Type", 12, "text/plain; version=0.0.4", 25);
         stats_prometheus(r, rows, n);
+        stats_dicts_prometheus(r);
     } else {
         req_add_header(r, "Content-Type", 12, "application/json", 16);
         stats_json(r, rows, n);
