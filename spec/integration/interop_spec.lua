@@ -145,3 +145,236 @@ describe("started with SIGTERM, SIGHUP and SIGCHLD blocked and SIGHUP ignored", 
         end)
     end
 end)
+
+-- req.path, req.script_name, req.path_info, req.request_path --------------
+--
+-- req.path: DOCUMENT_URI when not empty, else the path of REQUEST_URI, else
+-- SCRIPT_NAME .. PATH_INFO (CGI/1.1). req.request_path: REQUEST_URI's path
+-- decoded and normalised as nginx makes $uri. The shapes below are what the
+-- fronts and clients send: nginx, Caddy 2.6 without split_path, Apache and
+-- h2o (REQUEST_URI), a WSGI bridge such as flup's client or cgi-fcgi (CGI
+-- only), and a front-controller rewrite (nginx try_files, Caddy php_fastcgi).
+local cjson = require "cjson"
+
+local BASE = {
+    GATEWAY_INTERFACE = "CGI/1.1", SERVER_PROTOCOL = "HTTP/1.1", REQUEST_METHOD = "GET",
+    SERVER_NAME = "localhost", SERVER_PORT = "80", REMOTE_ADDR = "127.0.0.1", QUERY_STRING = "",
+}
+
+-- Exactly BASE plus params (no path param is added).
+local function shape(params)
+    local p = {}
+    for k, v in pairs(BASE) do p[k] = v end
+    for k, v in pairs(params) do p[k] = v end
+    return p
+end
+
+local function ask_json(srv, params)
+    local c = helpers.connect(srv)
+    local r = c:request(1, params)
+    assert.equal("application/json", r.headers["content-type"], r.stdout)
+    return cjson.decode(r.body), r.status
+end
+
+local function null_to_nil(v)
+    if v == cjson.null then return nil end
+    return v
+end
+
+-- { params, expected req.path, script_name, path_info, request_path (false: nil), route }
+local SHAPES = {
+    { "nginx (fastcgi_params)", { DOCUMENT_URI = "/users/42", REQUEST_URI = "/users/42?x=1",
+      SCRIPT_NAME = "/users/42", QUERY_STRING = "x=1" },
+      "/users/42", "/users/42", "", "/users/42", "user" },
+    { "Caddy 2.6 without split_path", { DOCUMENT_URI = "", REQUEST_URI = "/users/7?a=1",
+      SCRIPT_NAME = "", PATH_INFO = "/users/7" },
+      "/users/7", "", "/users/7", "/users/7", "user" },
+    { "REQUEST_URI only (Apache, h2o)", { REQUEST_URI = "/static/a/b.css?v=2" },
+      "/static/a/b.css", "", "", "/static/a/b.css", "static" },
+    { "CGI: empty SCRIPT_NAME, PATH_INFO", { SCRIPT_NAME = "", PATH_INFO = "/users/5" },
+      "/users/5", "", "/users/5", false, "user" },
+    { "CGI: SCRIPT_NAME and PATH_INFO", { SCRIPT_NAME = "/app.fcgi", PATH_INFO = "/users/42" },
+      "/app.fcgi/users/42", "/app.fcgi", "/users/42", false, nil },
+    { "CGI: SCRIPT_NAME alone", { SCRIPT_NAME = "/users/9" },
+      "/users/9", "/users/9", "", false, "user" },
+    { "CGI: PATH_INFO alone", { PATH_INFO = "/" }, "/", "", "/", false, "root" },
+    { "no path at all", {}, "", "", "", false, "root" },
+    { "front controller (try_files $uri /index.php)", { DOCUMENT_URI = "/index.php",
+      SCRIPT_NAME = "/index.php", REQUEST_URI = "/users/42?x=1", QUERY_STRING = "x=1" },
+      "/index.php", "/index.php", "", "/users/42", "user" },
+    { "front controller (Caddy php_fastcgi)", { DOCUMENT_URI = "/index.php",
+      SCRIPT_NAME = "/index.php", PATH_INFO = "", REQUEST_URI = "/users//3/." },
+      "/index.php", "/index.php", "", "/users/3/", nil },
+}
+
+-- REQUEST_URI -> req.request_path (false: nil, and the router's 400).
+local TARGETS = {
+    { "/users/42", "/users/42" }, { "/users/42?q=/../..", "/users/42" },
+    { "/users//42", "/users/42" }, { "//users///42", "/users/42" },
+    { "/a/../users/42", "/users/42" }, { "/./users/./42", "/users/42" },
+    { "/users/%34%32", "/users/42" }, { "/users%2F42", "/users/42" },
+    { "/a/%2E%2E/users/1", "/users/1" }, { "/a/%2e/b", "/a/b" },
+    { "/a/b/..", "/a/" }, { "/a/.", "/a/" }, { "/a/b/../", "/a/" }, { "/a/", "/a/" },
+    { "/", "/" }, { "//", "/" }, { "/a/...", "/a/..." }, { "/a/..b/.c", "/a/..b/.c" },
+    { "/a%3Fb", "/a?b" }, { "/a%23b", "/a#b" }, { "/a%25b", "/a%b" }, { "/a%2525", "/a%25" },
+    { "/caf%C3%A9", "/caf\xC3\xA9" }, { "/a+b", "/a+b" }, { "/x#frag", "/x" },
+    { "http://example.com/x//y", "/x/y" }, { "http://example.com", "/" },
+    { "/..", false }, { "/../users/1", false }, { "/a/../..", false }, { "/%2e%2E/x", false },
+    { "/a%zz", false }, { "/a%4", false }, { "/a%", false }, { "/a%00b", false },
+    { "/a b", false }, { "/a\tb", false }, { "*", false }, { "users/1", false },
+}
+
+describe("req.path and req.request_path", function()
+    local srv, access
+    before_each(function()
+        access = proc.tmpdir() .. "/access.log"
+        srv = helpers.start_server("paths", { args = { "--status-path", "/status",
+                                                       "--access-log", access } })
+    end)
+    after_each(helpers.cleanup)
+
+    for _, s in ipairs(SHAPES) do
+        it("follow the rule for " .. s[1], function()
+            local v, status = ask_json(srv, shape(s[2]))
+            assert.same({ s[3], s[4], s[5], s[6] or nil, s[7] },
+                        { v.path, v.script_name, v.path_info, null_to_nil(v.request_path),
+                          null_to_nil(v.route) })
+            assert.equal(s[7] and 200 or 404, status)
+        end)
+    end
+
+    it("decode and normalise REQUEST_URI as nginx does $uri, and the router answers 400 for what nginx rejects",
+       function()
+        for _, t in ipairs(TARGETS) do
+            local v, status = ask_json(srv, shape({ DOCUMENT_URI = "/index.php", SCRIPT_NAME = "/index.php",
+                                                    REQUEST_URI = t[1] }))
+            if t[2] then
+                assert.equal(t[2], v.request_path, t[1])
+                assert.equal("/index.php", v.path, t[1])
+            else
+                assert.same({ 400, 400, "Bad Request" }, { status, v.status, v.error }, t[1])
+            end
+        end
+    end)
+
+    it("give --status-path, the access log and the error log the same path", function()
+        local v, status = ask_json(srv, shape({ SCRIPT_NAME = "", PATH_INFO = "/status" }))
+        assert.equal(200, status)
+        assert.is_number(v.requests_total, "not the status page")
+        assert.is_table(v.workers)
+        local c = helpers.connect(srv)
+        local r = c:request(1, shape({ SCRIPT_NAME = "/app.fcgi", PATH_INFO = "/x/boom" }))
+        assert.equal(500, r.status)
+        srv:wait_log("request 1 /app%.fcgi/x/boom: handler error: [^\n]*boom", 5)
+        r = c:request(2, shape({ SCRIPT_NAME = "/app.fcgi", PATH_INFO = "/users/1" }))
+        assert.equal(404, r.status)
+        helpers.wait_until(function()
+            return helpers.read_file(access):find(" GET /app%.fcgi/users/1 404 ")
+        end, 5, "the access log line; it has:\n" .. helpers.read_file(access))
+        assert.matches(" GET /app%.fcgi/x/boom 500 ", helpers.read_file(access))
+    end)
+end)
+
+-- Behind real fronts with a front-controller rewrite: every path that is
+-- not a file goes to /index.php, so DOCUMENT_URI and SCRIPT_NAME are the
+-- script's and only REQUEST_URI has the client's path.
+local fronts = require "fronts"
+
+-- try_files $uri /index.php, as PHP apps are set up; $uri before the
+-- rewrite goes along as NGINX_URI, so each req.request_path can be held
+-- against nginx's own.
+local NGINX_FRONT_CONTROLLER = [[
+events { worker_connections 256; }
+http {
+    access_log off;
+${temps}    server {
+        listen 127.0.0.1:${port};
+        root ${prefix}/www;
+        location / {
+            set $client_uri $uri;
+            try_files $uri /index.php;
+        }
+        location ~ \.php$ {
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param NGINX_URI $client_uri;
+            fastcgi_pass ${upstream};
+        }
+    }
+}
+]]
+
+local CADDY_FRONT_CONTROLLER = [[
+{
+	admin off
+	auto_https off
+}
+
+http://127.0.0.1:${port} {
+	root * ${root}
+	php_fastcgi ${upstream}
+}
+]]
+
+local function start_caddy_php(upstream)
+    local prefix = fronts.prefix("caddy-php")
+    assert(os.execute("mkdir -p '" .. prefix .. "/www' && : > '" .. prefix .. "/www/index.php'"))
+    local port = helpers.free_port()
+    local path = fronts.write(prefix, "Caddyfile", fronts.render(CADDY_FRONT_CONTROLLER,
+        { port = port, upstream = upstream, root = prefix .. "/www" }))
+    return fronts.foreground("caddy", { "/usr/bin/caddy", "run", "--config", path, "--adapter", "caddyfile" },
+        port, { env = { HOME = prefix, XDG_CONFIG_HOME = prefix .. "/config",
+                        XDG_DATA_HOME = prefix .. "/data" } })
+end
+
+local function get_json(port, target)
+    local r = helpers.http_request(port, { path = target })
+    return r.status, r.headers["content-type"] == "application/json" and cjson.decode(r.body) or nil, r
+end
+
+describe("behind a front-controller rewrite", function()
+    local srv
+    before_each(function() srv = helpers.start_server("paths") end)
+    after_each(helpers.cleanup)
+
+    it("nginx try_files $uri /index.php: the router routes on req.request_path, which is nginx's $uri",
+       function()
+        local ngx = helpers.start_nginx(NGINX_FRONT_CONTROLLER, { upstream = srv.addr })
+        local status, v, r = get_json(ngx.port, "/users/42?x=1")
+        assert.equal(200, status, r.body)
+        assert.same({ "/index.php", "/index.php", "/users/42", "user", "42" },
+                    { v.path, v.script_name, v.request_path, v.route, v.params.id })
+        local compared = 0
+        for _, t in ipairs(TARGETS) do
+            if t[1]:sub(1, 1) == "/" and not t[1]:find("[ \t#]") then
+                status, v, r = get_json(ngx.port, t[1])
+                if t[2] then
+                    -- nginx passed it on: afcgi's path is nginx's own $uri
+                    assert.is_table(v, t[1] .. ": " .. r.status .. " " .. r.body)
+                    assert.equal(v.nginx_uri, v.request_path, t[1])
+                    assert.equal(t[2], v.request_path, t[1])
+                    compared = compared + 1
+                else
+                    assert.equal(400, status, t[1] .. " reached afcgi: " .. r.body)   -- nginx's own 400
+                end
+            end
+        end
+        assert.is_true(compared >= 20, compared .. " targets compared")
+    end)
+
+    it("Caddy php_fastcgi: the router routes on req.request_path", function()
+        local caddy = start_caddy_php(srv.addr)
+        for target, want in pairs({ ["/users/42?x=1"] = { "user", "/users/42" },
+                                    ["/users//7"] = { "user", "/users/7" },
+                                    ["/a/../users/8"] = { "user", "/users/8" },
+                                    ["/%75sers/9"] = { "user", "/users/9" },
+                                    ["/static/css/a.css"] = { "static", "/static/css/a.css" },
+                                    ["/"] = { "root", "/" } }) do
+            local status, v, r = get_json(caddy.port, target)
+            assert.equal(200, status, target .. ": " .. r.body)
+            assert.same({ "/index.php", "/index.php", want[2], want[1] },
+                        { v.path, v.script_name, v.request_path, v.route }, target)
+        end
+        local status, v = get_json(caddy.port, "/nothing/here")
+        assert.same({ 404, "/nothing/here" }, { status, v.request_path })
+    end)
+end)

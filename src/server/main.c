@@ -29,8 +29,10 @@ static const int handled_signals[] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1
  * ignored (nohup ignores SIGHUP), and both would silence the signals that
  * drive it. The handled ones go back to their defaults and nothing stays
  * blocked but SIGHUP and SIGUSR1, until the handlers are in place (a reload
- * or reopen asked for while the app loads is done then, not a death); a
- * SIGTERM before that still stops afcgi, by default. */
+ * or reopen asked for while the app loads is done then, not a death): a
+ * single server unblocks them before it logs that it is ready, a worker
+ * once its server is made (master.c). A SIGTERM before that still stops
+ * afcgi, by default. */
 static void signals_init(void)
 {
     sigset_t early;
@@ -46,14 +48,11 @@ static void signals_init(void)
 /* One server in this process until it stops; returns the exit status. */
 static int run_single(const struct config *cfg, struct listeners *ls, char *err, size_t errlen)
 {
-    struct server *srv = server_new(cfg, ls, 0, err, errlen);
-    sigset_t none;
+    struct server *srv = server_new(cfg, ls, 0, err, errlen); /* unblocks the signals */
     int rc;
 
     if (srv == NULL)
         return -1;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL); /* its handlers are in: what came meanwhile is delivered */
     rc = server_run(srv);
     signal(SIGTERM, SIG_IGN); /* a second stop signal must not turn exit 0 into a kill */
     signal(SIGINT, SIG_IGN);
