@@ -697,7 +697,7 @@ static void req_report(struct req *r)
         rec.mlen = 1;
     }
     if (!req_param(r, "REQUEST_URI", 11, &rec.uri, &rec.ulen) || rec.ulen == 0)
-        req_path(r, &rec.uri, &rec.ulen); /* no query then: CGI has it apart */
+        req_path(r, &rec.uri, &rec.ulen); /* then the path alone: the query is apart */
     if (rec.ulen == 0) {
         rec.uri = "-";
         rec.ulen = 1;
