@@ -164,8 +164,9 @@ local BASE = {
 -- Exactly BASE plus params (no path param is added).
 local function shape(params)
     local p = {}
-    for k, v in pairs(BASE) do p[k] = v end
-    for k, v in pairs(params) do p[k] = v end
+    for _, t in ipairs({ BASE, params }) do
+        for k, v in pairs(t) do p[k] = v end
+    end
     return p
 end
 
