@@ -46,6 +46,7 @@ end
 ]]
 
 local SHUTDOWN_TIMEOUT = 5
+local VALGRIND = os.getenv("VALGRIND_LOGS") ~= nil    -- make spec-valgrind
 
 -- The bits of a /proc/PID/status signal mask ("SigBlk", "SigIgn") as a
 -- number; signal n is bit n - 1.
@@ -102,11 +103,12 @@ describe("started with SIGTERM, SIGHUP and SIGCHLD blocked and SIGHUP ignored", 
             local servers = { p.pid }
             if mode.procs > 1 then servers = proc.wait_children(p.pid, mode.procs) end
             -- the parent's state is gone: nothing blocked where requests are
-            -- served, SIGHUP and SIGTERM not ignored anywhere
-            for _, pid in ipairs(servers) do
+            -- served, SIGHUP and SIGTERM not ignored anywhere (valgrind keeps
+            -- signals blocked in the real process and delivers them itself)
+            for _, pid in ipairs(VALGRIND and {} or servers) do
                 assert.equal(0, sigmask(pid, "SigBlk"), "signals blocked in pid " .. pid)
             end
-            for _, pid in ipairs({ p.pid, unpack(servers) }) do
+            for _, pid in ipairs(VALGRIND and {} or { p.pid, unpack(servers) }) do
                 local ign = sigmask(pid, "SigIgn")
                 assert.is_false(has_signal(ign, psignal.SIGHUP), "SIGHUP ignored in pid " .. pid)
                 assert.is_false(has_signal(ign, psignal.SIGTERM), "SIGTERM ignored in pid " .. pid)
