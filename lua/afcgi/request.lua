@@ -12,8 +12,9 @@ local multipart = require "afcgi.multipart"
 local query = require "afcgi.query"
 local util = require "afcgi.util"
 
-local find, gsub, lower, match, sub, upper = string.find, string.gsub, string.lower,
-    string.match, string.sub, string.upper
+local char, find, gmatch, gsub, lower, match, sub, upper = string.char, string.find,
+    string.gmatch, string.gsub, string.lower, string.match, string.sub, string.upper
+local concat = table.concat
 local error, pairs, pcall, rawget, rawset, setmetatable, tonumber, tostring, type =
     error, pairs, pcall, rawget, rawset, setmetatable, tonumber, tostring, type
 
@@ -117,6 +118,67 @@ function fields.headers(self)
     h["content-type"] = nonempty(self:param("CONTENT_TYPE")) or h["content-type"]
     h["content-length"] = nonempty(self:param("CONTENT_LENGTH")) or h["content-length"]
     return setmetatable(h, headers_mt)
+end
+
+-- req.path itself is the C core's (req_path in src/server/req.c):
+-- DOCUMENT_URI when not empty, else REQUEST_URI up to "?", else SCRIPT_NAME
+-- .. PATH_INFO.
+
+-- req.script_name, req.path_info: SCRIPT_NAME and PATH_INFO as the web
+-- server sent them, "" when absent (so script_name .. path_info is CGI's
+-- path).
+function fields.script_name(self)
+    return self:param("SCRIPT_NAME") or ""
+end
+
+function fields.path_info(self)
+    return self:param("PATH_INFO") or ""
+end
+
+local function hex_byte(h)
+    return char(tonumber(h, 16))
+end
+
+-- The path of a request target, made the way nginx makes $uri from it (its
+-- defaults: merge_slashes on): the part before "?" or "#", %XX decoded
+-- once (a decoded "/" or "." counts as one, a decoded "%", "?" or "#" is
+-- a plain byte), slashes merged, "." segments dropped, ".." taking the
+-- segment before it away; a final ".", ".." or "/" leaves a trailing "/".
+-- nil where nginx answers 400: a control byte or space, a "%" without two
+-- hex digits, %00, a ".." above the root, a target that is not a path.
+local function target_path(uri)
+    local raw = match(uri, "^[^?#]*")
+    if find(raw, "[%z\1-\32\127]") then return nil end
+    local after_authority = match(raw, "^%a[%w+.-]*://[^/]*(.*)$") -- absolute form
+    if after_authority then
+        raw = after_authority == "" and "/" or after_authority
+    end
+    if sub(raw, 1, 1) ~= "/" or find(gsub(raw, "%%%x%x", ""), "%", 1, true) then
+        return nil
+    end
+    local decoded = gsub(raw, "%%(%x%x)", hex_byte)
+    if find(decoded, "%z") then return nil end
+    local segs, n, dir = {}, 0, false
+    for seg in gmatch(sub(decoded, 2) .. "/", "([^/]*)/") do
+        dir = seg == "" or seg == "." or seg == ".."
+        if seg == ".." then
+            if n == 0 then return nil end
+            n = n - 1
+        elseif not dir then
+            n = n + 1
+            segs[n] = seg
+        end
+    end
+    if n == 0 then return "/" end
+    return "/" .. concat(segs, "/", 1, n) .. (dir and "/" or "")
+end
+
+-- req.request_path: the path the client asked for, from REQUEST_URI (see
+-- target_path), whatever a front-controller rewrite made of DOCUMENT_URI
+-- and SCRIPT_NAME; nil without REQUEST_URI or for one nginx would reject.
+function fields.request_path(self)
+    local uri = nonempty(self:param("REQUEST_URI"))
+    return uri and target_path(uri)
 end
 
 -- req.scheme: "https" when the web server says so (HTTPS=on, or

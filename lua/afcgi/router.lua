@@ -28,14 +28,21 @@ function router_mt.__call(self, req, res)
 end
 
 -- r = router.new([opts]). opts.errors = "json" makes the default 404 and 405
--- answers JSON (res:error's format), else text.
+-- answers JSON (res:error's format), else text. opts.path = "request"
+-- routes on req.request_path (the path the client asked for, behind a
+-- front-controller rewrite such as nginx's try_files $uri /index.php or
+-- Caddy's php_fastcgi), else ("path", the default) on req.path.
 function M.new(opts)
     util.check_type(opts, "table", 1, "new", true)
     opts = opts or {}
     if opts.errors ~= nil and opts.errors ~= "text" and opts.errors ~= "json" then
         util.arg_error(1, "new", "errors must be \"text\" or \"json\"")
     end
-    return setmetatable({ routes = {}, middleware = {}, errors = opts.errors }, router_mt)
+    if opts.path ~= nil and opts.path ~= "path" and opts.path ~= "request" then
+        util.arg_error(1, "new", "path must be \"path\" or \"request\"")
+    end
+    return setmetatable({ routes = {}, middleware = {}, errors = opts.errors,
+                          on_request_path = opts.path == "request" }, router_mt)
 end
 
 -- Paths -------------------------------------------------------------------
@@ -231,6 +238,7 @@ local dispatch
 
 -- Finds and runs the route for segs (after middleware).
 local function route(self, req, res, segs, nsegs, base)
+    if not segs then return res:error(400, nil, self.errors) end -- see path_of
     local method, allowed = req.method, nil
     for _, rt in ipairs(self.routes) do
         local params, used = match_path(rt.c, segs, nsegs, rt.mount)
@@ -271,9 +279,24 @@ function dispatch(self, req, res, segs, nsegs, base)
     return run(self, 1, req, res, segs, nsegs, base)
 end
 
--- r:dispatch(req, res): routes req on req.path. What r(req, res) does.
+-- The path a router routes on. With opts.path = "request": req.request_path;
+-- nil, true when REQUEST_URI is one nginx would reject (answered 400);
+-- req.path when the web server sent no REQUEST_URI.
+local function path_of(self, req)
+    if self.on_request_path then
+        local p = req.request_path
+        if p then return p end
+        local uri = type(req.param) == "function" and req:param("REQUEST_URI")
+        if uri and uri ~= "" then return nil, true end
+    end
+    return req.path
+end
+
+-- r:dispatch(req, res): routes req on req.path (or req.request_path, see
+-- router.new). What r(req, res) does.
 function Router:dispatch(req, res)
-    local path = req.path
+    local path, bad = path_of(self, req)
+    if bad then return dispatch(self, req, res, nil, 0) end -- 400, through the middleware
     if type(path) ~= "string" or sub(path, 1, 1) ~= "/" then path = "/" .. (path or "") end
     return dispatch(self, req, res, split(path))
 end

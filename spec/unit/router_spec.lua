@@ -268,3 +268,49 @@ describe("router definitions", function()
         assert.equal("b", run(app, "POST", "/b").text)
     end)
 end)
+
+describe("router.new({ path = \"request\" })", function()
+    -- A req behind a front-controller rewrite: req.path is the script,
+    -- req.request_path (nil when rejected) the path the client asked for.
+    local function rewritten(request_path, request_uri)
+        local req = fake_req("GET", "/index.php")
+        req.request_path = request_path
+        req.param = function(_, name) return name == "REQUEST_URI" and request_uri or nil end
+        return req
+    end
+
+    local function app_of(opts)
+        local seen = {}
+        local app = router.new(opts)
+        app:use(function(_, _, next) seen[#seen + 1] = "mw"; next() end)
+        app:get("/users/:id", says("user"))
+        app:get("/index.php", says("script"))
+        return app, seen
+    end
+
+    local function go(app, req)
+        local res = fake_res()
+        app(req, res)
+        res.text = table.concat(res.body)
+        return res
+    end
+
+    it("routes on req.request_path, not on req.path", function()
+        local app = app_of({ path = "request" })
+        assert.equal("user id=42", go(app, rewritten("/users/42", "/users/42?x=1")).text)
+        assert.equal(404, go(app, rewritten("/nothing", "/nothing")).code)
+        local default = app_of()
+        assert.equal("script", go(default, rewritten("/users/42", "/users/42")).text)
+        assert.equal("script", go(app_of({ path = "path" }), rewritten("/users/42", "/users/42")).text)
+    end)
+
+    it("falls back on req.path without REQUEST_URI, and answers 400 (through middleware) for a bad one", function()
+        local app, seen = app_of({ path = "request", errors = "json" })
+        assert.equal("script", go(app, rewritten(nil, nil)).text)
+        assert.equal("script", go(app, rewritten(nil, "")).text)
+        local res = go(app, rewritten(nil, "/%zz"))
+        assert.same({ 400, "json" }, { res.code, res.error_format })
+        assert.same({ "mw", "mw", "mw" }, seen)
+        raises_here(function() router.new({ path = "uri" }) end, "path must be")
+    end)
+end)

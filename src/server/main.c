@@ -21,10 +21,35 @@
 #include "tls.h"
 #include "shdict.h"
 
+/* The signals afcgi acts on: the server's (server.c), the master's
+ * (master.c, SIGCHLD too) and the cpu watchdog's (SIGURG, watchdog.c). */
+static const int handled_signals[] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGCHLD, SIGURG };
+
+/* afcgi's own signal state, whatever the parent left: a manager may exec it
+ * with signals blocked (kcgi's kfcgi blocks SIGTERM, SIGHUP and SIGCHLD) or
+ * ignored (nohup ignores SIGHUP), and both would silence the signals that
+ * drive it. The handled ones go back to their defaults and nothing stays
+ * blocked but SIGHUP and SIGUSR1, until the handlers are in place (a reload
+ * or reopen asked for while the app loads is done then, not a death): a
+ * single server unblocks them before it logs that it is ready, a worker
+ * once its server is made (master.c). A SIGTERM before that still stops
+ * afcgi, by default. */
+static void signals_init(void)
+{
+    sigset_t early;
+
+    for (size_t i = 0; i < sizeof handled_signals / sizeof handled_signals[0]; i++)
+        signal(handled_signals[i], SIG_DFL);
+    sigemptyset(&early);
+    sigaddset(&early, SIGHUP);
+    sigaddset(&early, SIGUSR1);
+    sigprocmask(SIG_SETMASK, &early, NULL);
+}
+
 /* One server in this process until it stops; returns the exit status. */
 static int run_single(const struct config *cfg, struct listeners *ls, char *err, size_t errlen)
 {
-    struct server *srv = server_new(cfg, ls, 0, err, errlen);
+    struct server *srv = server_new(cfg, ls, 0, err, errlen); /* unblocks the signals */
     int rc;
 
     if (srv == NULL)
@@ -84,6 +109,7 @@ int main(int argc, char **argv)
     char err[1024];
     int rc;
 
+    signals_init();
     options_defaults(&cfg);
     rc = options_parse(&cfg, argc, argv, err, sizeof err);
     if (rc == 0)

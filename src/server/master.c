@@ -3,13 +3,15 @@
  *
  * The master handles signals synchronously: they stay blocked and arrive
  * through a signalfd it polls, so no handler ever runs and no event loop is
- * shared with the children. Each worker is a fork that unblocks the signals
- * and builds its own server, either on the inherited listening sockets
- * (--dispatch shared) or on a socketpair over which the master passes it
- * connections as descriptors with cookies (--dispatch pass, the protocol of
- * kcgi's FCGI_LISTENSOCK_DESCRIPTORS): the worker writes each cookie back
- * when its connection closes, so the master knows every worker's load,
- * hands new connections to the least loaded one, and sees saturation.
+ * shared with the children. Each worker is a fork that builds its own
+ * server, either on the inherited listening sockets (--dispatch shared) or
+ * on a socketpair over which the master passes it connections as
+ * descriptors with cookies (--dispatch pass, the protocol of kcgi's
+ * FCGI_LISTENSOCK_DESCRIPTORS): the worker writes each cookie back when its
+ * connection closes, so the master knows every worker's load, hands new
+ * connections to the least loaded one, and sees saturation. Once its server
+ * has its handlers, a worker unblocks every signal: afcgi's own mask, never
+ * the one afcgi was started with (main.c replaced that before anything).
  */
 #define _GNU_SOURCE /* accept4 */
 #include "master.h"
@@ -56,7 +58,6 @@ struct master {
     struct worker *w;
     struct stats_area *stats;       /* shared with the workers */
     sigset_t sigs;                  /* blocked in the master, read from sigfd */
-    sigset_t old;                   /* restored in the workers */
     int sigfd;
     int pass;                       /* --dispatch pass */
     uint64_t passed;                /* connections handed out, for cookies */
@@ -81,6 +82,7 @@ static void master_child(struct master *m, int id, int ready)
 {
     char err[1024];
     struct server *srv;
+    sigset_t none;
     int rc;
 
     struct listeners ls = *m->ls;
@@ -105,13 +107,13 @@ static void master_child(struct master *m, int id, int ready)
         char msg[1100];
         int n = snprintf(msg, sizeof msg, "E%s", err);
 
-        sigprocmask(SIG_SETMASK, &m->old, NULL);
         /* one write: the master reads up to the end of the pipe anyway */
         if (ready < 0 || write(ready, msg, (size_t)n) < 0)
             log_error("worker %d cannot start: %s", id, err);
         _exit(2);
     }
-    sigprocmask(SIG_SETMASK, &m->old, NULL); /* what came meanwhile is delivered now */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL); /* what came meanwhile is delivered now */
     stats_attach(server_core(srv), m->stats, id - 1);
     if (ready >= 0) {
         if (write(ready, "R", 1) < 0)
@@ -436,7 +438,7 @@ int master_run(const struct config *cfg, struct listeners *ls)
     sigemptyset(&m.sigs);
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         sigaddset(&m.sigs, sigs[i]);
-    sigprocmask(SIG_BLOCK, &m.sigs, &m.old);
+    sigprocmask(SIG_BLOCK, &m.sigs, NULL);
     m.pass = cfg->dispatch != NULL && strcmp(cfg->dispatch, "pass") == 0;
     m.generation = cfg->generation ? cfg->generation : 1;
     m.sigfd = signalfd(-1, &m.sigs, SFD_CLOEXEC | SFD_NONBLOCK);

@@ -91,9 +91,66 @@ int req_param(const struct req *r, const char *name, size_t nlen, const char **v
 
 /* ---- running the handler --------------------------------------------- */
 
+/* req_path's rule on the params as they are. When the path is SCRIPT_NAME
+ * followed by PATH_INFO, both non-empty, *path is the first and *info the
+ * second (*ilen > 0); else *ilen is 0. */
+static void req_find_path(const struct req *r, const char **path, size_t *len,
+                          const char **info, size_t *ilen)
+{
+    const char *q;
+
+    *info = "";
+    *ilen = 0;
+    if (req_param(r, "DOCUMENT_URI", 12, path, len) && *len > 0)
+        return;
+    if (req_param(r, "REQUEST_URI", 11, path, len) && *len > 0) {
+        if ((q = memchr(*path, '?', *len)) != NULL)
+            *len = (size_t)(q - *path);
+        return;
+    }
+    if (!req_param(r, "SCRIPT_NAME", 11, path, len)) {
+        *path = "";
+        *len = 0;
+    }
+    if (!req_param(r, "PATH_INFO", 9, info, ilen)) {
+        *info = "";
+        *ilen = 0;
+    }
+    if (*len == 0) { /* PATH_INFO alone: nothing to join */
+        *path = *info;
+        *len = *ilen;
+        *ilen = 0;
+    }
+}
+
+/* Fix the path for the request's life; -1 when out of memory. */
+static int req_settle_path(struct req *r)
+{
+    const char *info;
+    size_t ilen;
+
+    req_find_path(r, &r->path, &r->path_len, &info, &ilen);
+    if (r->path_len == 0)
+        r->path = "";
+    if (ilen == 0)
+        return 0;
+    if ((r->path_buf = malloc(r->path_len + ilen)) == NULL)
+        return -1;
+    memcpy(r->path_buf, r->path, r->path_len);
+    memcpy(r->path_buf + r->path_len, info, ilen);
+    r->path = r->path_buf;
+    r->path_len += ilen;
+    return 0;
+}
+
 void req_start(struct req *r)
 {
     r->started = 1;
+    if (req_settle_path(r) < 0) {
+        log_error("request %u: out of memory for its path", r->id);
+        req_end(r, REQ_FAILED);
+        return;
+    }
     r->core->hooks.start(r);
 }
 
@@ -538,19 +595,15 @@ void req_reject(struct req *r, unsigned status, const char *body)
 
 void req_path(const struct req *r, const char **path, size_t *len)
 {
-    const char *q;
+    const char *info;
+    size_t ilen;
 
-    if (req_param(r, "DOCUMENT_URI", 12, path, len) && *len > 0)
-        return;
-    if (req_param(r, "REQUEST_URI", 11, path, len) && *len > 0) {
-        if ((q = memchr(*path, '?', *len)) != NULL)
-            *len = (size_t)(q - *path);
+    if (r->path != NULL) {
+        *path = r->path;
+        *len = r->path_len;
         return;
     }
-    if (req_param(r, "SCRIPT_NAME", 11, path, len))
-        return;
-    *path = "";
-    *len = 0;
+    req_find_path(r, path, len, &info, &ilen);
 }
 
 void req_log_path(const struct req *r, const char **path, int *plen)
@@ -643,8 +696,9 @@ static void req_report(struct req *r)
         rec.method = "-";
         rec.mlen = 1;
     }
-    if (!req_param(r, "REQUEST_URI", 11, &rec.uri, &rec.ulen) &&
-        !req_param(r, "DOCUMENT_URI", 12, &rec.uri, &rec.ulen)) {
+    if (!req_param(r, "REQUEST_URI", 11, &rec.uri, &rec.ulen) || rec.ulen == 0)
+        req_path(r, &rec.uri, &rec.ulen); /* then the path alone: the query is apart */
+    if (rec.ulen == 0) {
         rec.uri = "-";
         rec.ulen = 1;
     }
@@ -699,6 +753,7 @@ void req_end(struct req *r, enum req_how how)
     if (r->conn != NULL)
         conn_detach(r->conn, r); /* reads params.len */
     buf_free(&r->params);
+    free(r->path_buf);
     buf_free(&r->hdrs);
     buf_free(&r->out);
     req_slot_release(core->reqs, r);

@@ -70,6 +70,10 @@ struct req {
     struct sock *socks;       /* outbound sockets it connected; closed when it ends */
 
     struct buf params;        /* FCGI_PARAMS stream, name-value pairs */
+    const char *path;         /* req_path once the params are in (req_start): into
+                               * params, or path_buf; NULL before */
+    size_t path_len;
+    char *path_buf;           /* SCRIPT_NAME .. PATH_INFO when it takes both; owned */
     struct evbuffer *in;      /* body bytes not yet read by the handler; owned */
     size_t in_total;          /* body bytes received so far */
 
@@ -206,10 +210,14 @@ int req_congested(const struct req *r);
  * table, its class ("Client Error", "Server Error", else "Unknown"). */
 const char *req_reason(unsigned status);
 
-/* The request's path: DOCUMENT_URI when the web server sends one that is
- * not empty (nginx: decoded, normalised), else REQUEST_URI up to its '?',
- * else SCRIPT_NAME; "" when none of them is there. Caddy 2.6 sends an empty
- * DOCUMENT_URI, h2o an empty SCRIPT_NAME. */
+/* The request's path (req.path, --status-path, the log lines): DOCUMENT_URI
+ * when the web server sends one that is not empty (nginx: decoded,
+ * normalised), else REQUEST_URI up to its '?' (as sent), else SCRIPT_NAME
+ * followed by PATH_INFO, as CGI/1.1 defines it; "" when none of them is
+ * there. Caddy 2.6 sends an empty DOCUMENT_URI, h2o an empty SCRIPT_NAME,
+ * a WSGI bridge or cgi-fcgi only SCRIPT_NAME and PATH_INFO. Fixed when the
+ * params are in; before that (a log line about a request still sending
+ * them) it is worked out from what has arrived, without joining the two. */
 void req_path(const struct req *r, const char **path, size_t *len);
 
 /* The path for log lines: req_path cut at 200 bytes, "?" when empty. */

@@ -419,6 +419,13 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
     if (server_watch(srv, err, errlen) < 0)
         goto fail;
     if (worker == 0) {
+        sigset_t none;
+
+        /* A single process: its handlers are in, so nothing stays blocked
+         * (main.c held SIGHUP and SIGUSR1 back while the app loaded; they
+         * are delivered now). A worker's master does this for it. */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         listen_names(&srv->ls, names, sizeof names);
         log_notice("ready, listening on %s", names);
     }
