@@ -146,14 +146,23 @@ local VARS = {
 }
 
 -- ngx.var.NAME: the current request's nginx variables, from its FastCGI
--- params (http_user_agent is HTTP_USER_AGENT, remote_addr REMOTE_ADDR...);
--- read-only.
+-- params (http_user_agent is HTTP_USER_AGENT, remote_addr REMOTE_ADDR...),
+-- cookie_NAME and arg_NAME from its cookies and query; read-only.
 M.var = setmetatable({}, {
     __index = function(_, name)
         local r = current("ngx.var")
         local f = VARS[name]
         if f then return f(r) end
-        return r:param(tostring(name):upper())
+        name = tostring(name)
+        local cookie = name:match("^cookie_(.+)$") -- $cookie_NAME, $arg_NAME as nginx's
+        if cookie then return r.cookies[cookie] end
+        local arg = name:match("^arg_(.+)$")
+        if arg then
+            local v = (r:args() or {})[arg]
+            if type(v) == "table" then v = v[1] end
+            return v
+        end
+        return r:param(name:upper())
     end,
     __newindex = function(_, name)
         error("variable \"" .. tostring(name) .. "\" not changeable (afcgi's ngx.var is "

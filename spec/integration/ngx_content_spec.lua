@@ -13,7 +13,8 @@ describe("ngx output calls", function()
 
     it("say, print, status, header, var, req, flush and exit", function()
         local r = c:request(1, fc.cgi_params("GET", "/say?v=7", {
-            HTTP_USER_AGENT = "spec/1", HTTP_HOST = "Example.org:8080", HTTPS = "on" }))
+            HTTP_USER_AGENT = "spec/1", HTTP_HOST = "Example.org:8080", HTTPS = "on",
+            HTTP_COOKIE = "a=1; sid=xyz" }))
         assert.equal(201, r.status)
         assert.equal("text/plain", r.headers["content-type"])
         assert.same({ "a", "b" }, r.headers["x-multi"])
@@ -21,7 +22,7 @@ describe("ngx output calls", function()
         assert.equal("hello 42 true nil null array\n"
             .. "method=GET uri=/say args=v=7 ua=spec/1 host=example.org scheme=https status=201 "
             .. "ctype=text/plain\n"
-            .. "v=7 header=spec/1\n"
+            .. "v=7 header=spec/1 arg_v=7 cookie_sid=xyz\n"
             .. "after flush\n", r.body)
         srv:wait_log("attempt to set ngx.status after sending out response headers", 5)
     end)
