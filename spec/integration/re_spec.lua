@@ -29,7 +29,8 @@ end
 describe("afcgi.re: OpenResty's documented behaviour", function()
     local srv, eval
     before_each(function()
-        srv = helpers.start_server("ngx_eval")
+        -- its huge-subject calls run long without yielding under valgrind
+        srv = helpers.start_server("ngx_eval", { args = { "--cpu-timeout", "120" } })
         eval = evaluator(helpers.connect(srv))
     end)
     after_each(helpers.cleanup)
