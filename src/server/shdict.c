@@ -75,17 +75,22 @@ struct shd_undo {
     uint64_t old;              /* the old bytes; blob records: their offset in blob */
 };
 
+#define LINE __attribute__((aligned(64)))   /* a cache line of its own */
+
 struct shd_hdr {
-    uint64_t magic;
-    pthread_mutex_t lock;
+    uint64_t magic;            /* read-mostly: set at creation */
     uint32_t capacity;         /* arena bytes */
     uint32_t nbuckets;         /* a power of two */
     uint32_t buckets;          /* offsets of the parts */
     uint32_t arena;
     uint32_t arena_end;        /* the end marker's offset */
     uint32_t map_size;
+    /* written at every lock and unlock, each on its own line, so that a
+     * spinner reading 'held' does not slow down the holder's writes */
+    pthread_mutex_t lock LINE;
+    uint32_t held LINE;        /* a hint for spinners: 1 while someone holds the lock */
     /* changed under the lock, each change logged */
-    uint32_t lru_head, lru_tail;
+    uint32_t lru_head LINE, lru_tail;
     uint32_t nkeys;
     uint32_t free_bytes;
     uint32_t garbage;          /* list elements to free */
@@ -95,7 +100,6 @@ struct shd_hdr {
     uint64_t epoch;            /* flush_all: entries stored before are expired */
     uint64_t evictions;
     uint64_t recoveries;       /* written after a recovery, not logged */
-    uint32_t held;             /* a hint for spinners: 1 while someone holds the lock */
     /* the undo log */
     uint32_t log_n;
     uint32_t blob_used;
