@@ -269,7 +269,7 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
     it("kills a host under load: GETs are retried elsewhere, POSTs are not replayed, Redis stays exact",
        function()
         local victim = topo.hosts[VICTIM]
-        local t_kill, at_kill, t_down, kill_status
+        local t_kill, at_kill, t_asked, t_down, kill_status
         local t0 = socket.gettime()
         local served = {}
 
@@ -290,6 +290,7 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
                     if r.status and r.headers["x-served-by"] then served[r.headers["x-served-by"]] = true end
                 end
                 if done >= 60 and count(served) == N_HOSTS then
+                    t_asked = socket.gettime()
                     local n = inflight(victim)
                     if n.GET >= 1 and n.POST >= 1 then
                         t_kill, at_kill = socket.gettime(), n
@@ -329,6 +330,9 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
         local figures = { requests = #recs, gets = 0, posts = 0, get_retried = 0, post_retried = 0,
                           post_failed = 0, after_kill = 0, late = -1 }
         local failed_posts, ok_posts = {}, {}
+        -- POSTs the victim answered after it was asked what it held: one of
+        -- its in-flight ones may have finished before the SIGKILL landed.
+        local finished_on_victim = 0
         local after_by_host = {}
         for _, r in ipairs(recs) do
             local l = log[r.id]
@@ -357,6 +361,9 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
                 if l.retries > 0 then figures.post_retried = figures.post_retried + 1 end
                 if r.status == 201 then
                     ok_posts[r.id] = true
+                    if host == victim.name and r.t_end >= t_asked then
+                        finished_on_victim = finished_on_victim + 1
+                    end
                 else
                     -- A failed POST: HAProxy's 502, on the dead host, sent
                     -- before the kill, and not retried (no replay).
@@ -374,11 +381,12 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
         -- The GETs the victim was running were replayed on the others.
         assert(figures.get_retried >= at_kill.GET, ("%d GETs were in flight on %s, %d retried")
                :format(at_kill.GET, victim.name, figures.get_retried))
-        -- The POSTs it was running failed: at least those, at most what the
-        -- client had in flight.
-        assert(figures.post_failed >= at_kill.POST and figures.post_failed <= WINDOW,
-               ("%d POSTs failed; %d were in flight on %s, the client had at most %d")
-               :format(figures.post_failed, at_kill.POST, victim.name, WINDOW))
+        -- The POSTs it was running failed, unless they finished between the
+        -- question and the kill: at least those, at most what the client had
+        -- in flight.
+        assert(figures.post_failed + finished_on_victim >= at_kill.POST and figures.post_failed <= WINDOW,
+               ("%d POSTs failed and %d finished on %s after it had %d in flight; the client had at most %d")
+               :format(figures.post_failed, finished_on_victim, victim.name, at_kill.POST, WINDOW))
         -- After the kill the two others did the work, both of them.
         for i = 1, N_HOSTS do
             local h = topo.hosts[i]
