@@ -36,6 +36,8 @@ struct config {
     const char *error_log;      /* file, or NULL for stderr */
     const char *access_log;     /* file, "-" for stdout, or NULL for none */
     const char *status_path;    /* path answered with the server's figures, or NULL */
+    const char *ping_path;      /* path answered "pong" while every worker is up, or NULL */
+    const char *pid_file;       /* the master's (or the one process's) pid, or NULL */
     const char *resolver;       /* nameserver for handlers' sockets (ip[:port]), or NULL */
     const char *ssl_trusted;    /* CA certificates (PEM) handlers' TLS verifies against,
                                  * besides the system's; or NULL */

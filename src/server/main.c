@@ -18,6 +18,7 @@
 #include "options.h"
 #include "privs.h"
 #include "server.h"
+#include "service.h"
 #include "tls.h"
 #include "shdict.h"
 
@@ -77,6 +78,10 @@ static int run(const struct config *cfg, char *err, size_t errlen)
     if (log_open(cfg->error_log, err, errlen) < 0 ||
         access_open(cfg->access_log, err, errlen) < 0)
         return -1;
+    service_notify_init();
+    /* as root, like the logs: /run is root's; main() removes it at the end */
+    if (service_pidfile_write(cfg->pid_file, err, errlen) < 0)
+        return -1;
     if (cfg->ssl_trusted != NULL) { /* a bad file fails the start, not the first handshake */
         struct tls_ctx *tls = tls_ctx_new(cfg, err, errlen);
 
@@ -112,8 +117,10 @@ int main(int argc, char **argv)
     signals_init();
     options_defaults(&cfg);
     rc = options_parse(&cfg, argc, argv, err, sizeof err);
-    if (rc == 0)
+    if (rc == 0) {
         rc = run(&cfg, err, sizeof err);
+        service_pidfile_remove();
+    }
     else if (rc > 0)
         rc = 0; /* --help or --version */
     if (rc < 0) {

@@ -13,10 +13,11 @@
  * has its handlers, a worker unblocks every signal: afcgi's own mask, never
  * the one afcgi was started with (main.c replaced that before anything).
  */
-#define _GNU_SOURCE /* accept4 */
+#define _GNU_SOURCE /* accept4, pipe2 */
 #include "master.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -32,12 +33,15 @@
 
 #include "config.h"
 #include "access.h"
+#include "health.h"
 #include "listen.h"
 #include "log.h"
 #include "server.h"
+#include "service.h"
 #include "stats.h"
 
 #define MASTER_START_TIMEOUT 30.0   /* seconds a worker may take to load the app */
+#define MASTER_STATUS_EVERY 1.0     /* seconds between looks at the figures for STATUS= */
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 10.0
 #define STABLE_AFTER 10.0           /* a worker that lived this long resets the backoff */
@@ -50,6 +54,8 @@ struct worker {
     int ctl;                        /* pass mode: our end of its socketpair, or -1 */
     int pass_peer;                  /* pass mode: the worker's end, while forking */
     unsigned load;                  /* pass mode: connections it holds */
+    int report;                     /* our end of its report pipe ('R', 'E...', 'H'), or -1 */
+    int reload_pending;             /* sent a SIGHUP it has not reported done yet */
 };
 
 struct master {
@@ -66,6 +72,9 @@ struct master {
     double saturated_logged;        /* last saturation warning */
     int stopping;
     double deadline;                /* stopping: SIGKILL what is left after this */
+    int reloading;                  /* SIGHUP forwarded, not every worker done yet */
+    double reload_deadline;         /* reloading: say READY=1 anyway after this */
+    double status_at;               /* the last look at the figures for STATUS= */
 };
 
 static double master_now(void)
@@ -77,7 +86,8 @@ static double master_now(void)
 }
 
 /* In the child: run worker 'id' (1-based); report on 'ready' ('R', or 'E'
- * and the reason); never returns. */
+ * and the reason), then keep it to report each reload done ('H'); never
+ * returns. */
 static void master_child(struct master *m, int id, int ready)
 {
     char err[1024];
@@ -91,9 +101,12 @@ static void master_child(struct master *m, int id, int ready)
     /* Signals stay blocked until the server has its handlers: a SIGHUP
      * forwarded while this worker loads the app must not kill it. */
     close(m->sigfd);
+    service_forked();            /* the master speaks to the service manager */
     for (int i = 0; i < m->cfg->workers; i++) {
         if (m->w[i].ctl >= 0)
             close(m->w[i].ctl);  /* the master's ends, ours included */
+        if (m->w[i].report >= 0)
+            close(m->w[i].report);
     }
     if (m->pass) {               /* connections come from the master, not the sockets */
         for (size_t i = 0; i < ls.n; i++)
@@ -107,19 +120,17 @@ static void master_child(struct master *m, int id, int ready)
         char msg[1100];
         int n = snprintf(msg, sizeof msg, "E%s", err);
 
-        /* one write: the master reads up to the end of the pipe anyway */
-        if (ready < 0 || write(ready, msg, (size_t)n) < 0)
+        /* one write (below PIPE_BUF), so the master reads it whole */
+        if (write(ready, msg, (size_t)n) < 0)
             log_error("worker %d cannot start: %s", id, err);
         _exit(2);
     }
+    stats_attach(server_core(srv), m->stats, id - 1);
+    if (write(ready, "R", 1) < 0)
+        log_warn("worker %d: cannot report readiness", id);
+    server_report_to(srv, ready);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL); /* what came meanwhile is delivered now */
-    stats_attach(server_core(srv), m->stats, id - 1);
-    if (ready >= 0) {
-        if (write(ready, "R", 1) < 0)
-            log_warn("worker %d: cannot report readiness", id);
-        close(ready);
-    }
     rc = server_run(srv);
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
@@ -128,32 +139,46 @@ static void master_child(struct master *m, int id, int ready)
     _exit(rc);
 }
 
-/* Fork worker i. 'ready' is the write end of a readiness pipe, or -1. */
-static int master_fork(struct master *m, int i, int ready)
+/* Fork worker i, with its report pipe (our end in w->report). */
+static int master_fork(struct master *m, int i)
 {
-    int sp[2] = { -1, -1 };
+    int sp[2] = { -1, -1 }, rp[2];
     pid_t pid;
 
+    if (pipe2(rp, O_CLOEXEC) < 0) {
+        log_error("cannot start worker %d: pipe: %s", i + 1, strerror(errno));
+        return -1;
+    }
     if (m->pass && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
         log_error("cannot start worker %d: socketpair: %s", i + 1, strerror(errno));
+        close(rp[0]);
+        close(rp[1]);
         return -1;
     }
     m->w[i].ctl = sp[0];
     m->w[i].pass_peer = sp[1];
     m->w[i].load = 0;
+    m->w[i].reload_pending = 0; /* it loads the file as it is now */
     if ((pid = fork()) < 0) {
         log_error("cannot start worker %d: %s", i + 1, strerror(errno));
         if (m->pass) {
             close(sp[0]);
             close(sp[1]);
         }
+        close(rp[0]);
+        close(rp[1]);
         m->w[i].ctl = -1;
         return -1;
     }
-    if (pid == 0)
-        master_child(m, i + 1, ready);
+    if (pid == 0) {
+        close(rp[0]);
+        master_child(m, i + 1, rp[1]);
+    }
     if (sp[1] >= 0)
         close(sp[1]);
+    close(rp[1]);
+    fcntl(rp[0], F_SETFL, O_NONBLOCK);
+    m->w[i].report = rp[0];
     m->w[i].pid = pid;
     m->w[i].started = master_now();
     log_info("worker %d started (pid %ld)", i + 1, (long)pid);
@@ -187,18 +212,11 @@ static int master_await(int fd, char *err, size_t errlen)
 static int master_start_all(struct master *m, char *err, size_t errlen)
 {
     for (int i = 0; i < m->cfg->workers; i++) {
-        int p[2], rc;
-
-        if (pipe(p) < 0) {
-            snprintf(err, errlen, "pipe: %s", strerror(errno));
+        if (master_fork(m, i) < 0) {
+            snprintf(err, errlen, "cannot start worker %d (logged above)", i + 1);
             return -1;
         }
-        rc = master_fork(m, i, p[1]);
-        close(p[1]);
-        if (rc == 0)
-            rc = master_await(p[0], err, errlen);
-        close(p[0]);
-        if (rc < 0)
+        if (master_await(m->w[i].report, err, errlen) < 0)
             return -1;
     }
     return 0;
@@ -221,6 +239,82 @@ static int master_alive(const struct master *m)
     return n;
 }
 
+static void master_close_report(struct worker *w)
+{
+    if (w->report >= 0)
+        close(w->report);
+    w->report = -1;
+}
+
+/* Under a service manager: the figures in STATUS=, at most once a second
+ * (the workers publish theirs each second), sent when they changed. */
+static void master_status(struct master *m, int now_too)
+{
+    struct health h;
+    double now = master_now();
+
+    if (!service_notifying() || m->reloading ||
+        (!now_too && now - m->status_at < MASTER_STATUS_EVERY))
+        return;
+    m->status_at = now;
+    health_read(m->stats, &h);
+    if (m->stopping)
+        service_status("stopping: %d workers left, %llu requests in flight", master_alive(m),
+                       (unsigned long long)h.inflight);
+    else
+        service_status("workers up: %d/%d, connections: %llu, requests in flight: %llu", h.up,
+                       h.total, (unsigned long long)h.conns, (unsigned long long)h.inflight);
+}
+
+/* A reload is done once every worker sent a SIGHUP has reported back (or
+ * is gone), or when it took longer than a start may. */
+static void master_check_reload(struct master *m)
+{
+    int left = 0;
+
+    if (!m->reloading)
+        return;
+    for (int i = 0; i < m->cfg->workers; i++)
+        left += m->w[i].pid > 0 && m->w[i].reload_pending;
+    if (left > 0 && master_now() < m->reload_deadline)
+        return;
+    if (left > 0)
+        log_warn("SIGHUP: %d workers did not report their reload within %.0f s", left,
+                 MASTER_START_TIMEOUT);
+    else
+        log_info("SIGHUP: every worker has reloaded");
+    m->reloading = 0;
+    service_notify("READY=1");
+    master_status(m, 1);
+}
+
+/* What worker i wrote on its report pipe. */
+static void master_on_report(struct master *m, int i)
+{
+    struct worker *w = &m->w[i];
+    char buf[1100];
+    ssize_t n = read(w->report, buf, sizeof buf - 1);
+
+    if (n <= 0) {
+        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            master_close_report(w); /* it is going; SIGCHLD tells the rest */
+        return;
+    }
+    for (ssize_t k = 0; k < n; k++) {
+        if (buf[k] == 'E') {        /* the last thing it writes, in one piece */
+            buf[n] = '\0';
+            log_error("worker %d cannot start: %s", i + 1, buf + k + 1);
+            master_close_report(w);
+            return;
+        }
+        if (buf[k] == 'R')
+            log_info("worker %d (pid %ld) serves", i + 1, (long)w->pid);
+        else if (buf[k] == 'H')
+            w->reload_pending = 0;
+    }
+    master_check_reload(m);
+}
+
 /* Reap exited workers; schedule restarts with backoff unless stopping. */
 static void master_reap(struct master *m)
 {
@@ -239,7 +333,12 @@ static void master_reap(struct master *m)
                 close(w->ctl); /* its connections died with it */
             w->ctl = -1;
             w->load = 0;
+            if (w->report >= 0)
+                master_on_report(m, i); /* what it said last: why it could not start */
+            master_close_report(w);
+            w->reload_pending = 0;
             stats_clear(m->stats, i);
+            master_check_reload(m);
             if (m->stopping)
                 break;
             lived = master_now() - w->started;
@@ -265,25 +364,31 @@ static double master_next(struct master *m)
     for (int i = 0; i < m->cfg->workers && !m->stopping; i++) {
         if (m->w[i].pid == 0) {
             if (m->w[i].restart_at <= now)
-                master_fork(m, i, -1);
+                master_fork(m, i);
             else if (m->w[i].restart_at < next)
                 next = m->w[i].restart_at;
         }
     }
     if (m->stopping && m->deadline < next)
         next = m->deadline;
+    if (m->reloading && m->reload_deadline < next)
+        next = m->reload_deadline;
     return next > now ? next - now : 0;
 }
 
 static void master_stop(struct master *m, int sig)
 {
-    if (!m->stopping)
+    if (!m->stopping) {
         log_notice("%s: stopping %d workers", sig == SIGQUIT ? "SIGQUIT" : "shutting down",
                    master_alive(m));
+        service_notify("STOPPING=1");
+    }
     m->stopping = 1;
+    m->reloading = 0;
     m->deadline = master_now() + (sig == SIGQUIT ? 2 : m->cfg->shutdown_timeout + 2);
     master_signal_all(m, sig == SIGQUIT ? SIGQUIT : SIGTERM);
     listen_close(m->ls, 1); /* no new workers: new connections are refused at once */
+    master_status(m, 1);
 }
 
 static void master_on_signal(struct master *m, int sig)
@@ -295,10 +400,19 @@ static void master_on_signal(struct master *m, int sig)
     case SIGHUP:
         log_notice("SIGHUP: reloading the app in %d workers", master_alive(m));
         m->generation++;
+        if (!m->stopping) {
+            service_reloading();
+            m->reloading = 1;
+            m->reload_deadline = master_now() + MASTER_START_TIMEOUT;
+            for (int i = 0; i < m->cfg->workers; i++)
+                m->w[i].reload_pending = m->w[i].pid > 0;
+        }
         master_signal_all(m, SIGHUP);
+        master_check_reload(m); /* no worker running: done at once */
         break;
     case SIGUSR1:
         log_reopen();
+        log_notice("SIGUSR1: reopened the log files");
         master_signal_all(m, SIGUSR1);
         break;
     case SIGTERM:
@@ -387,8 +501,10 @@ static void master_on_signals(struct master *m)
 
 static int master_loop(struct master *m)
 {
-    struct pollfd p[1 + CONFIG_MAX_LIST + 1024];
-    int owner[1 + CONFIG_MAX_LIST + 1024];
+    /* the signals, the listeners (pass mode), each worker's socket (pass
+     * mode) and report pipe; owner: -1 for a listener, else the worker */
+    struct pollfd p[1 + CONFIG_MAX_LIST + 2 * 1024];
+    int owner[1 + CONFIG_MAX_LIST + 2 * 1024];
 
     while (!m->stopping || master_alive(m) > 0) {
         double wait = master_next(m);
@@ -399,10 +515,14 @@ static int master_loop(struct master *m)
             owner[n] = -1;
             p[n++] = (struct pollfd){ .fd = m->ls->fd[i], .events = POLLIN };
         }
-        for (int i = 0; m->pass && i < m->cfg->workers && i < 1024; i++) {
-            if (m->w[i].ctl >= 0) {
+        for (int i = 0; i < m->cfg->workers && i < 1024; i++) {
+            if (m->pass && m->w[i].ctl >= 0) {
                 owner[n] = i;
                 p[n++] = (struct pollfd){ .fd = m->w[i].ctl, .events = POLLIN };
+            }
+            if (m->w[i].report >= 0) {
+                owner[n] = i;
+                p[n++] = (struct pollfd){ .fd = m->w[i].report, .events = POLLIN };
             }
         }
         if (poll(p, n, (int)(wait * 1000) + 1) > 0) {
@@ -415,8 +535,12 @@ static int master_loop(struct master *m)
                     master_accept(m, p[k].fd);
                 else if (m->w[owner[k]].ctl == p[k].fd)
                     master_on_cookies(m, owner[k]);
+                else if (m->w[owner[k]].report == p[k].fd)
+                    master_on_report(m, owner[k]);
             }
         }
+        master_check_reload(m); /* its deadline */
+        master_status(m, 0);
         if (m->stopping && master_now() >= m->deadline && master_alive(m) > 0) {
             log_warn("%d workers still running past the shutdown timeout: killing them",
                      master_alive(m));
@@ -444,7 +568,7 @@ int master_run(const struct config *cfg, struct listeners *ls)
     m.sigfd = signalfd(-1, &m.sigs, SFD_CLOEXEC | SFD_NONBLOCK);
     m.w = calloc((size_t)cfg->workers, sizeof *m.w);
     for (int i = 0; m.w != NULL && i < cfg->workers; i++)
-        m.w[i].ctl = m.w[i].pass_peer = -1;
+        m.w[i].ctl = m.w[i].pass_peer = m.w[i].report = -1;
     if (m.sigfd < 0) {
         fprintf(stderr, "afcgi: signalfd: %s\n", strerror(errno));
         goto done;
@@ -466,6 +590,8 @@ int master_run(const struct config *cfg, struct listeners *ls)
     log_notice("ready, listening on %s", names);
     log_notice("master (pid %ld) runs %d workers%s", (long)getpid(), cfg->workers,
                m.pass ? ", passing them connections" : "");
+    service_notify("READY=1");
+    master_status(&m, 1);
     rc = master_loop(&m);
     log_notice("exiting");
 done:
@@ -474,6 +600,7 @@ done:
     for (int i = 0; m.w != NULL && i < cfg->workers; i++) {
         if (m.w[i].ctl >= 0)
             close(m.w[i].ctl);
+        master_close_report(&m.w[i]);
     }
     if (m.sigfd >= 0)
         close(m.sigfd);

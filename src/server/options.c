@@ -95,6 +95,11 @@ static const struct opt opt_table[] = {
       "a line per request (\"-\": stdout); default none; SIGUSR1 reopens it" },
     { "status-path", 0, T_STRING, OFF(status_path), 0, "PATH",
       "answer this path with the server's figures (JSON; ?prometheus for Prometheus text)" },
+    { "ping-path", 0, T_STRING, OFF(ping_path), 0, "PATH",
+      "answer this path with 200 \"pong\" while every worker is up, else 503 (like php-fpm's "
+      "ping.path)" },
+    { "pid-file", 0, T_STRING, OFF(pid_file), 0, "FILE",
+      "write the master's pid here (before dropping privileges); removed at exit" },
     { "resolver", 0, T_STRING, OFF(resolver), 0, "IP[:PORT]",
       "nameserver that resolves host names for handlers' sockets (like nginx's resolver); "
       "default: the nameservers of /etc/resolv.conf, after /etc/hosts" },

@@ -27,6 +27,8 @@
 #include "log.h"
 #include "pool.h"
 #include "req.h"
+#include "health.h"
+#include "service.h"
 #include "sock.h"
 #include "stats.h"
 #include "tls.h"
@@ -45,6 +47,7 @@ static void server_on_stop_timeout(evutil_socket_t fd, short what, void *arg);
 static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg);
 static void server_on_compact(evutil_socket_t fd, short what, void *arg);
 static void server_stop(struct server *srv);
+static void server_on_status(evutil_socket_t fd, short what, void *arg);
 
 /* ---- hooks: what the layers below tell the server ------------------------ */
 
@@ -58,11 +61,15 @@ struct core *server_core(struct server *srv)
     return &srv->core;
 }
 
-/* The params of r are in: the status page, or the app's handler. */
+/* The params of r are in: the ping or status page, or the app's handler. */
 static void server_on_start(struct req *r)
 {
     struct core *core = r->core;
 
+    if (core->cfg.ping_path != NULL && health_answer(r)) {
+        req_end(r, REQ_ANSWERED);
+        return;
+    }
     if (core->cfg.status_path != NULL && stats_answer(r)) {
         req_end(r, REQ_ANSWERED);
         return;
@@ -188,6 +195,24 @@ static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg)
 
 /* ---- stopping --------------------------------------------------------- */
 
+/* Alone under a service manager: what the process does now, in STATUS=
+ * (sent when it changed: each second, and at the reload and the stop). */
+static void server_status(struct server *srv)
+{
+    if (srv->core.stopping)
+        service_status("stopping: %u requests in flight", srv->core.nreqs);
+    else
+        service_status("connections: %u, requests in flight: %u", srv->core.nconns,
+                       srv->core.nreqs);
+}
+
+static void server_on_status(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server_status(arg);
+}
+
 static void server_close_listeners(struct server *srv)
 {
     for (size_t i = 0; i < srv->nlsn; i++) {
@@ -275,6 +300,8 @@ static void server_stop(struct server *srv)
     timer_free_all(&srv->core);
     log_notice("shutting down: %u requests in flight on %u connections", srv->core.nreqs,
                srv->core.nconns);
+    service_notify("STOPPING=1");   /* alone; a worker's master says it */
+    server_status(srv);
     for (c = srv->core.conns; c != NULL; c = next) {
         next = c->next;
         c->close_when_idle = 1;
@@ -316,15 +343,26 @@ static struct vm *server_load(struct server *srv, unsigned gen, char *err, size_
 static void server_reload(struct server *srv)
 {
     char err[512];
-    struct vm *vm = server_load(srv, srv->core.vm->gen + 1, err, sizeof err);
+    struct vm *vm;
 
+    service_reloading(); /* alone; a worker's master says it */
+    vm = server_load(srv, srv->core.vm->gen + 1, err, sizeof err);
     if (vm == NULL) {
         log_error("reload failed, generation %u keeps serving: %s", srv->core.vm->gen, err);
-        return;
+    } else {
+        log_notice("reloaded %s: generation %u serves new requests", srv->core.cfg.app, vm->gen);
+        vm_release(srv->core.vm); /* closed once its last request ends */
+        srv->core.vm = vm;
     }
-    log_notice("reloaded %s: generation %u serves new requests", srv->core.cfg.app, vm->gen);
-    vm_release(srv->core.vm); /* closed once its last request ends */
-    srv->core.vm = vm;
+    service_notify("READY=1"); /* done either way: the old code serving is a state too */
+    server_status(srv);
+    if (srv->report_fd >= 0 && write(srv->report_fd, "H", 1) < 0)
+        log_warn("cannot tell the master the reload is done: %s", strerror(errno));
+}
+
+void server_report_to(struct server *srv, int fd)
+{
+    srv->report_fd = fd;
 }
 
 static void server_on_signal(evutil_socket_t sig, short what, void *arg)
@@ -347,6 +385,7 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
     case SIGUSR1:
         log_reopen();
         access_reopen();
+        log_notice("SIGUSR1: reopened the log files");
         break;
     }
 }
@@ -371,6 +410,7 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
     srv->core.hooks.ended = cfg->access_log != NULL ? server_on_ended : NULL;
     srv->core.hooks.released = server_on_released;
     srv->core.pass_fd = ls->pass_fd;
+    srv->report_fd = -1;
     srv->ls = *ls;
     srv->core.started = (double)time(NULL);
     srv->core.worker = worker;
@@ -428,6 +468,16 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
         sigprocmask(SIG_SETMASK, &none, NULL);
         listen_names(&srv->ls, names, sizeof names);
         log_notice("ready, listening on %s", names);
+        if (service_notifying()) {
+            struct timeval tv = { 1, 0 };
+
+            srv->status_ev = event_new(srv->core.sched.base, -1, EV_PERSIST, server_on_status,
+                                       srv);
+            if (srv->status_ev != NULL)
+                event_add(srv->status_ev, &tv);
+            service_notify("READY=1");
+            server_status(srv);
+        }
     }
     return srv;
 
@@ -460,6 +510,10 @@ void server_free(struct server *srv)
         event_free(srv->core.stats_ev);
     if (srv->pass_ev)
         event_free(srv->pass_ev);
+    if (srv->status_ev)
+        event_free(srv->status_ev);
+    if (srv->report_fd >= 0)
+        close(srv->report_fd);
     if (srv->ls.pass_fd >= 0)
         close(srv->ls.pass_fd);
     for (int i = 0; i < 5; i++) {

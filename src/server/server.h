@@ -26,6 +26,8 @@ struct server {
     struct event *stop_ev;           /* shutdown deadline */
     struct event *accept_ev;         /* re-enables listeners after EMFILE */
     struct event *pass_ev;           /* connections passed as descriptors */
+    struct event *status_ev;         /* alone under a service manager: STATUS= each second */
+    int report_fd;                   /* a worker: tells the master a reload is done, or -1 */
     int accept_full;                 /* at --max-conns: listeners paused */
     int exit_code;
 };
@@ -42,6 +44,10 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
 int server_run(struct server *srv);
 
 void server_free(struct server *srv);
+
+/* A worker's end of its report pipe to the master (owned from here on):
+ * the server writes 'H' on it once it has handled a SIGHUP. */
+void server_report_to(struct server *srv, int fd);
 
 /* Its core, for the process layer (stats_attach). */
 struct core *server_core(struct server *srv);

@@ -1,0 +1,49 @@
+/*
+ * health.c: --ping-path and the workers' state (see health.h).
+ */
+#include "health.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core.h"
+#include "req.h"
+#include "stats.h"
+
+void health_read(const struct stats_area *a, struct health *h)
+{
+    memset(h, 0, sizeof *h);
+    h->total = a->nworkers;
+    for (int i = 0; i < a->nworkers; i++) {
+        if (a->w[i].pid == 0)
+            continue;
+        h->up++;
+        h->conns += a->w[i].conns;
+        h->inflight += a->w[i].inflight;
+    }
+}
+
+int health_answer(struct req *r)
+{
+    const char *path, *want = r->core->cfg.ping_path;
+    struct health h = { .up = 1, .total = 1 };
+    char body[64];
+    size_t plen;
+    int n;
+
+    req_path(r, &path, &plen);
+    if (plen != strlen(want) || memcmp(path, want, plen) != 0)
+        return 0;
+    if (r->core->stats != NULL)
+        health_read(r->core->stats, &h);
+    req_add_header(r, "Content-Type", 12, "text/plain", 10);
+    req_add_header(r, "Cache-Control", 13, "no-store", 8);
+    if (h.up == h.total) {
+        req_write(r, "pong", 4);  /* php-fpm's ping.response, no newline either */
+        return 1;
+    }
+    r->status = 503;
+    n = snprintf(body, sizeof body, "%d of %d workers up\n", h.up, h.total);
+    req_write(r, body, (size_t)n);
+    return 1;
+}
