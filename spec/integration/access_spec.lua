@@ -109,6 +109,30 @@ describe("unix sockets and privileges", function()
         return proc.status_field(pid, field):match("^(%d+)%s+(%d+)%s+(%d+)%s+(%d+)")
     end
 
+    -- Copies of the lifecycle fixture and of afcgi's own Lua modules (lua/)
+    -- in a new scratch directory of mode mode (default 755: anyone may read
+    -- it), so that a server dropped to nobody can load them wherever the
+    -- checkout is (under /root, mode 700, it could not). Returns the app's
+    -- path, the env that points the server at the modules, and the directory.
+    local function scratch_copy(mode)
+        local dir = proc.tmpdir()
+        assert.equal(0, os.execute(("cp '%s' '%s/lifecycle.lua' && cp -R '%s/lua' '%s/' && "
+            .. "chmod -R a+rX '%s' && chmod %s '%s'"):format(helpers.fixture("lifecycle"), dir,
+            unistd.getcwd(), dir, dir, mode or "755", dir)))
+        return dir .. "/lifecycle.lua", { AFCGI_LUA_DIR = dir .. "/lua" }, dir
+    end
+
+    -- Runs afcgi --user nobody on app with env; asserts it fails at once,
+    -- with exit status 2 and one line saying that what (a Lua pattern) cannot
+    -- be read: permission denied on the directory dir.
+    local function denied(app, env, what, dir)
+        local status, stderr = helpers.run_cli({ "--listen", "127.0.0.1:0", "--user", "nobody", app },
+                                               nil, { env = env })
+        assert.equal(2, status, stderr)
+        assert.matches("^afcgi: %-%-user nobody: cannot read " .. what .. ": permission denied on "
+                       .. "the directory " .. escape(dir) .. "\n$", stderr)
+    end
+
     it("gives a unix socket --socket-mode 600 and serves on it", function()
         local path = proc.tmpdir() .. "/afcgi.sock"
         local srv = helpers.start_server("lifecycle", { listen = { "unix:" .. path },
@@ -152,7 +176,8 @@ describe("unix sockets and privileges", function()
 
     it_drops_root("runs as --user nobody once bound, and serves", function()
         assert.equal(0, unistd.geteuid(), "this spec runs as root")
-        local srv = helpers.start_server("lifecycle", { args = { "--user", "nobody" } })
+        local app, env = scratch_copy()
+        local srv = helpers.start_server(app, { args = { "--user", "nobody" }, env = env })
         local u = { ids(srv.pid, "Uid") }
         local g = { ids(srv.pid, "Gid") }
         for i = 1, 4 do
@@ -164,8 +189,9 @@ describe("unix sockets and privileges", function()
     end)
 
     it_drops_root("runs the workers as --user nobody --group nogroup, and they serve", function()
-        local srv = helpers.start_server("lifecycle", {
-            args = { "--workers", "2", "--user", "nobody", "--group", "nogroup" } })
+        local app, env = scratch_copy()
+        local srv = helpers.start_server(app, {
+            args = { "--workers", "2", "--user", "nobody", "--group", "nogroup" }, env = env })
         local kids = proc.wait_children(srv.pid, 2)
         for _, pid in ipairs(kids) do
             assert.equal(tostring(nobody.pw_uid), (ids(pid, "Uid")), "worker " .. pid)
@@ -175,6 +201,17 @@ describe("unix sockets and privileges", function()
         local c = helpers.connect(srv)
         local pid = tonumber(c:request(1, "/").body:match("^pid=(%d+)"))
         assert.is_true(pid == kids[1] or pid == kids[2])
+    end)
+
+    it("fails naming the path when --user nobody cannot read the app's directory", function()
+        local app, env, dir = scratch_copy("700")
+        denied(app, env, escape(app) .. " %(the app%)", dir)
+    end)
+
+    it("fails naming the path when --user nobody cannot read afcgi's own modules", function()
+        local app = scratch_copy()
+        local _, env, dir = scratch_copy("700")
+        denied(app, env, escape(dir .. "/lua/afcgi/request.lua") .. " %(afcgi's own Lua modules%)", dir)
     end)
 end)
 

@@ -1,6 +1,7 @@
 -- FastCGI 1.0 protocol behaviour of afcgi (README.md, "How it works").
 local helpers = require "helpers"
 local fc = require "fcgi_client"
+local socket = require "socket"
 
 local function start(args) return helpers.start_server("app", { args = args }) end
 
@@ -377,7 +378,25 @@ describe("FastCGI protocol errors", function()
             out[#out + 1] = fc.begin_record(id)
                 .. fc.params_records(id, { X = ("p"):rep(60000) }, { open = true })
         end
+        local mark = srv:mark()
         assert_protocol_error(srv, table.concat(out))
+        -- the 18th request's params pass 1 MiB: 17 x 60,000 bytes were held
+        srv:wait_log("conn %d+ %(127%.0%.0%.1:%d+%): protocol error: params held for requests "
+                     .. "not started over 1048576 bytes %(1 KiB per %-%-max%-conn%-reqs, at least "
+                     .. "1 MiB%) %(request id 18%); closing", 5, mark)
+    end)
+
+    it("closes at 1 KiB per --max-conn-reqs above the floor, and says the figure", function()
+        local srv = start({ "--max-conn-reqs", "2000" })    -- 2,048,000 bytes
+        local out = {}
+        for id = 1, 40 do                                    -- 34 x 60000 fit, the 35th not
+            out[#out + 1] = fc.begin_record(id)
+                .. fc.params_records(id, { X = ("p"):rep(60000) }, { open = true })
+        end
+        local mark = srv:mark()
+        assert_protocol_error(srv, table.concat(out))
+        srv:wait_log("protocol error: params held for requests not started over 2048000 bytes "
+                     .. "%(1 KiB per %-%-max%-conn%-reqs, at least 1 MiB%) %(request id 35%)", 5, mark)
     end)
 
     it("lets a connection hold 1 KiB of unfinished params per --max-conn-reqs", function()
@@ -392,6 +411,65 @@ describe("FastCGI protocol errors", function()
         c:send_raw(table.concat(out))
         for id = 1, 50 do c:params(id, {}); c:stdin(id, "") end
         for id = 1, 50 do assert.equal(200, c:read_response(id).status) end
+    end)
+end)
+
+describe("--params-timeout", function()
+    after_each(helpers.cleanup)
+
+    -- The params of request id: some sent, the stream left open.
+    local function params_left_open(c, id)
+        c:begin(id)
+        c:params(id, { A = "1" }, { open = true })
+    end
+
+    it("answers 408 to params that do not end in time, logs it, and keeps the connection", function()
+        local srv = start({ "--params-timeout", "0.5" })
+        local c = helpers.connect(srv)
+        local mark = srv:mark()
+        local t0 = socket.gettime()
+        params_left_open(c, 1)
+        local r = c:read_response(1, 10)
+        local waited = socket.gettime() - t0
+        assert.equal(408, r.status)
+        assert.equal("408 Request Timeout\n", r.body)
+        assert.is_true(waited >= 0.5, ("answered after %.3f s"):format(waited))
+        srv:wait_log("conn %d+ request 1: params not complete 0%.5 s after BEGIN_REQUEST "
+                     .. "%(4 bytes so far; %-%-params%-timeout%); answered 408", 5, mark)
+        assert.equal("kept", echo_body(c:request(2, "/echo", "kept")))  -- same connection
+    end)
+
+    it("bounds a BEGIN_REQUEST followed by nothing, while the connection's others are served", function()
+        local srv = start({ "--params-timeout", "1" })
+        local c = helpers.connect(srv)
+        local mark = srv:mark()
+        c:begin(7)                                           -- and then nothing for 7
+        for id = 1, 3 do assert.equal("x" .. id, echo_body(c:request(id, "/echo", "x" .. id))) end
+        assert.equal(408, c:read_response(7, 10).status)
+        srv:wait_log("conn %d+ request 7: params not complete 1 s after BEGIN_REQUEST "
+                     .. "%(0 bytes so far; %-%-params%-timeout%); answered 408", 5, mark)
+        assert.equal(1, #srv:lines("params not complete", mark))
+    end)
+
+    it("does not limit a handler that runs longer once its params are in", function()
+        local srv = start({ "--params-timeout", "0.3" })
+        local c = helpers.connect(srv)
+        local r = c:request(1, "/sleep?ms=800", nil, { timeout = 10 })
+        assert.equal(200, r.status)
+        assert.same({}, srv:lines("params not complete"))
+    end)
+
+    it("waits 60 s by default and 0 turns it off (--help says both)", function()
+        local status, _, out = helpers.run_cli({ "--help" })
+        assert.equal(0, status)
+        assert.matches("%-%-params%-timeout S seconds from BEGIN_REQUEST to the end of its params "
+                       .. "%(like nginx's client_header_timeout%); then 408; default 60; 0: none",
+                       out:gsub("%s+", " "))
+        local srv = start({ "--params-timeout", "0" })
+        local c = helpers.connect(srv)
+        c:begin(1)
+        assert.is_true(not c:closed_by_peer(1.2), "closed")  -- nothing ends it
+        assert.equal(0, c:end_count(1))
     end)
 end)
 

@@ -673,9 +673,14 @@ static int conn_params(struct conn *c, struct req *r, const struct fcgi_record *
     if (rec->clen > 0) {
         if (r->rejected)
             return DISPATCH_OK;
-        if (c->pending_params + rec->clen > CONN_PENDING_PARAMS(&c->core->cfg))
-            return conn_protocol_error(c, "too many params held for requests not started "
-                                          "(1 KiB per --max-conn-reqs, at least 1 MiB)", r->id);
+        if (c->pending_params + rec->clen > CONN_PENDING_PARAMS(&c->core->cfg)) {
+            char what[160];
+
+            snprintf(what, sizeof what, "params held for requests not started over %zu bytes "
+                     "(1 KiB per --max-conn-reqs, at least 1 MiB)",
+                     CONN_PENDING_PARAMS(&c->core->cfg));
+            return conn_protocol_error(c, what, r->id);
+        }
         if (req_add_params(r, rec->content, rec->clen) < 0) {
             c->pending_params -= r->params.len;
             buf_free(&r->params);

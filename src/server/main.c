@@ -21,6 +21,7 @@
 #include "service.h"
 #include "tls.h"
 #include "shdict.h"
+#include "vm.h"
 
 /* The signals afcgi acts on: the server's (server.c), the master's
  * (master.c, SIGCHLD too) and the cpu watchdog's (SIGURG, watchdog.c). */
@@ -63,6 +64,24 @@ static int run_single(const struct config *cfg, struct listeners *ls, char *err,
     return rc;
 }
 
+/* After the privilege drop: whether the app and afcgi's own modules can
+ * still be read, so that a user who cannot is told which path, not that a
+ * module was not found. */
+static int check_access(const struct config *cfg, char *err, size_t errlen)
+{
+    char why[900];
+
+    if (vm_check_access(cfg->app, why, sizeof why) == 0)
+        return 0;
+    if (cfg->user == NULL && cfg->group == NULL)
+        snprintf(err, errlen, "%s", why);
+    else
+        snprintf(err, errlen, "%s%s%s%s%s: %s", cfg->user ? "--user " : "", cfg->user ? cfg->user : "",
+                 cfg->user && cfg->group ? " " : "", cfg->group ? "--group " : "",
+                 cfg->group ? cfg->group : "", why);
+    return -1;
+}
+
 /* Everything after the options. Returns the exit status, or -1 with a
  * one-line reason in err. */
 static int run(const struct config *cfg, char *err, size_t errlen)
@@ -97,7 +116,7 @@ static int run(const struct config *cfg, char *err, size_t errlen)
         shdict_teardown();
         return -1;
     }
-    if (privs_drop(cfg, err, errlen) < 0) {
+    if (privs_drop(cfg, err, errlen) < 0 || check_access(cfg, err, errlen) < 0) {
         listen_close(&ls, 1);
         shdict_teardown();
         return -1;

@@ -41,6 +41,7 @@ static int req_slot_alloc(struct req_table *tb, struct req *r);
 static void req_slot_release(struct req_table *tb, struct req *r);
 static void req_track(struct core *core, struct req *r);
 static void req_untrack(struct core *core, struct req *r);
+static void req_list_remove(struct core *core, struct req *r, int k);
 
 struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
 {
@@ -145,6 +146,7 @@ static int req_settle_path(struct req *r)
 
 void req_start(struct req *r)
 {
+    req_list_remove(r->core, r, REQ_LIST_PARAMS); /* they are in */
     r->started = 1;
     if (req_settle_path(r) < 0) {
         log_error("request %u: out of memory for its path", r->id);
@@ -771,10 +773,21 @@ int req_table_init(struct core *core)
 {
     struct req_table *tb = calloc(1, sizeof *tb);
 
-    if (tb == NULL || (tb->timeout_ev = evtimer_new(core->sched.base, req_on_timeout, core)) ==
-                          NULL) {
-        free(tb);
+    if (tb == NULL)
         return -1;
+    tb->list[REQ_LIST_ALL].after = core->cfg.request_timeout;
+    tb->list[REQ_LIST_PARAMS].after = core->cfg.params_timeout;
+    for (int k = 0; k < REQ_NLISTS; k++) {
+        struct req_list *l = &tb->list[k];
+
+        l->core = core;
+        l->which = k;
+        if ((l->timeout_ev = evtimer_new(core->sched.base, req_on_timeout, l)) == NULL) {
+            while (k-- > 0)
+                event_free(tb->list[k].timeout_ev);
+            free(tb);
+            return -1;
+        }
     }
     core->reqs = tb;
     return 0;
@@ -786,7 +799,8 @@ void req_table_free(struct core *core)
 
     if (tb == NULL)
         return;
-    event_free(tb->timeout_ev);
+    for (int k = 0; k < REQ_NLISTS; k++)
+        event_free(tb->list[k].timeout_ev);
     free(tb->slots);
     free(tb->free_slots);
     free(tb);
@@ -849,61 +863,89 @@ struct req *req_find(struct core *core, double handle)
     return r != NULL && (double)r->serial == serial ? r : NULL;
 }
 
-static void req_arm_timeout(struct core *core)
+static void req_arm_timeout(struct req_list *l)
 {
-    struct req_table *tb = core->reqs;
     struct timeval tv;
 
-    if (tb->oldest == NULL || evtimer_pending(tb->timeout_ev, NULL))
+    if (l->oldest == NULL || evtimer_pending(l->timeout_ev, NULL))
         return;
-    clock_timeval(tb->oldest->begin_time + core->cfg.request_timeout - clock_now(), &tv);
+    clock_timeval(l->oldest->begin_time + l->after - clock_now(), &tv);
     tv.tv_usec += 1000; /* never early */
-    evtimer_add(tb->timeout_ev, &tv);
+    evtimer_add(l->timeout_ev, &tv);
+}
+
+/* Append r to list k (it arrived last), if that list is kept. */
+static void req_list_add(struct core *core, struct req *r, int k)
+{
+    struct req_list *l = &core->reqs->list[k];
+
+    if (l->after <= 0)
+        return;
+    r->link[k].older = l->newest;
+    r->link[k].newer = NULL;
+    if (l->newest)
+        l->newest->link[k].newer = r;
+    else
+        l->oldest = r;
+    l->newest = r;
+    req_arm_timeout(l);
+}
+
+/* Take r off list k if it is on it. */
+static void req_list_remove(struct core *core, struct req *r, int k)
+{
+    struct req_list *l = &core->reqs->list[k];
+    struct req_link *ln = &r->link[k];
+
+    if (ln->older == NULL && l->oldest != r)
+        return; /* not on it */
+    if (ln->older)
+        ln->older->link[k].newer = ln->newer;
+    else
+        l->oldest = ln->newer;
+    if (ln->newer)
+        ln->newer->link[k].older = ln->older;
+    else
+        l->newest = ln->older;
+    ln->older = ln->newer = NULL;
 }
 
 static void req_track(struct core *core, struct req *r)
 {
-    struct req_table *tb = core->reqs;
-
     r->begin_time = clock_now();
-    if (core->cfg.request_timeout <= 0)
-        return;
-    r->older = tb->newest;
-    r->newer = NULL;
-    if (tb->newest)
-        tb->newest->newer = r;
-    else
-        tb->oldest = r;
-    tb->newest = r;
-    req_arm_timeout(core);
+    for (int k = 0; k < REQ_NLISTS; k++)
+        req_list_add(core, r, k);
 }
 
 static void req_untrack(struct core *core, struct req *r)
 {
-    struct req_table *tb = core->reqs;
+    for (int k = 0; k < REQ_NLISTS; k++)
+        req_list_remove(core, r, k);
+}
 
-    if (core->cfg.request_timeout <= 0)
-        return;
-    if (r->older)
-        r->older->newer = r->newer;
-    else
-        tb->oldest = r->newer;
-    if (r->newer)
-        r->newer->older = r->older;
-    else
-        tb->newest = r->older;
-    r->older = r->newer = NULL;
+/* --params-timeout passed while r's params were still arriving (a web
+ * server that sent BEGIN_REQUEST and then too little): 408, as nginx's
+ * client_header_timeout answers. */
+static void req_expire_params(struct req *r)
+{
+    log_warn("conn %llu request %u: params not complete %.3g s after BEGIN_REQUEST (%zu bytes "
+             "so far; --params-timeout); answered 408", (unsigned long long)r->conn_seq, r->id,
+             r->core->cfg.params_timeout, r->params.len);
+    req_end(r, REQ_TIMED_OUT);
 }
 
 static void req_on_timeout(evutil_socket_t fd, short what, void *arg)
 {
-    struct core *core = arg;
-    struct req_table *tb = core->reqs;
+    struct req_list *l = arg;
     double now = clock_now();
 
     (void)fd;
     (void)what;
-    while (tb->oldest != NULL && tb->oldest->begin_time + core->cfg.request_timeout <= now)
-        req_expire(tb->oldest); /* unlinks it */
-    req_arm_timeout(core);
+    while (l->oldest != NULL && l->oldest->begin_time + l->after <= now) {
+        if (l->which == REQ_LIST_PARAMS)
+            req_expire_params(l->oldest); /* unlinks it */
+        else
+            req_expire(l->oldest);
+    }
+    req_arm_timeout(l);
 }

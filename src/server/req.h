@@ -23,6 +23,16 @@ struct thread;
 /* Handles from Lua are serial * REQ_HANDLE_SLOTS + slot (exact in a double). */
 #define REQ_HANDLE_SLOTS (1u << 20)
 
+/* The arrival lists of the request table: every request, for
+ * --request-timeout, and those whose params are still arriving, for
+ * --params-timeout. Each timeout is the same for all, so arrival order is
+ * deadline order and one timer per list is enough. */
+enum { REQ_LIST_ALL, REQ_LIST_PARAMS, REQ_NLISTS };
+
+struct req_link {
+    struct req *older, *newer;
+};
+
 /*
  * Invariants:
  * - a request is in its connection's table and in a slot of
@@ -56,7 +66,7 @@ struct req {
                                * NULL once answered (res:eof) */
     uint64_t conn_seq;        /* its number, for logs */
     struct core *core;        /* borrowed */
-    struct req *older, *newer; /* core->reqs oldest..newest, for --request-timeout */
+    struct req_link link[REQ_NLISTS]; /* in core->reqs' arrival lists */
     double begin_time;        /* when BEGIN_REQUEST arrived (clock_now) */
 
     uint16_t id;              /* FastCGI request id */
@@ -119,17 +129,23 @@ struct req_record {
     double begin, end;        /* clock_now seconds */
 };
 
-/* Every request of a process: slots for handles, and arrival order for
- * --request-timeout (all requests share it, so arrival order is deadline
- * order). */
+/* One arrival list (REQ_LIST_*), with the timer of its oldest deadline. */
+struct req_list {
+    struct req *oldest, *newest;
+    struct event *timeout_ev; /* fires at the oldest request's deadline */
+    double after;             /* its timeout in seconds; 0: the list is not kept */
+    struct core *core;
+    int which;
+};
+
+/* Every request of a process: slots for handles, and the arrival lists. */
 struct req_table {
     struct req **slots;
     uint32_t nslots;
     uint32_t *free_slots;
     uint32_t nfree;
     uint32_t next_serial;
-    struct req *oldest, *newest;
-    struct event *timeout_ev; /* fires at the oldest request's deadline */
+    struct req_list list[REQ_NLISTS];
 };
 
 /* The table for core (core->reqs). Returns 0, or -1 when out of memory. */
@@ -175,7 +191,8 @@ void req_body_backpressure(struct req *r);
 /* FCGI_STDIN content (n > 0) or its end (n == 0). Wakes a waiting reader. */
 void req_add_stdin(struct req *r, const uint8_t *p, size_t n);
 
-/* --request-timeout passed: log it and end r with REQ_TIMED_OUT. */
+/* --request-timeout (or req:set_timeout) passed: log it and end r with
+ * REQ_TIMED_OUT. */
 void req_expire(struct req *r);
 
 /* Answer without running a handler (status line and a short body, or the

@@ -3,6 +3,7 @@
  */
 #include "vm.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,29 +86,90 @@ static void dir_of(const char *path, char *out, size_t len)
         snprintf(out, len, "%.*s", (int)(slash - path), path);
 }
 
-/* Prepend the app's directory and afcgi's own modules to package.path:
- * $AFCGI_LUA_DIR when set, else next to the binary in a checkout (lua/), or
- * the installed share/lua/5.1. */
-static void vm_set_path(lua_State *L, const char *app)
+/* afcgi's own module directories, in package.path's order: $AFCGI_LUA_DIR
+ * when set, else next to the binary in a checkout (lua/), and the installed
+ * share/lua/5.1. Returns how many. */
+#define VM_LUA_DIRS 2
+#define VM_PATH_LEN (PATH_MAX + 64)
+static int vm_lua_dirs(char dirs[VM_LUA_DIRS][VM_PATH_LEN])
 {
-    char exe[PATH_MAX], exedir[PATH_MAX], appdir[PATH_MAX];
+    char exe[PATH_MAX], exedir[PATH_MAX];
     const char *env = getenv("AFCGI_LUA_DIR");
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    ssize_t n;
 
+    if (env != NULL && env[0] != '\0') {
+        snprintf(dirs[0], VM_PATH_LEN, "%s", env);
+        return 1;
+    }
+    n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n < 0 ? 0 : n] = '\0';
     dir_of(exe, exedir, sizeof exedir);
+    snprintf(dirs[0], VM_PATH_LEN, "%s/lua", exedir);
+    snprintf(dirs[1], VM_PATH_LEN, "%s/../share/lua/5.1", exedir);
+    return 2;
+}
+
+/* Prepend the app's directory and afcgi's own modules to package.path. */
+static void vm_set_path(lua_State *L, const char *app)
+{
+    char appdir[PATH_MAX], dirs[VM_LUA_DIRS][VM_PATH_LEN];
+    int n = vm_lua_dirs(dirs);
+
     dir_of(app, appdir, sizeof appdir);
     lua_getglobal(L, "package");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", appdir, appdir);
-    if (env != NULL && env[0] != '\0')
-        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", env, env);
-    else
-        lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/../share/lua/5.1/?.lua;"
-                           "%s/../share/lua/5.1/?/init.lua;", exedir, exedir, exedir, exedir);
-    lua_getfield(L, -3, "path");
-    lua_concat(L, 3);
+    for (int i = 0; i < n; i++)
+        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dirs[i], dirs[i]);
+    lua_getfield(L, -(n + 2), "path");
+    lua_concat(L, n + 2);
     lua_setfield(L, -2, "path");
     lua_pop(L, 1);
+}
+
+/* Why path (what: what it is) cannot be read, access() having failed with
+ * errno e: for a permission, the first directory on its way that cannot be
+ * searched, if one cannot. */
+static void vm_unreadable(const char *path, const char *what, int e, char *err, size_t errlen)
+{
+    char buf[VM_PATH_LEN];
+
+    if (e != EACCES) {
+        snprintf(err, errlen, "cannot read %s (%s): %s", path, what, strerror(e));
+        return;
+    }
+    snprintf(buf, sizeof buf, "%s%s", path[0] == '/' ? "" : "./", path);
+    for (char *p = buf + 1; (p = strchr(p, '/')) != NULL; *p++ = '/') {
+        *p = '\0';
+        if (access(buf, X_OK) != 0) {
+            snprintf(err, errlen, "cannot read %s (%s): permission denied on the directory %s",
+                     path, what, buf);
+            return;
+        }
+    }
+    snprintf(err, errlen, "cannot read %s (%s): permission denied", path, what);
+}
+
+int vm_check_access(const char *app, char *err, size_t errlen)
+{
+    char dirs[VM_LUA_DIRS][VM_PATH_LEN], path[VM_PATH_LEN + 32], denied[sizeof path];
+    int n = vm_lua_dirs(dirs), denied_errno = 0;
+
+    if (access(app, R_OK) != 0) {
+        vm_unreadable(app, "the app", errno, err, errlen);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) { /* the first the server requires */
+        snprintf(path, sizeof path, "%.*s/afcgi/request.lua", PATH_MAX, dirs[i]);
+        if (access(path, R_OK) == 0)
+            return 0;
+        if (errno != ENOENT && errno != ENOTDIR && denied_errno == 0) {
+            denied_errno = errno;
+            snprintf(denied, sizeof denied, "%s", path);
+        }
+    }
+    if (denied_errno != 0) /* none there at all: loading says "module not found" */
+        vm_unreadable(denied, "afcgi's own Lua modules", denied_errno, err, errlen);
+    return denied_errno != 0 ? -1 : 0;
 }
 
 /* Called protected: open libraries and the API, then load and run the app

@@ -53,6 +53,13 @@ struct vm {
  * reason (with file:line for script errors) into err. refs starts at 1. */
 struct vm *vm_new(const struct vm_opts *o, char *err, size_t errlen);
 
+/* Whether this process can read 'app' and afcgi's own Lua modules (their
+ * afcgi/request.lua in the first module directory that has one), as a
+ * privilege drop may have made it unable to. Returns 0, or -1 with a
+ * one-line reason naming the path (and, for a permission, "permission
+ * denied" and the first directory on its way that cannot be searched). */
+int vm_check_access(const char *app, char *err, size_t errlen);
+
 void vm_retain(struct vm *vm);
 
 /* Drop one reference; closes the state at zero. NULL-safe. */
