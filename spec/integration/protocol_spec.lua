@@ -371,15 +371,20 @@ describe("FastCGI protocol errors", function()
                               begin1 .. noread .. fc.stdin_records(1, ""))
     end)
 
-    it("closes the connection holding too many params for requests not started", function()
-        local srv = start({ "--max-conn-reqs", "100" })     -- the floor: 1 MiB
+    -- Requests 1..n, each begun with 60,000 bytes of params and none ended.
+    local function open_params(n)
         local out = {}
-        for id = 1, 20 do                                    -- 20 x 60000 bytes, none ended
+        for id = 1, n do
             out[#out + 1] = fc.begin_record(id)
                 .. fc.params_records(id, { X = ("p"):rep(60000) }, { open = true })
         end
+        return table.concat(out)
+    end
+
+    it("closes the connection holding too many params for requests not started", function()
+        local srv = start({ "--max-conn-reqs", "100" })     -- the floor: 1 MiB
         local mark = srv:mark()
-        assert_protocol_error(srv, table.concat(out))
+        assert_protocol_error(srv, open_params(20))
         -- the 18th request's params pass 1 MiB: 17 x 60,000 bytes were held
         srv:wait_log("conn %d+ %(127%.0%.0%.1:%d+%): protocol error: params held for requests "
                      .. "not started over 1048576 bytes %(1 KiB per %-%-max%-conn%-reqs, at least "
@@ -388,13 +393,8 @@ describe("FastCGI protocol errors", function()
 
     it("closes at 1 KiB per --max-conn-reqs above the floor, and says the figure", function()
         local srv = start({ "--max-conn-reqs", "2000" })    -- 2,048,000 bytes
-        local out = {}
-        for id = 1, 40 do                                    -- 34 x 60000 fit, the 35th not
-            out[#out + 1] = fc.begin_record(id)
-                .. fc.params_records(id, { X = ("p"):rep(60000) }, { open = true })
-        end
         local mark = srv:mark()
-        assert_protocol_error(srv, table.concat(out))
+        assert_protocol_error(srv, open_params(40))         -- 34 x 60000 fit, the 35th not
         srv:wait_log("protocol error: params held for requests not started over 2048000 bytes "
                      .. "%(1 KiB per %-%-max%-conn%-reqs, at least 1 MiB%) %(request id 35%)", 5, mark)
     end)
