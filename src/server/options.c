@@ -413,7 +413,10 @@ static unsigned long long opt_machine_memory(void)
         "/sys/fs/cgroup/memory/memory.limit_in_bytes", /* v1 */
     };
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    unsigned long long mem = pages > 0 && page > 0 ? (unsigned long long)pages * (unsigned long long)page : 0;
+    unsigned long long mem = 0;
+
+    if (pages > 0 && page > 0)
+        mem = (unsigned long long)pages * (unsigned long long)page;
 
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         FILE *f = fopen(limits[i], "r");
@@ -429,17 +432,18 @@ static unsigned long long opt_machine_memory(void)
 }
 
 /* Settings left unset whose default depends on the machine or the
- * environment. --body-memory: request bodies of all workers together hold
- * at most 1/64 of the memory in the server's memory (the rest of each goes
- * to its file, in the page cache the kernel may write out and take back),
- * and never less than 16 MiB, 256 bodies at the default --body-buffer. */
+ * environment. --body-memory: the request bodies of all workers together
+ * keep at most 1/64 of the memory (the rest of each goes to its file, in
+ * the page cache the kernel may write out and take back), and a worker
+ * never less than 16 MiB, 256 bodies at the default --body-buffer. */
 static void options_resolve(struct config *cfg)
 {
     const char *tmp = getenv("TMPDIR");
 
     if (cfg->body_memory == 0) {
-        unsigned long long share = opt_machine_memory() / 64 / (cfg->workers > 0 ? cfg->workers : 1);
+        unsigned long long share = opt_machine_memory() / 64;
 
+        share /= cfg->workers > 0 ? (unsigned)cfg->workers : 1u;
         cfg->body_memory = share > 16u << 20 ? (size_t)share : 16u << 20;
     }
     if (cfg->temp_dir == NULL)
