@@ -316,7 +316,7 @@ function M.spill(a)
             (lib.read_file(a.err or "") or ""):sub(1, 300)))
     end
     lib.progress(rec.config, "rep " .. rec.rep, "RSS " .. rec.rss0_kb .. " kB -> peak " .. rec.hwm_kb
-                 .. " kB (+" .. rec.growth_mb .. " MB)", rec.ok .. "/" .. rec.requests .. " answered in full",
+                 .. " kB (+" .. rec.growth_mb .. " MiB)", rec.ok .. "/" .. rec.requests .. " answered in full",
                  "at most " .. rec.files .. " in files", lib.kinds_text(rec.errors, lib.KINDS) or "-",
                  rec.secs .. " s")
     return rec

@@ -18,7 +18,7 @@ function M.report(file, limit)
     local records = lib.read_jsonl(file)
     local any = records[1]
     if not any then error("no records in " .. file, 0) end
-    print(("| %d uploads of %.1f MiB on one connection, read late | peak RSS growth, MB | answered in full"
+    print(("| %d uploads of %.1f MiB on one connection, read late | peak RSS growth, MiB | answered in full"
            .. " | most bodies in files at once | in files after | seconds |"):format(
         any.requests, (any.body_bytes or 0) / 1048576))
     print("|---|---|---|---|---|---|")
@@ -39,7 +39,7 @@ function M.report(file, limit)
         complete = complete and r.ok == r.requests and r.failed == 0
     end
     local met = complete and worst <= limit
-    print(("bodies in files: peak RSS growth at most %.1f MB (limit %d MB), %s: %s"):format(worst, limit,
+    print(("bodies in files: peak RSS growth at most %.1f MiB (limit %d MiB), %s: %s"):format(worst, limit,
         complete and "every body answered in full" or "NOT every body answered in full",
         met and "met" or "NOT met"))
 end
