@@ -281,6 +281,7 @@ static void req_body_lose(struct req *r, const char *doing)
               r->id, plen, path, doing, r->core->bodies.dir, strerror(err));
     r->body_lost = 1;
     body_clear(&r->body, &r->core->bodies);
+    req_body_backpressure(r); /* nothing is held now: the rest is read and dropped */
 }
 
 int req_push_body(struct req *r, lua_State *L)
