@@ -26,7 +26,7 @@ BUILD    ?= build/release
 #   1  common/fcgi common/buf log service   pure helpers and the codec; the service manager
 #   2  vm watchdog clock             one LuaJIT state per code generation; time
 #   3  task                          run, park, wake, release one coroutine
-#   4  timer sema sock pool tls      things a task can wait on (each has its wait ops)
+#   4  timer sema sock pool tls body things a task can wait on (each has its wait ops); a body's store
 #   5  req thread <-> conn           a request's life and its connection (the one cluster)
 #   6  access stats health           observers of a request (a flat record in); --ping-path
 #   7  api api_sock api_task api_re api_codec api_resty   what handlers call
@@ -36,7 +36,7 @@ BUILD    ?= build/release
 # the common ones only. docs/ARCHITECTURE.md draws the same picture.
 COMMON_SRCS = src/common/fcgi.c src/common/buf.c
 SERVER_CORE = $(COMMON_SRCS) \
-              $(addprefix src/server/,log.c service.c clock.c vm.c watchdog.c task.c timer.c sema.c sock.c pool.c tls.c \
+              $(addprefix src/server/,log.c service.c clock.c vm.c watchdog.c task.c timer.c sema.c sock.c pool.c tls.c body.c \
                   req.c thread.c conn.c access.c stats.c health.c api.c api_sock.c api_task.c \
                   api_re.c api_codec.c api_resty.c \
                   shdict.c api_shdict.c server.c listen.c)

@@ -54,6 +54,9 @@ static struct core *fuzz_core(void)
         .max_conn_reqs = 32,
         .max_params = 4096,
         .max_body = 65536,
+        .body_buffer = 16384, /* bodies over it reach the temporary-file path too */
+        .body_memory = 1 << 20,
+        .temp_dir = "/tmp",
         .high_water = 65536,
         .shutdown_timeout = 1,
     };

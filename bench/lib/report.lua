@@ -17,6 +17,8 @@
 --                         the order of FRONTS (comma-separated)
 --   redis FILE INFLIGHT [REP]  bench/redis: repetition REP's line, or the table
 --   openresty FILE        bench/openresty's table and ratios from its records
+--   spill FILE LIMIT_MB   bench/spill/run's table, and whether the bodies in
+--                         files stayed within LIMIT_MB with every one answered
 --   soak WORK OUT         bench/soak's report; exit status 0 on PASS, 1 on FAIL
 --   soak-plot OUT GP MINUTES EVERY  the gnuplot script of bench/soak's
 --                         soak.png (GP: bench/soak.d/soak.gp, the styling)
@@ -61,6 +63,10 @@ function commands.openresty(args)
     require("report.openresty").report(assert(args[1], "openresty FILE"))
 end
 
+function commands.spill(args)
+    require("report.spill").report(assert(args[1], "spill FILE LIMIT_MB"), assert(args[2], "spill FILE LIMIT_MB"))
+end
+
 function commands.soak(args)
     os.exit(require("report.soak").report(assert(args[1], "soak WORK OUT"), assert(args[2], "soak WORK OUT")))
 end
@@ -72,7 +78,7 @@ end
 local command = commands[arg[1] or ""]
 if not command then
     io.stderr:write("usage: luajit bench/lib/report.lua record|get|run|run-plots|run-settings|longpoll|redis|"
-                    .. "soak|soak-plot ARGS... (see the comment at its top)\n")
+                    .. "spill|soak|soak-plot ARGS... (see the comment at its top)\n")
     os.exit(2)
 end
 local args = {}

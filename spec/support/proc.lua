@@ -6,6 +6,7 @@
 -- Processes themselves are started by helpers (spawn, start_afcgi,
 -- run_cli), the specs' one process runner.
 -- Every wait is a bounded poll (helpers.wait_until) that fails by name.
+local ffi = require "ffi"
 local dirent = require "posix.dirent"
 local stdlib = require "posix.stdlib"
 local psocket = require "posix.sys.socket"
@@ -108,6 +109,19 @@ function M.send(c, id, uri, body)
     if body and body ~= "" then c:stdin(id, body) end
     c:stdin(id, "")
     c:uncork()
+end
+
+-- What pid's descriptors are open on, as /proc/PID/fd's links say ("socket:[..]",
+-- "/tmp/x (deleted)"...): a list. (luaposix's readlink trusts the size
+-- lstat gives, which is wrong for /proc's links.)
+pcall(ffi.cdef, "long readlink(const char *path, char *buf, size_t size);")
+function M.fd_targets(pid)
+    local out, buf = {}, ffi.new("char[4096]")
+    for name in dirent.files("/proc/" .. pid .. "/fd") do
+        local n = tonumber(ffi.C.readlink("/proc/" .. pid .. "/fd/" .. name, buf, 4096))
+        if name:match("^%d+$") and n > 0 then out[#out + 1] = ffi.string(buf, n) end
+    end
+    return out
 end
 
 -- Files --------------------------------------------------------------------------

@@ -20,7 +20,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -305,9 +304,7 @@ static int api_l_read_body(lua_State *L)      /* body, err = req:read_body() */
         r->reading = 0; /* the whole body is wanted: no holding back now */
         req_body_backpressure(r);
     }
-    if (r->too_large)
-        return vm_push_err(L, "too large");
-    if (r->stdin_done)
+    if (r->stdin_done || req_body_error(r) != NULL)
         return req_push_body(r, L);
     t = api_must_yield_here(L, r, "req:read_body");
     task_park(t, &req_body_wait, NULL);
@@ -322,9 +319,7 @@ static int api_l_read(lua_State *L)           /* chunk, err = req:read([max]) */
 
     luaL_argcheck(L, max > 0, 2, "must be positive");
     r->reading = 1;
-    if (r->too_large)
-        return vm_push_err(L, "too large");
-    if ((r->in && evbuffer_get_length(r->in) > 0) || r->stdin_done)
+    if (body_unread(&r->body) > 0 || r->stdin_done || req_body_error(r) != NULL)
         return req_push_chunk(r, L, (size_t)max);
     t = api_must_yield_here(L, r, "req:read");
     t->want = (size_t)max;

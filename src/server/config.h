@@ -27,6 +27,9 @@ struct config {
     unsigned max_conn_reqs;     /* in flight on one connection */
     size_t max_params;          /* FCGI_PARAMS bytes per request */
     size_t max_body;            /* request body bytes */
+    size_t body_buffer;         /* body bytes one request keeps in memory */
+    size_t body_memory;         /* body bytes all requests of a process keep in memory */
+    const char *temp_dir;       /* where bodies beyond those go */
     size_t high_water;          /* per-connection output high-water mark */
     double shutdown_timeout;    /* seconds */
     double request_timeout;     /* seconds from BEGIN_REQUEST to the end; 0: none */

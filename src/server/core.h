@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 
+#include "body.h"
 #include "config.h"
 #include "task.h"
 #include "vm.h"
@@ -62,6 +63,7 @@ struct core {
     struct event *compact_ev;        /* full GC and malloc_trim, after mass aborts */
 
     struct req_table *reqs;          /* slots, handles, deadlines (req.c); owned */
+    struct body_budget bodies;       /* the memory request bodies hold (body.c) */
     unsigned nreqs;                  /* requests in flight (started or not) */
     uint64_t total_reqs;
 

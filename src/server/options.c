@@ -68,6 +68,15 @@ static const struct opt opt_table[] = {
       "FCGI_PARAMS bytes per request; beyond: 431; default 64k" },
     { "max-body", 0, T_SIZE, OFF(max_body), 1ull << 40, "SIZE",
       "request body limit; default 8m" },
+    { "body-buffer", 0, T_SIZE, OFF(body_buffer), 1ull << 40, "SIZE",
+      "body bytes one request keeps in memory; the rest goes to an unlinked temporary file "
+      "in --temp-dir; default 64k" },
+    { "body-memory", 0, T_SIZE, OFF(body_memory), 1ull << 40, "SIZE",
+      "body bytes all requests of a process keep in memory before the next ones go to "
+      "files too; default 1/64 of the machine's memory (or its cgroup's limit), shared "
+      "among the workers, at least 16m" },
+    { "temp-dir", 0, T_STRING, OFF(temp_dir), 0, "DIR",
+      "where request bodies beyond --body-buffer go; default $TMPDIR, else /tmp" },
     { "high-water", 0, T_SIZE, OFF(high_water), 1ull << 32, "SIZE",
       "output a connection buffers before writing handlers wait; default 256k" },
     { "request-timeout", 0, T_SECONDS, OFF(request_timeout), 0, "S",
@@ -128,6 +137,7 @@ void options_defaults(struct config *cfg)
     cfg->max_conn_reqs = 4096;
     cfg->max_params = 64 * 1024;
     cfg->max_body = 8 * 1024 * 1024;
+    cfg->body_buffer = 64 * 1024;
     cfg->high_water = 256 * 1024;
     cfg->shutdown_timeout = 10;
     cfg->params_timeout = 60;
@@ -396,6 +406,54 @@ done:
     return rc;
 }
 
+/* ---- defaults that depend on the machine ------------------------------ */
+
+/* The memory this process may count on: the machine's, or its cgroup's
+ * limit when lower (a container's). 0 when unknown. */
+static unsigned long long opt_machine_memory(void)
+{
+    static const char *const limits[] = {
+        "/sys/fs/cgroup/memory.max",                   /* cgroup v2 */
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes", /* v1 */
+    };
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    unsigned long long mem = 0;
+
+    if (pages > 0 && page > 0)
+        mem = (unsigned long long)pages * (unsigned long long)page;
+
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        FILE *f = fopen(limits[i], "r");
+        unsigned long long lim;
+
+        if (f == NULL)
+            continue;
+        if (fscanf(f, "%llu", &lim) == 1 && lim > 0 && (mem == 0 || lim < mem))
+            mem = lim; /* "max" (no limit) does not scan */
+        fclose(f);
+    }
+    return mem;
+}
+
+/* Settings left unset whose default depends on the machine or the
+ * environment. --body-memory: the request bodies of all workers together
+ * keep at most 1/64 of the memory (the rest of each goes to its file, in
+ * the page cache the kernel may write out and take back), and a worker
+ * never less than 16 MiB, 256 bodies at the default --body-buffer. */
+static void options_resolve(struct config *cfg)
+{
+    const char *tmp = getenv("TMPDIR");
+
+    if (cfg->body_memory == 0) {
+        unsigned long long share = opt_machine_memory() / 64;
+
+        share /= cfg->workers > 0 ? (unsigned)cfg->workers : 1u;
+        cfg->body_memory = share > 16u << 20 ? (size_t)share : 16u << 20;
+    }
+    if (cfg->temp_dir == NULL)
+        cfg->temp_dir = tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp";
+}
+
 /* ---- command line ------------------------------------------------------ */
 
 static void opt_long_table(struct option *lo, char *shorts)
@@ -480,6 +538,7 @@ int options_parse(struct config *cfg, int argc, char **argv, char *err, size_t e
         strcmp(cfg->dispatch, "pass") != 0)
         return opt_fail(err, errlen, "bad value for --dispatch: '%s' (shared or pass)",
                         cfg->dispatch);
+    options_resolve(cfg);
     cfg->app = argv[optind];
     cfg->listen[cfg->nlisten] = NULL;
     cfg->allow[cfg->nallow] = NULL;

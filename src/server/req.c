@@ -8,6 +8,7 @@
  */
 #include "req.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,6 @@
 #include <strings.h>
 #include <sys/time.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -62,6 +62,7 @@ struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
     r->main.ended = req_on_main_ended;
     r->abort_ref = LUA_NOREF;
     r->status = 200;
+    body_init(&r->body);
     if (req_slot_alloc(core->reqs, r) < 0) {
         free(r);
         return NULL;
@@ -245,7 +246,7 @@ int req_set_deadline(struct req *r, double seconds)
 
 void req_body_backpressure(struct req *r)
 {
-    size_t unread = r->in ? evbuffer_get_length(r->in) : 0;
+    size_t unread = body_unread(&r->body);
     struct conn *c = r->conn;
 
     if (c == NULL) /* answered: nothing more comes */
@@ -253,8 +254,9 @@ void req_body_backpressure(struct req *r)
     /* Only a request that reads its body, on a connection that has never
      * carried two requests at once (nginx, Apache...), may hold the socket
      * back. A handler that does not read, or a multiplexing client, gets
-     * its body buffered (up to --max-body) instead: other requests on the
-     * connection must never wait for a slow reader. */
+     * its body stored instead (memory up to --body-buffer, then a temporary
+     * file, up to --max-body): other requests on the connection must never
+     * wait for a slow reader. */
     if (!c->body_paused && unread > r->core->cfg.high_water && r->reading && !c->multiplexed &&
         !r->stdin_done)
         conn_pause_body(c, 1);
@@ -262,45 +264,69 @@ void req_body_backpressure(struct req *r)
         conn_pause_body(c, 0);
 }
 
+const char *req_body_error(const struct req *r)
+{
+    return r->too_large ? "too large" : r->body_lost ? "cannot store body" : NULL;
+}
+
+/* r's body cannot be kept (errno says why; 'doing' what failed): log it
+ * once, drop what there is and the rest to come. */
+static void req_body_lose(struct req *r, const char *doing)
+{
+    int err = errno;
+    const char *path;
+    int plen;
+
+    req_log_path(r, &path, &plen);
+    log_error("conn %llu request %u %.*s: cannot %s its body in a temporary file in %s: %s; "
+              "the handler is told \"cannot store body\"", (unsigned long long)r->conn_seq,
+              r->id, plen, path, doing, r->core->bodies.dir, strerror(err));
+    r->body_lost = 1;
+    body_clear(&r->body, &r->core->bodies);
+    req_body_backpressure(r); /* nothing is held now: the rest is read and dropped */
+}
+
 int req_push_body(struct req *r, lua_State *L)
 {
-    size_t n = r->in ? evbuffer_get_length(r->in) : 0;
+    const char *err = req_body_error(r);
 
-    if (n == 0) {
-        lua_pushliteral(L, "");
-        return 1;
+    if (err != NULL)
+        return vm_push_err(L, err);
+    if (body_push_all(&r->body, &r->core->bodies, L) < 0) {
+        req_body_lose(r, "read back");
+        return vm_push_err(L, req_body_error(r));
     }
-    lua_pushlstring(L, (const char *)evbuffer_pullup(r->in, -1), n);
-    evbuffer_drain(r->in, n);
     req_body_backpressure(r);
     return 1;
 }
 
 int req_push_chunk(struct req *r, lua_State *L, size_t max)
 {
-    size_t n = r->in ? evbuffer_get_length(r->in) : 0;
+    const char *err = req_body_error(r);
+    int n;
 
+    if (err != NULL)
+        return vm_push_err(L, err);
+    if ((n = body_push_chunk(&r->body, &r->core->bodies, L, max)) < 0) {
+        req_body_lose(r, "read back");
+        return vm_push_err(L, req_body_error(r));
+    }
     if (n == 0) {
         lua_pushnil(L); /* only reached when stdin_done */
         return 1;
     }
-    if (n > max)
-        n = max;
-    lua_pushlstring(L, (const char *)evbuffer_pullup(r->in, (ssize_t)n), n);
-    evbuffer_drain(r->in, n);
     req_body_backpressure(r);
     return 1;
 }
 
 static int req_body_results(struct task *t, lua_State *co)
 {
-    return t->req->too_large ? vm_push_err(co, "too large") : req_push_body(t->req, co);
+    return req_push_body(t->req, co);
 }
 
 static int req_read_results(struct task *t, lua_State *co)
 {
-    return t->req->too_large ? vm_push_err(co, "too large")
-                             : req_push_chunk(t->req, co, t->want);
+    return req_push_chunk(t->req, co, t->want);
 }
 
 const struct wait_ops req_body_wait = {
@@ -313,7 +339,7 @@ const struct wait_ops req_read_wait = {
 /* Wake the task (main or thread) that waits for body bytes, if any. */
 static void req_wake_reader(struct req *r, struct task *t)
 {
-    if ((t->wait == &req_body_wait && (r->stdin_done || r->too_large)) ||
+    if ((t->wait == &req_body_wait && (r->stdin_done || r->too_large || r->body_lost)) ||
         t->wait == &req_read_wait)
         task_wake(t);
 }
@@ -327,26 +353,29 @@ static void req_wake_readers(struct req *r)
 
 void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
 {
+    int rc;
+
     if (n == 0) {
         r->stdin_done = 1;
-    } else if (r->too_large) {
-        return; /* dropped: the handler is told "too large" */
+    } else if (r->too_large || r->body_lost) {
+        return; /* dropped: the handler is told why */
     } else if (n > r->core->cfg.max_body - r->in_total || r->in_total > r->core->cfg.max_body) {
         r->too_large = 1;
-        if (r->in != NULL)
-            evbuffer_drain(r->in, evbuffer_get_length(r->in));
+        body_clear(&r->body, &r->core->bodies);
         log_info("request %u: body over --max-body (%zu bytes)", r->id, r->core->cfg.max_body);
     } else {
-        if (r->in == NULL && (r->in = evbuffer_new()) == NULL) {
+        /* a reader the connection can hold back (req_body_backpressure)
+         * needs no per-body bound; the process's budget still holds */
+        rc = body_add(&r->body, &r->core->bodies, p, n, r->reading && !r->conn->multiplexed);
+        if (rc == -1) {
             r->too_large = 1; /* no memory to hold it: the handler sees an error */
-            return;
+            body_clear(&r->body, &r->core->bodies);
+        } else if (rc == -2) {
+            req_body_lose(r, "store");
+        } else {
+            r->in_total += n;
+            req_body_backpressure(r);
         }
-        if (evbuffer_add(r->in, p, n) < 0) {
-            r->too_large = 1;
-            return;
-        }
-        r->in_total += n;
-        req_body_backpressure(r);
     }
     req_wake_readers(r);
 }
@@ -750,8 +779,7 @@ void req_end(struct req *r, enum req_how how)
     task_release(&r->main); /* wherever it is parked: it never runs again */
     if (r->deadline != NULL)
         event_free(r->deadline);
-    if (r->in != NULL)
-        evbuffer_free(r->in);
+    body_clear(&r->body, &core->bodies); /* its file, if any, is gone with it */
     if (r->conn != NULL)
         conn_detach(r->conn, r); /* reads params.len */
     buf_free(&r->params);

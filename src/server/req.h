@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "body.h"
 #include "buf.h"
 #include "task.h"
 
@@ -16,7 +17,6 @@ struct conn;
 struct core;
 struct vm;
 struct event;
-struct evbuffer;
 struct lua_State;
 struct thread;
 
@@ -42,9 +42,13 @@ struct req_link {
  *   (every lookup sees well-formed pairs) and 'started' follows at once.
  * - started: the start hook ran (the handler, or the status page); main.co
  *   is set while the handler runs.
- * - stdin_done only after params_done; 'in' holds only unread body bytes,
- *   in_total counts all received, never more than --max-body (too_large
- *   is set instead and the rest dropped).
+ * - stdin_done only after params_done; 'body' holds only unread body
+ *   bytes (in memory, then in its temporary file), in_total counts all
+ *   received, never more than --max-body (too_large is set instead and
+ *   the rest dropped).
+ * - body_lost: its body could not be stored (the temporary file could not
+ *   be made, written or read back); the rest is dropped, and its readers
+ *   are told "cannot store body".
  * - headers_sent: hdrs has been copied into out (and kept, for reading);
  *   status and headers are fixed from then on. has_ctype tells whether
  *   hdrs names a type.
@@ -84,7 +88,7 @@ struct req {
                                * params, or path_buf; NULL before */
     size_t path_len;
     char *path_buf;           /* SCRIPT_NAME .. PATH_INFO when it takes both; owned */
-    struct evbuffer *in;      /* body bytes not yet read by the handler; owned */
+    struct body body;         /* body bytes not yet read by the handler; owned */
     size_t in_total;          /* body bytes received so far */
 
     unsigned status;          /* HTTP status, default 200 */
@@ -96,6 +100,7 @@ struct req {
     unsigned params_done : 1;
     unsigned stdin_done : 1;
     unsigned too_large : 1;
+    unsigned body_lost : 1;
     unsigned started : 1;
     unsigned headers_sent : 1;
     unsigned has_ctype : 1;
@@ -245,9 +250,13 @@ extern const struct wait_ops req_body_wait; /* the whole body */
 extern const struct wait_ops req_read_wait; /* some bytes (t->want at most) or its end */
 
 /* Push the whole unread body and drop it; or up to 'max' bytes, nil at the
- * end. Return how many values. */
+ * end; or nil and the error of a body that is over --max-body or could
+ * not be stored. Return how many values. */
 int req_push_body(struct req *r, struct lua_State *L);
 int req_push_chunk(struct req *r, struct lua_State *L, size_t max);
+
+/* Why r's body cannot be read ("too large", "cannot store body"), or NULL. */
+const char *req_body_error(const struct req *r);
 
 /* Look up a param; returns 1 and sets value/vlen when present. */
 int req_param(const struct req *r, const char *name, size_t nlen, const char **value,

@@ -414,6 +414,8 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
     srv->ls = *ls;
     srv->core.started = (double)time(NULL);
     srv->core.worker = worker;
+    srv->core.bodies = (struct body_budget){ .per_body = cfg->body_buffer,
+                                             .total = cfg->body_memory, .dir = cfg->temp_dir };
     if (listen_allow_parse(cfg, &srv->allow, err, errlen) < 0) {
         listen_close(&srv->ls, worker == 0);
         free(srv);

@@ -297,6 +297,31 @@ M["soak-problem"] = function(a)
     return { kind = "problem", text = need(a, "text") }
 end
 
+-- bench/spill/run: config rep rss0 hwm files left secs requests bench=JSON
+-- [err=STDERR]: one load run of late readers; memory in kB (rss0 before,
+-- hwm the peak during it), files the most bodies seen in files at once,
+-- left those still in files after it.
+function M.spill(a)
+    local r = bench_report(a, "bench")
+    local rec = { kind = "spill", config = need(a, "config"), rep = value(need(a, "rep")),
+                  rss0_kb = value(need(a, "rss0")), hwm_kb = value(need(a, "hwm")),
+                  files = value(need(a, "files")), left = value(need(a, "left")),
+                  secs = value(need(a, "secs")), requests = value(need(a, "requests")) }
+    rec.growth_mb = lib.round((rec.hwm_kb - rec.rss0_kb) / 1024, 1)
+    if r and r.ok then
+        rec.ok, rec.failed, rec.errors, rec.body_bytes = r.ok, r.failed, lib.bench_errors(r), r.body_bytes
+    else
+        rec.no_result, rec.ok, rec.failed, rec.errors = true, 0, rec.requests, {}
+        io.stderr:write(("  %s: afcgi-bench gave no result: %s\n"):format(rec.config,
+            (lib.read_file(a.err or "") or ""):sub(1, 300)))
+    end
+    lib.progress(rec.config, "rep " .. rec.rep, "RSS " .. rec.rss0_kb .. " kB -> peak " .. rec.hwm_kb
+                 .. " kB (+" .. rec.growth_mb .. " MiB)", rec.ok .. "/" .. rec.requests .. " answered in full",
+                 "at most " .. rec.files .. " in files", lib.kinds_text(rec.errors, lib.KINDS) or "-",
+                 rec.secs .. " s")
+    return rec
+end
+
 -- record KIND FILE NAME=VALUE...
 function M.main(args)
     local kind, file = args[1], args[2]
