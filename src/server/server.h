@@ -26,7 +26,10 @@ struct server {
     struct event *stop_ev;           /* shutdown deadline */
     struct event *accept_ev;         /* re-enables listeners after EMFILE */
     struct event *pass_ev;           /* connections passed as descriptors */
+    struct event *recycle_ev;        /* --worker-max-lua-memory: collect, then decide */
     int accept_full;                 /* at --max-conns: listeners paused */
+    int replace_asked;               /* asked the master for a replacement */
+    int retiring;                    /* the replacement is ready: hand over, then exit */
     int exit_code;
 };
 
