@@ -29,6 +29,7 @@
 #include "master.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -98,6 +99,8 @@ struct master {
     int stopping;
     double deadline;                /* stopping: SIGKILL what is left after this */
 };
+
+static void master_on_ctl(struct master *m, int k, int max);
 
 static double master_now(void)
 {
@@ -323,6 +326,8 @@ static void master_reap(struct master *m)
 
             if (w->pid != pid || w->state == P_FREE)
                 continue;
+            master_on_ctl(m, k, INT_MAX); /* what it sent before it exited: connections
+                                           * it handed back are passed on, not lost */
             if (w->ctl >= 0)
                 close(w->ctl); /* its connections died with it */
             if (w->ready >= 0)
@@ -483,13 +488,13 @@ static void master_accept(struct master *m, int lfd)
 }
 
 /* Messages from process k: cookies of connections it closed, a request to
- * be replaced, connections it hands back as it retires. */
-static void master_on_ctl(struct master *m, int k)
+ * be replaced, connections it hands back as it retires. At most 'max'. */
+static void master_on_ctl(struct master *m, int k, int max)
 {
     static unsigned char prefix[LISTEN_PREFIX_MAX];
     struct worker *w = &m->w[k];
 
-    for (int n = 0; n < 64; n++) {
+    for (int n = 0; n < max && w->ctl >= 0; n++) {
         unsigned long long cookie;
         size_t plen = 0;
         int fd, rc = listen_recv_passed(w->ctl, &fd, &cookie, prefix, &plen, sizeof prefix);
@@ -569,7 +574,7 @@ static int master_loop(struct master *m)
                 if (o < 0)
                     master_accept(m, p[j].fd);
                 else if (o < m->nw && m->w[o].ctl == p[j].fd)
-                    master_on_ctl(m, o);
+                    master_on_ctl(m, o, 64);
                 else if (o >= m->nw && m->w[o - m->nw].ready == p[j].fd)
                     master_on_ready(m, o - m->nw);
             }
