@@ -557,7 +557,7 @@ void conn_detach(struct conn *c, struct req *r)
     conn_pause_body(c, 0); /* whoever held the body back is gone */
     if (c->close_when_idle && c->nreqs == 0)
         conn_close(c);
-    else
+    else if (c->handoff)
         conn_handoff_progress(c);
 }
 
@@ -649,7 +649,8 @@ static int conn_parse(struct conn *c, const uint8_t *p, size_t len)
     /* a connection shrinks back to nothing once its partial record is gone */
     if (c->partial.len == 0 && c->partial.cap > 0)
         buf_free(&c->partial);
-    conn_handoff_progress(c);
+    if (c->handoff)
+        conn_handoff_progress(c);
     return 0;
 }
 
