@@ -7,15 +7,6 @@ local cjson = require "cjson"
 local unistd = require "posix.unistd"
 local psignal = require "posix.signal"
 
-local function bench_bin()
-    local bin = os.getenv("AFCGI_BENCH") or "./afcgi-bench"
-    if bin:sub(1, 1) ~= "/" then bin = unistd.getcwd() .. "/" .. (bin:gsub("^%./", "")) end
-    if not unistd.access(bin, "x") then
-        error(bin .. " is not an executable: build it (make afcgi-bench) or set AFCGI_BENCH", 3)
-    end
-    return bin
-end
-
 -- What a run of afcgi-bench said, for failure messages.
 local function describe_run(b)
     return ("afcgi-bench %s\nstdout: %s\nstderr: %s"):format(table.concat(b.argv, " ", 2), b.out, b.text)
@@ -24,7 +15,7 @@ end
 -- Starts afcgi-bench with args (helpers.spawn: stdout and stderr read as
 -- they come, b.out and b.text); it is killed at cleanup if still running.
 local function start_bench(args)
-    local argv = { bench_bin() }
+    local argv = { helpers.bench_bin() }
     for _, a in ipairs(args) do argv[#argv + 1] = a end
     local b = helpers.spawn(argv, { stdout = true })
     b.describe = describe_run

@@ -36,6 +36,15 @@ M.asan = (os.getenv("AFCGI_BIN") or ""):find("asan") ~= nil or os.getenv("ASAN_O
 
 function M.fixture(name) return abspath("spec/fixtures/" .. name .. ".lua") end
 
+-- The load tool: $AFCGI_BENCH, else ./afcgi-bench (make builds it with afcgi).
+function M.bench_bin()
+    local bin = abspath(os.getenv("AFCGI_BENCH") or "./afcgi-bench")
+    if not unistd.access(bin, "x") then
+        error(bin .. " is not an executable: build it (make afcgi-bench) or set AFCGI_BENCH", 3)
+    end
+    return bin
+end
+
 -- Per-test cleanup. busted keeps only the last finally() of a test, so specs
 -- register here (servers and connections do so themselves) and run
 -- after_each(helpers.cleanup): the functions run in reverse order, all of

@@ -22,6 +22,8 @@ struct config {
     size_t nshared_dict;
     int workers;                /* worker processes under a master; 0: one process */
     const char *dispatch;       /* "pass": the master hands out connections; else shared */
+    unsigned worker_max_requests; /* a worker that began this many is replaced; 0: never */
+    size_t worker_max_lua_memory; /* ... or whose Lua state holds more; 0: never */
     unsigned max_conns;         /* FCGI_MAX_CONNS */
     unsigned max_reqs;          /* FCGI_MAX_REQS: in flight in one process */
     unsigned max_conn_reqs;     /* in flight on one connection */

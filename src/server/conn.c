@@ -41,6 +41,7 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg);
 static int conn_dispatch(struct conn *c, const struct fcgi_record *rec);
 static int conn_parse(struct conn *c, const uint8_t *p, size_t len);
 static void conn_queue_flush(struct conn *c);
+static void conn_handoff_progress(struct conn *c);
 
 struct conn *conn_new(struct core *core, int fd, const char *peer)
 {
@@ -312,11 +313,11 @@ void conn_free(struct conn *c)
     event_free(c->wev);
     evbuffer_free(c->out);
     buf_free(&c->partial);
-    if (c->linger)
+    if (c->linger && !c->handed)
         conn_linger_close(core, c->fd);
     else
         close(c->fd);
-    if (c->passed)
+    if (c->passed && !c->handed) /* a handed one's cookie went with it */
         conn_return_cookie(c);
     log_debug("conn %llu: closed", (unsigned long long)c->seq);
     free(c);
@@ -330,6 +331,57 @@ void conn_close(struct conn *c)
     c->closing = 1;
     event_del(c->rev);
     conn_queue_flush(c);
+}
+
+/* ---- handing over, when the worker retires ------------------------------ */
+
+/* 1 while a request on c still waits for params or body records. */
+static int conn_awaits_input(const struct conn *c)
+{
+    for (uint32_t i = 0; c->tab != NULL && i <= c->tab_mask; i++) {
+        if (c->tab[i] != NULL && !c->tab[i]->stdin_done)
+            return 1;
+    }
+    return 0;
+}
+
+void conn_hand_over(struct conn *c)
+{
+    c->handoff = 1;
+    conn_handoff_progress(c);
+}
+
+/* Hold the input at a record boundary once nothing here waits for more;
+ * once idle, have conn_flush hand it over. */
+static void conn_handoff_progress(struct conn *c)
+{
+    if (!c->handoff || c->closing)
+        return;
+    if (!c->held && !conn_awaits_input(c)) {
+        c->held = 1;
+        conn_update_reading(c);
+    }
+    if (c->held && c->nreqs == 0)
+        conn_queue_flush(c);
+}
+
+/* Idle and written: the socket and what was read of it go to the master.
+ * Frees c. */
+static void conn_send_over(struct conn *c)
+{
+    struct core *core = c->core;
+
+    if (listen_send_passed(core->pass_fd, c->fd, c->cookie, c->partial.data,
+                           c->partial.len) < 0) {
+        log_warn("conn %llu (%s): cannot hand it to the master (%s); closing it",
+                 (unsigned long long)c->seq, c->peer, strerror(errno));
+        c->linger = 1;
+    } else {
+        log_debug("conn %llu (%s): handed to the master with %zu bytes not read yet",
+                  (unsigned long long)c->seq, c->peer, c->partial.len);
+        c->handed = 1;
+    }
+    conn_free(c);
 }
 
 /* ---- the flush queue: output leaves once per loop turn ------------------- */
@@ -458,6 +510,9 @@ void conn_flush(struct conn *c)
         c->linger = 1; /* everything was written: let it reach the peer */
         conn_free(c);
         return;
+    } else if (c->held && c->nreqs == 0) {
+        conn_send_over(c);
+        return;
     }
     if (left <= c->core->cfg.high_water / 2)
         conn_on_low_water(c);
@@ -472,7 +527,7 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
 
 void conn_update_reading(struct conn *c)
 {
-    int want = !c->closing && !c->read_paused && !c->body_paused;
+    int want = !c->closing && !c->read_paused && !c->body_paused && !c->held;
 
     if (want)
         event_add(c->rev, NULL);
@@ -502,6 +557,8 @@ void conn_detach(struct conn *c, struct req *r)
     conn_pause_body(c, 0); /* whoever held the body back is gone */
     if (c->close_when_idle && c->nreqs == 0)
         conn_close(c);
+    else if (c->handoff)
+        conn_handoff_progress(c);
 }
 
 /* ---- input ------------------------------------------------------------- */
@@ -510,14 +567,16 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     struct core *core = c->core;
-    size_t keep = c->partial.len;
+    size_t keep = c->partial.len, room = CORE_RBUF - keep;
     ssize_t n;
 
     (void)what;
     /* the partial record goes first, then new bytes right after it */
     if (keep > 0)
         memcpy(core->rbuf, c->partial.data, keep);
-    n = read(fd, core->rbuf + keep, CORE_RBUF - keep);
+    if (c->handoff && room > LISTEN_PREFIX_MAX - keep)
+        room = LISTEN_PREFIX_MAX - keep; /* what is left unused must fit one message */
+    n = read(fd, core->rbuf + keep, room);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
     if (n <= 0) {
@@ -560,6 +619,10 @@ static int conn_parse(struct conn *c, const uint8_t *p, size_t len)
     ssize_t n = -2;
 
     while (!c->closing && (n = fcgi_parse_record(p + off, len - off, &rec)) > 0) {
+        if (c->handoff && !conn_awaits_input(c)) {
+            c->held = 1; /* the rest is for the worker that takes the connection */
+            break;
+        }
         off += (size_t)n;
         if (conn_dispatch(c, &rec) == DISPATCH_CLOSE) {
             conn_free(c);
@@ -586,6 +649,8 @@ static int conn_parse(struct conn *c, const uint8_t *p, size_t len)
     /* a connection shrinks back to nothing once its partial record is gone */
     if (c->partial.len == 0 && c->partial.cap > 0)
         buf_free(&c->partial);
+    if (c->handoff)
+        conn_handoff_progress(c);
     return 0;
 }
 

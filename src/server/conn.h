@@ -67,6 +67,10 @@ struct conn {
     unsigned multiplexed : 1;   /* has carried two requests at once */
     unsigned linger : 1;        /* closed by us after its answers: close lingering */
     unsigned dropping : 1;      /* conn_free is ending its requests */
+    unsigned handoff : 1;       /* the worker retires: give this one to the master */
+    unsigned held : 1;          /* handoff: no request here waits for input, so the
+                                 * records after it are kept (in partial), not read */
+    unsigned handed : 1;        /* its descriptor went to the master: just close ours */
 };
 
 /* Take ownership of an accepted, connected socket. Returns NULL (fd closed,
@@ -116,6 +120,14 @@ void conn_pause_body(struct conn *c, int pause);
 
 /* Close gracefully: stop reading, write what is queued, then free. */
 void conn_close(struct conn *c);
+
+/* The worker retires (core->pass_fd is its master's control socket): once
+ * no request on c waits for more input, stop reading at that record
+ * boundary; once its requests have ended and its output is written, hand
+ * the socket, with the bytes read and not used, to the master, which
+ * passes both to another worker. The web server sees its connection go
+ * on. May free c later, never now. */
+void conn_hand_over(struct conn *c);
 
 /* Feed bytes as if read from the socket (for fuzzing the state machine).
  * Returns 0, or -1 when the connection was found broken and freed. */

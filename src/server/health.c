@@ -10,10 +10,10 @@
 #include "req.h"
 #include "stats.h"
 
-void health_read(const struct stats_area *a, struct health *h)
+void health_read(const struct stats_area *a, int workers, struct health *h)
 {
     memset(h, 0, sizeof *h);
-    h->total = a->nworkers;
+    h->total = workers;
     for (int i = 0; i < a->nworkers; i++) {
         if (a->w[i].pid == 0)
             continue;
@@ -21,6 +21,8 @@ void health_read(const struct stats_area *a, struct health *h)
         h->conns += a->w[i].conns;
         h->inflight += a->w[i].inflight;
     }
+    if (h->up > h->total)
+        h->up = h->total; /* a worker and its replacement, both up for a moment */
 }
 
 int health_answer(struct req *r)
@@ -35,7 +37,7 @@ int health_answer(struct req *r)
     if (plen != strlen(want) || memcmp(path, want, plen) != 0)
         return 0;
     if (r->core->stats != NULL)
-        health_read(r->core->stats, &h);
+        health_read(r->core->stats, r->core->cfg.workers, &h);
     req_add_header(r, "Content-Type", 12, "text/plain", 10);
     req_add_header(r, "Cache-Control", 13, "no-store", 8);
     if (h.up == h.total) {

@@ -19,8 +19,10 @@ struct health {
     uint64_t conns, inflight;    /* summed over the workers up (at most 1 s old) */
 };
 
-/* Read the workers' state from the shared area. */
-void health_read(const struct stats_area *a, struct health *h);
+/* Read the state of the processes in the shared area (a row per process:
+ * a worker being replaced and its replacement have one each) as 'workers'
+ * configured workers. */
+void health_read(const struct stats_area *a, int workers, struct health *h);
 
 /* If r asks for --ping-path, answer it ("pong" with 200 while every worker
  * is up, else 503 saying how many are) and return 1 (the caller then ends

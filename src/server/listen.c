@@ -260,56 +260,68 @@ static int listen_kcgi(struct listeners *ls, char *err, size_t errlen)
     return 1;
 }
 
-int listen_recv_passed(int pass_fd, int *fd, unsigned long long *cookie)
+int listen_recv_passed(int pass_fd, int *fd, unsigned long long *cookie, unsigned char *prefix,
+                       size_t *plen, size_t max_prefix)
 {
     union {
         struct cmsghdr h;
         char buf[CMSG_SPACE(sizeof(int))];
     } cm;
     uint64_t c = 0;
-    struct iovec iov = { &c, sizeof c };
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
-                          .msg_controllen = sizeof cm.buf };
+    struct iovec iov[2] = { { &c, sizeof c }, { prefix, max_prefix } };
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = max_prefix > 0 ? 2 : 1,
+                          .msg_control = cm.buf, .msg_controllen = sizeof cm.buf };
     struct cmsghdr *h;
     ssize_t n = recvmsg(pass_fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 
+    *fd = -1;
     if (n < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
     if (n == 0)
         return -1;
     h = CMSG_FIRSTHDR(&msg);
-    if (n != sizeof c || h == NULL || h->cmsg_level != SOL_SOCKET ||
-        h->cmsg_type != SCM_RIGHTS || h->cmsg_len != CMSG_LEN(sizeof(int))) {
-        if (h != NULL && h->cmsg_type == SCM_RIGHTS) {
-            memcpy(fd, CMSG_DATA(h), sizeof *fd);
+    if (h != NULL && h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
+        h->cmsg_len == CMSG_LEN(sizeof(int)))
+        memcpy(fd, CMSG_DATA(h), sizeof *fd);
+    if (n < (ssize_t)sizeof c || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+        (h != NULL && *fd < 0) || (*fd < 0 && (max_prefix == 0 || n != sizeof c))) {
+        if (*fd >= 0)
             close(*fd);
-        }
+        *fd = -1;
         return -1; /* not the protocol: treat the manager as gone */
     }
-    memcpy(fd, CMSG_DATA(h), sizeof *fd);
-    fcntl(*fd, F_SETFL, fcntl(*fd, F_GETFL) | O_NONBLOCK);
     *cookie = c;
+    if (plen != NULL)
+        *plen = (size_t)n - sizeof c;
+    if (*fd < 0)
+        return 2;
+    fcntl(*fd, F_SETFL, fcntl(*fd, F_GETFL) | O_NONBLOCK);
     return 1;
 }
 
-int listen_send_passed(int ctl, int fd, unsigned long long cookie)
+int listen_send_passed(int ctl, int fd, unsigned long long cookie, const void *prefix,
+                       size_t plen)
 {
     union {
         struct cmsghdr h;
         char buf[CMSG_SPACE(sizeof(int))];
     } cm;
     uint64_t c = cookie;
-    struct iovec iov = { &c, sizeof c };
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
-                          .msg_controllen = sizeof cm.buf };
+    struct iovec iov[2] = { { &c, sizeof c }, { (void *)(uintptr_t)prefix, plen } };
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = plen > 0 ? 2 : 1,
+                          .msg_control = cm.buf, .msg_controllen = sizeof cm.buf };
     struct cmsghdr *h = CMSG_FIRSTHDR(&msg);
 
+    if (plen > LISTEN_PREFIX_MAX) {
+        errno = EMSGSIZE;
+        return -1;
+    }
     memset(cm.buf, 0, sizeof cm.buf);
     h->cmsg_level = SOL_SOCKET;
     h->cmsg_type = SCM_RIGHTS;
     h->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(h), &fd, sizeof fd);
-    return sendmsg(ctl, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof c ? 0 : -1;
+    return sendmsg(ctl, &msg, MSG_NOSIGNAL) == (ssize_t)(sizeof c + plen) ? 0 : -1;
 }
 
 int listen_open(const struct config *cfg, struct listeners *ls, char *err, size_t errlen)

@@ -19,24 +19,47 @@ struct listeners {
     size_t n;
     int pass_fd;                       /* connections arrive as descriptors on this
                                         * socket (kcgi's FCGI_LISTENSOCK_DESCRIPTORS,
-                                        * or our master's --dispatch pass); -1: none */
+                                        * or our master's control socket); -1: none */
+    int pass_packets;                  /* pass_fd is our master's (SOCK_SEQPACKET):
+                                        * its messages may carry a prefix, and there
+                                        * are the two control messages below */
 };
+
+/* Our master's control socket (SOCK_SEQPACKET, one per worker, in both
+ * dispatch modes) carries, besides kcgi's messages (a connection with its
+ * cookie one way, the cookie of a closed connection the other):
+ * - a connection handed back by a retiring worker, with the bytes it had
+ *   read and not used (a prefix after the cookie, at most LISTEN_PREFIX_MAX),
+ *   which the master passes on with them;
+ * - 8 bytes without a descriptor that no cookie has (cookies start at 1):
+ *   from a worker, "start my replacement"; from the master, "your
+ *   replacement is ready: hand your connections over and exit". */
+#define LISTEN_PREFIX_MAX (128 * 1024)
+#define LISTEN_ASK_REPLACEMENT 0ULL
+#define LISTEN_RETIRE 0ULL
 
 /* Bind every --listen address, or take the inherited sockets, or bind the
  * default. Applies --socket-mode and --socket-owner. Returns 0, or -1 with
  * a one-line reason in err (what was opened is closed again). */
 int listen_open(const struct config *cfg, struct listeners *ls, char *err, size_t errlen);
 
-/* Receive one passed connection: its descriptor and 64-bit cookie.
- * Returns 1, 0 when none is waiting, -1 when the manager is gone. */
-int listen_recv_passed(int pass_fd, int *fd, unsigned long long *cookie);
+/* Receive one message: a passed connection (its descriptor, its 64-bit
+ * cookie and, on a packet socket, the prefix bytes that came with it, at
+ * most max_prefix, into prefix and *plen; max_prefix 0 for kcgi's stream
+ * socket) returns 1; on a packet socket, 8 bytes without a descriptor (a
+ * cookie or a control message, in *cookie) return 2; 0 when none is
+ * waiting, -1 when the peer is gone or broke the protocol. */
+int listen_recv_passed(int pass_fd, int *fd, unsigned long long *cookie, unsigned char *prefix,
+                       size_t *plen, size_t max_prefix);
 
-/* Give a passed connection's cookie back to the manager (it is closed).
- * Returns 0, or -1 with errno set. */
+/* Give a passed connection's cookie back to the manager (it is closed), or
+ * send a control message. Returns 0, or -1 with errno set. */
 int listen_return_cookie(int pass_fd, unsigned long long cookie);
 
-/* Pass connection fd with its cookie to the worker behind ctl. Returns 0 or -1. */
-int listen_send_passed(int ctl, int fd, unsigned long long cookie);
+/* Pass connection fd with its cookie and plen bytes of prefix (0 on kcgi's
+ * protocol) over ctl. Returns 0, or -1 with errno set. */
+int listen_send_passed(int ctl, int fd, unsigned long long cookie, const void *prefix,
+                       size_t plen);
 
 /* Close the sockets; unlink the unix sockets we bound when 'unlink_unix'. */
 void listen_close(struct listeners *ls, int unlink_unix);

@@ -12,11 +12,24 @@
  * connections to the least loaded one, and sees saturation. Once its server
  * has its handlers, a worker unblocks every signal: afcgi's own mask, never
  * the one afcgi was started with (main.c replaced that before anything).
+ *
+ * Every worker has that socketpair, a SOCK_SEQPACKET one, in both dispatch
+ * modes: it is also how a worker asks to be replaced (--worker-max-requests,
+ * --worker-max-lua-memory) and how it hands its connections back when it
+ * retires (listen.h). Recycling a worker: it asks; the master forks the
+ * replacement under the same worker number and, once that one has loaded
+ * the app (its report pipe says 'R'), tells the old one to retire. The
+ * old one accepts no more, finishes its requests, hands each connection
+ * (with what it had read of it and not used) back, and exits; the master
+ * passes those connections on to the workers that serve. A process is one
+ * entry of m->w (several per worker number while one is replaced); each
+ * has its own row of the stats area.
  */
 #define _GNU_SOURCE /* accept4, pipe2 */
 #include "master.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -45,24 +58,41 @@
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 10.0
 #define STABLE_AFTER 10.0           /* a worker that lived this long resets the backoff */
+#define PROCS_PER_WORKER 4          /* serving, its replacement, and the retiring ones */
 
-struct worker {
-    pid_t pid;                      /* 0: not running */
+enum proc_state {
+    P_FREE,                         /* no process */
+    P_STARTING,                     /* forked, loading the app until it reports 'R' */
+    P_SERVING,
+    P_FAILED,                       /* said it cannot start; exiting */
+    P_RETIRING                      /* replaced: finishing its requests, then exits */
+};
+
+struct worker {                     /* one worker process */
+    pid_t pid;
+    int id;                         /* worker number, 1-based; its replacement keeps it */
+    enum proc_state state;
     double started;                 /* when it was forked */
-    double restart_at;              /* when to start it again, if not running */
-    double backoff;
-    int ctl;                        /* pass mode: our end of its socketpair, or -1 */
-    int pass_peer;                  /* pass mode: the worker's end, while forking */
-    unsigned load;                  /* pass mode: connections it holds */
+    int ctl;                        /* our end of its control socketpair, or -1 */
+    int pass_peer;                  /* the worker's end, while forking */
     int report;                     /* our end of its report pipe ('R', 'E...', 'H'), or -1 */
     int reload_pending;             /* sent a SIGHUP it has not reported done yet */
+    unsigned load;                  /* connections passed to it and not yet back */
+};
+
+struct slot {                       /* worker number i + 1 */
+    double restart_at;              /* when to start it (again), or its replacement */
+    double backoff;
+    int replace;                    /* its serving process asked to be replaced */
 };
 
 struct master {
     const struct config *cfg;
     struct listeners *ls;
-    struct worker *w;
-    struct stats_area *stats;       /* shared with the workers */
+    struct worker *w;               /* nw entries */
+    int nw;
+    struct slot *slot;              /* cfg->workers entries */
+    struct stats_area *stats;       /* shared with the workers, a row per entry of w */
     sigset_t sigs;                  /* blocked in the master, read from sigfd */
     int sigfd;
     int pass;                       /* --dispatch pass */
@@ -77,6 +107,8 @@ struct master {
     double status_at;               /* the last look at the figures for STATUS= */
 };
 
+static void master_on_ctl(struct master *m, int k, int max);
+
 static double master_now(void)
 {
     struct timespec ts;
@@ -85,15 +117,14 @@ static double master_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* In the child: run worker 'id' (1-based); report on 'ready' ('R', or 'E'
- * and the reason), then keep it to report each reload done ('H'); never
- * returns. */
-static void master_child(struct master *m, int id, int ready)
+/* In the child: run process k; report on 'ready' ('R', or 'E' and the
+ * reason), then keep it to report each reload done ('H'); never returns. */
+static void master_child(struct master *m, int k, int ready)
 {
     char err[1024];
     struct server *srv;
     sigset_t none;
-    int rc;
+    int rc, id = m->w[k].id;
 
     struct listeners ls = *m->ls;
     struct config cfg = *m->cfg;
@@ -102,7 +133,7 @@ static void master_child(struct master *m, int id, int ready)
      * forwarded while this worker loads the app must not kill it. */
     close(m->sigfd);
     service_forked();            /* the master speaks to the service manager */
-    for (int i = 0; i < m->cfg->workers; i++) {
+    for (int i = 0; i < m->nw; i++) {
         if (m->w[i].ctl >= 0)
             close(m->w[i].ctl);  /* the master's ends, ours included */
         if (m->w[i].report >= 0)
@@ -112,8 +143,9 @@ static void master_child(struct master *m, int id, int ready)
         for (size_t i = 0; i < ls.n; i++)
             close(ls.fd[i]);
         ls.n = 0;
-        ls.pass_fd = m->w[id - 1].pass_peer;
     }
+    ls.pass_fd = m->w[k].pass_peer;
+    ls.pass_packets = 1;
     cfg.generation = m->generation; /* after reloads, a new worker continues the count */
     srv = server_new(&cfg, &ls, id, err, sizeof err);
     if (srv == NULL) {
@@ -125,7 +157,7 @@ static void master_child(struct master *m, int id, int ready)
             log_error("worker %d cannot start: %s", id, err);
         _exit(2);
     }
-    stats_attach(server_core(srv), m->stats, id - 1);
+    stats_attach(server_core(srv), m->stats, k);
     if (write(ready, "R", 1) < 0)
         log_warn("worker %d: cannot report readiness", id);
     server_report_to(srv, ready);
@@ -139,84 +171,172 @@ static void master_child(struct master *m, int id, int ready)
     _exit(rc);
 }
 
-/* Fork worker i, with its report pipe (our end in w->report). */
-static int master_fork(struct master *m, int i)
+/* Fork a process for worker number id, P_STARTING with its report pipe.
+ * Returns its entry, or -1 (logged). */
+static int master_fork(struct master *m, int id)
 {
-    int sp[2] = { -1, -1 }, rp[2];
+    int sp[2] = { -1, -1 }, rp[2] = { -1, -1 }, k;
+    struct worker *w;
     pid_t pid;
 
-    if (pipe2(rp, O_CLOEXEC) < 0) {
-        log_error("cannot start worker %d: pipe: %s", i + 1, strerror(errno));
+    for (k = 0; k < m->nw && m->w[k].state != P_FREE; k++)
+        ;
+    if (k == m->nw) {
+        log_warn("cannot start worker %d yet: %d processes are still retiring", id, m->nw);
         return -1;
     }
-    if (m->pass && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
-        log_error("cannot start worker %d: socketpair: %s", i + 1, strerror(errno));
-        close(rp[0]);
-        close(rp[1]);
-        return -1;
-    }
-    m->w[i].ctl = sp[0];
-    m->w[i].pass_peer = sp[1];
-    m->w[i].load = 0;
-    m->w[i].reload_pending = 0; /* it loads the file as it is now */
-    if ((pid = fork()) < 0) {
-        log_error("cannot start worker %d: %s", i + 1, strerror(errno));
-        if (m->pass) {
+    w = &m->w[k];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 ||
+        pipe2(rp, O_CLOEXEC) < 0) {
+        log_error("cannot start worker %d: %s", id, strerror(errno));
+        if (sp[0] >= 0) {
             close(sp[0]);
             close(sp[1]);
         }
+        return -1;
+    }
+    *w = (struct worker){ .id = id, .state = P_STARTING, .ctl = sp[0], .pass_peer = sp[1],
+                          .report = rp[0] }; /* it loads the file as it is now */
+    if ((pid = fork()) < 0) {
+        log_error("cannot start worker %d: %s", id, strerror(errno));
+        close(sp[0]);
+        close(sp[1]);
         close(rp[0]);
         close(rp[1]);
-        m->w[i].ctl = -1;
+        *w = (struct worker){ .state = P_FREE, .ctl = -1, .pass_peer = -1, .report = -1 };
         return -1;
     }
-    if (pid == 0) {
-        close(rp[0]);
-        master_child(m, i + 1, rp[1]);
-    }
-    if (sp[1] >= 0)
-        close(sp[1]);
+    if (pid == 0)
+        master_child(m, k, rp[1]);
+    close(sp[1]);
     close(rp[1]);
     fcntl(rp[0], F_SETFL, O_NONBLOCK);
-    m->w[i].report = rp[0];
-    m->w[i].pid = pid;
-    m->w[i].started = master_now();
-    log_info("worker %d started (pid %ld)", i + 1, (long)pid);
-    return 0;
+    w->pass_peer = -1;
+    w->pid = pid;
+    w->started = master_now();
+    log_info("worker %d started (pid %ld)", id, (long)pid);
+    return k;
 }
 
-/* Wait for the readiness byte on fd; returns 0, or -1 with the reason. */
-static int master_await(int fd, char *err, size_t errlen)
+static void master_close_report(struct worker *w)
 {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    char buf[1024];
-    ssize_t n;
+    if (w->report >= 0)
+        close(w->report);
+    w->report = -1;
+}
 
-    if (poll(&p, 1, (int)(MASTER_START_TIMEOUT * 1000)) <= 0) {
-        snprintf(err, errlen, "a worker did not start within %.0f s", MASTER_START_TIMEOUT);
-        return -1;
+/* The process serving as worker id in state 'state', or -1. */
+static int master_find(const struct master *m, int id, enum proc_state state)
+{
+    for (int k = 0; k < m->nw; k++) {
+        if (m->w[k].id == id && m->w[k].state == state)
+            return k;
     }
-    n = read(fd, buf, sizeof buf - 1);
-    if (n >= 1 && buf[0] == 'R')
-        return 0;
-    for (ssize_t k; n > 0 && (size_t)n < sizeof buf - 1; n += k) { /* the rest, to EOF */
-        if ((k = read(fd, buf + n, sizeof buf - 1 - (size_t)n)) <= 0)
+    return -1;
+}
+
+/* Process k has loaded the app: it serves, and the one it replaces
+ * retires. */
+static void master_serves(struct master *m, int k)
+{
+    struct worker *w = &m->w[k];
+    int old = master_find(m, w->id, P_SERVING);
+
+    if (old >= 0) {
+        log_notice("worker %d (pid %ld) ready: pid %ld retires", w->id, (long)w->pid,
+                   (long)m->w[old].pid);
+        m->w[old].state = P_RETIRING;
+        if (m->w[old].ctl < 0 || listen_return_cookie(m->w[old].ctl, LISTEN_RETIRE) < 0)
+            kill(m->w[old].pid, SIGTERM); /* it is going anyway: let it stop */
+    } else {
+        log_info("worker %d (pid %ld) serves", w->id, (long)w->pid);
+    }
+    w->state = P_SERVING;
+    m->slot[w->id - 1].replace = 0;
+}
+
+/* Process k cannot start: the reason goes to 'why' if given, else to the
+ * log; its exit is reaped as a death. */
+static void master_failed(struct master *m, int k, const char *reason, char *why,
+                          size_t whylen)
+{
+    struct worker *w = &m->w[k];
+
+    if (why != NULL)
+        snprintf(why, whylen, "%s", reason);
+    else
+        log_error("worker %d (pid %ld) cannot start: %s", w->id, (long)w->pid, reason);
+    w->state = P_FAILED;
+}
+
+static void master_check_reload(struct master *m);
+
+/* What process k wrote on its report pipe: 'R' it serves, 'H' it has
+ * handled a SIGHUP, 'E' and why it cannot start (its last words, in one
+ * write). The pipe is closed at its end or after 'E'. */
+static void master_on_report(struct master *m, int k, char *why, size_t whylen)
+{
+    struct worker *w = &m->w[k];
+    char buf[1100];
+    ssize_t n = read(w->report, buf, sizeof buf - 1);
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        if (w->state == P_STARTING)
+            master_failed(m, k, "a worker exited while starting", why, whylen);
+        master_close_report(w); /* it is going; SIGCHLD tells the rest */
+        return;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        if (buf[i] == 'E') {
+            buf[n] = '\0';
+            master_failed(m, k, buf + i + 1, why, whylen);
+            master_close_report(w);
             break;
+        }
+        if (buf[i] == 'R' && w->state == P_STARTING)
+            master_serves(m, k);
+        else if (buf[i] == 'H')
+            w->reload_pending = 0;
     }
-    buf[n > 0 ? n : 0] = '\0';
-    snprintf(err, errlen, "%s", n > 1 ? buf + 1 : "a worker exited while starting");
+    master_check_reload(m);
+}
+
+/* Wait until process k has loaded the app (0) or cannot (-1, why). */
+static int master_await(struct master *m, int k, char *err, size_t errlen)
+{
+    double until = master_now() + MASTER_START_TIMEOUT;
+
+    err[0] = '\0';
+    while (m->w[k].state == P_STARTING && m->w[k].report >= 0) {
+        struct pollfd p = { .fd = m->w[k].report, .events = POLLIN };
+        double left = until - master_now();
+
+        if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0) {
+            snprintf(err, errlen, "a worker did not start within %.0f s", MASTER_START_TIMEOUT);
+            return -1;
+        }
+        master_on_report(m, k, err, errlen);
+    }
+    if (m->w[k].state == P_SERVING)
+        return 0;
+    if (err[0] == '\0')
+        snprintf(err, errlen, "a worker exited while starting");
     return -1;
 }
 
 /* Start every worker and wait until each has loaded the app. */
 static int master_start_all(struct master *m, char *err, size_t errlen)
 {
-    for (int i = 0; i < m->cfg->workers; i++) {
-        if (master_fork(m, i) < 0) {
-            snprintf(err, errlen, "cannot start worker %d (logged above)", i + 1);
+    for (int id = 1; id <= m->cfg->workers; id++) {
+        int k = master_fork(m, id);
+
+        if (k < 0) {
+            snprintf(err, errlen, "cannot start worker %d (logged above)", id);
             return -1;
         }
-        if (master_await(m->w[i].report, err, errlen) < 0)
+        if (master_await(m, k, err, errlen) < 0)
             return -1;
     }
     return 0;
@@ -224,7 +344,7 @@ static int master_start_all(struct master *m, char *err, size_t errlen)
 
 static void master_signal_all(struct master *m, int sig)
 {
-    for (int i = 0; i < m->cfg->workers; i++) {
+    for (int i = 0; i < m->nw; i++) {
         if (m->w[i].pid > 0)
             kill(m->w[i].pid, sig);
     }
@@ -234,16 +354,9 @@ static int master_alive(const struct master *m)
 {
     int n = 0;
 
-    for (int i = 0; i < m->cfg->workers; i++)
+    for (int i = 0; i < m->nw; i++)
         n += m->w[i].pid > 0;
     return n;
-}
-
-static void master_close_report(struct worker *w)
-{
-    if (w->report >= 0)
-        close(w->report);
-    w->report = -1;
 }
 
 /* Under a service manager: the figures in STATUS=, at most once a second
@@ -257,7 +370,7 @@ static void master_status(struct master *m, int now_too)
         (!now_too && now - m->status_at < MASTER_STATUS_EVERY))
         return;
     m->status_at = now;
-    health_read(m->stats, &h);
+    health_read(m->stats, m->cfg->workers, &h);
     if (m->stopping)
         service_status("stopping: %d workers left, %llu requests in flight", master_alive(m),
                        (unsigned long long)h.inflight);
@@ -266,7 +379,7 @@ static void master_status(struct master *m, int now_too)
                        h.total, (unsigned long long)h.conns, (unsigned long long)h.inflight);
 }
 
-/* A reload is done once every worker sent a SIGHUP has reported back (or
+/* A reload is done once every process sent a SIGHUP has reported back (or
  * is gone), or when it took longer than a start may. */
 static void master_check_reload(struct master *m)
 {
@@ -274,8 +387,8 @@ static void master_check_reload(struct master *m)
 
     if (!m->reloading)
         return;
-    for (int i = 0; i < m->cfg->workers; i++)
-        left += m->w[i].pid > 0 && m->w[i].reload_pending;
+    for (int k = 0; k < m->nw; k++)
+        left += m->w[k].pid > 0 && m->w[k].reload_pending;
     if (left > 0 && master_now() < m->reload_deadline)
         return;
     if (left > 0)
@@ -288,33 +401,6 @@ static void master_check_reload(struct master *m)
     master_status(m, 1);
 }
 
-/* What worker i wrote on its report pipe. */
-static void master_on_report(struct master *m, int i)
-{
-    struct worker *w = &m->w[i];
-    char buf[1100];
-    ssize_t n = read(w->report, buf, sizeof buf - 1);
-
-    if (n <= 0) {
-        if (n == 0 || (errno != EAGAIN && errno != EINTR))
-            master_close_report(w); /* it is going; SIGCHLD tells the rest */
-        return;
-    }
-    for (ssize_t k = 0; k < n; k++) {
-        if (buf[k] == 'E') {        /* the last thing it writes, in one piece */
-            buf[n] = '\0';
-            log_error("worker %d cannot start: %s", i + 1, buf + k + 1);
-            master_close_report(w);
-            return;
-        }
-        if (buf[k] == 'R')
-            log_info("worker %d (pid %ld) serves", i + 1, (long)w->pid);
-        else if (buf[k] == 'H')
-            w->reload_pending = 0;
-    }
-    master_check_reload(m);
-}
-
 /* Reap exited workers; schedule restarts with backoff unless stopping. */
 static void master_reap(struct master *m)
 {
@@ -322,52 +408,76 @@ static void master_reap(struct master *m)
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        for (int i = 0; i < m->cfg->workers; i++) {
-            struct worker *w = &m->w[i];
-            double lived;
+        for (int k = 0; k < m->nw; k++) {
+            struct worker *w = &m->w[k];
+            struct slot *sl = &m->slot[w->id > 0 ? w->id - 1 : 0];
+            enum proc_state was = w->state;
+            int id = w->id, next, serving;
+            double lived = master_now() - w->started;
+            char how[64];
 
-            if (w->pid != pid)
+            if (w->pid != pid || w->state == P_FREE)
                 continue;
-            w->pid = 0;
+            master_on_ctl(m, k, INT_MAX); /* what it sent before it exited: connections
+                                           * it handed back are passed on, not lost */
             if (w->ctl >= 0)
                 close(w->ctl); /* its connections died with it */
-            w->ctl = -1;
-            w->load = 0;
             if (w->report >= 0)
-                master_on_report(m, i); /* what it said last: why it could not start */
+                master_on_report(m, k, NULL, 0); /* what it said last: why it could not start */
             master_close_report(w);
-            w->reload_pending = 0;
-            stats_clear(m->stats, i);
+            *w = (struct worker){ .state = P_FREE, .ctl = -1, .pass_peer = -1, .report = -1 };
+            stats_clear(m->stats, k);
             master_check_reload(m);
             if (m->stopping)
                 break;
-            lived = master_now() - w->started;
-            w->backoff = lived >= STABLE_AFTER ? BACKOFF_MIN
-                         : w->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX
-                         : w->backoff > 0 ? w->backoff * 2 : BACKOFF_MIN;
-            w->restart_at = master_now() + w->backoff;
             if (WIFSIGNALED(status))
-                log_error("worker %d (pid %ld) killed by signal %d after %.1f s; restarting in "
-                          "%.1f s", i + 1, (long)pid, WTERMSIG(status), lived, w->backoff);
+                snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
             else
-                log_error("worker %d (pid %ld) exited with status %d after %.1f s; restarting "
-                          "in %.1f s", i + 1, (long)pid, WEXITSTATUS(status), lived, w->backoff);
+                snprintf(how, sizeof how, "exited with status %d", WEXITSTATUS(status));
+            if (was == P_RETIRING) {
+                if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                    log_notice("worker %d (pid %ld) retired", id, (long)pid);
+                else
+                    log_error("worker %d (pid %ld) %s while retiring", id, (long)pid, how);
+                break;
+            }
+            sl->backoff = lived >= STABLE_AFTER ? BACKOFF_MIN
+                          : sl->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX
+                          : sl->backoff > 0 ? sl->backoff * 2 : BACKOFF_MIN;
+            sl->restart_at = master_now() + sl->backoff;
+            if ((next = master_find(m, id, P_STARTING)) >= 0)
+                log_error("worker %d (pid %ld) %s; its replacement (pid %ld) is starting", id,
+                          (long)pid, how, (long)m->w[next].pid);
+            else if (was != P_SERVING && (serving = master_find(m, id, P_SERVING)) >= 0)
+                log_error("worker %d's replacement (pid %ld) %s; pid %ld serves on, another try "
+                          "in %.1f s", id, (long)pid, how, (long)m->w[serving].pid, sl->backoff);
+            else
+                log_error("worker %d (pid %ld) %s after %.1f s; restarting in %.1f s", id,
+                          (long)pid, how, lived, sl->backoff);
+            break;
         }
     }
 }
 
-/* Seconds until the next thing to do, at most one. */
+/* Seconds until the next thing to do, at most one; starts what is due. */
 static double master_next(struct master *m)
 {
     double now = master_now(), next = now + 1;
 
-    for (int i = 0; i < m->cfg->workers && !m->stopping; i++) {
-        if (m->w[i].pid == 0) {
-            if (m->w[i].restart_at <= now)
-                master_fork(m, i);
-            else if (m->w[i].restart_at < next)
-                next = m->w[i].restart_at;
+    for (int id = 1; id <= m->cfg->workers && !m->stopping; id++) {
+        struct slot *sl = &m->slot[id - 1];
+        int serving = master_find(m, id, P_SERVING), k;
+
+        if (master_find(m, id, P_STARTING) >= 0 || (serving >= 0 && !sl->replace))
+            continue;
+        if (sl->restart_at > now) {
+            if (sl->restart_at < next)
+                next = sl->restart_at;
+            continue;
         }
+        if ((k = master_fork(m, id)) >= 0 && serving >= 0)
+            log_notice("worker %d (pid %ld) asked to be replaced: starting pid %ld", id,
+                       (long)m->w[serving].pid, (long)m->w[k].pid);
     }
     if (m->stopping && m->deadline < next)
         next = m->deadline;
@@ -404,8 +514,8 @@ static void master_on_signal(struct master *m, int sig)
             service_reloading();
             m->reloading = 1;
             m->reload_deadline = master_now() + MASTER_START_TIMEOUT;
-            for (int i = 0; i < m->cfg->workers; i++)
-                m->w[i].reload_pending = m->w[i].pid > 0;
+            for (int k = 0; k < m->nw; k++)
+                m->w[k].reload_pending = m->w[k].pid > 0 && m->w[k].state != P_FAILED;
         }
         master_signal_all(m, SIGHUP);
         master_check_reload(m); /* no worker running: done at once */
@@ -423,17 +533,22 @@ static void master_on_signal(struct master *m, int sig)
     }
 }
 
-/* Pass mode: the least loaded running worker, or -1. */
+/* The least loaded serving process (one that is starting if none serves),
+ * or -1. */
 static int master_pick(struct master *m)
 {
-    int best = -1, n = m->cfg->workers;
+    int best = -1, n = m->nw;
 
     /* start after the last pick, so that ties go round the workers */
-    for (int k = 1; k <= n; k++) {
-        int i = (m->last_pick + k) % n;
+    for (int pass = 0; pass < 2 && best < 0; pass++) {
+        for (int j = 1; j <= n; j++) {
+            int i = (m->last_pick + j) % n;
+            struct worker *w = &m->w[i];
 
-        if (m->w[i].pid > 0 && m->w[i].ctl >= 0 && (best < 0 || m->w[i].load < m->w[best].load))
-            best = i;
+            if (w->state == (pass == 0 ? P_SERVING : P_STARTING) && w->ctl >= 0 &&
+                (best < 0 || w->load < m->w[best].load))
+                best = i;
+        }
     }
     if (best >= 0)
         m->last_pick = best;
@@ -446,47 +561,74 @@ static int master_pick(struct master *m)
     return best;
 }
 
+/* Hand connection fd (and what was read of it, for one coming back from a
+ * retiring worker) to the least loaded worker; closes our descriptor. */
+static void master_pass(struct master *m, int fd, const void *prefix, size_t plen)
+{
+    int i = master_pick(m);
+
+    if (i < 0) {
+        log_error("no worker to pass a connection to: closing it");
+    } else if (listen_send_passed(m->w[i].ctl, fd, ++m->passed, prefix, plen) < 0) {
+        log_error("cannot pass a connection to worker %d: %s", m->w[i].id, strerror(errno));
+    } else {
+        m->w[i].load++;
+    }
+    close(fd); /* the worker has its own descriptor now */
+}
+
 /* Pass mode: accept what is waiting on a listener and hand it out. */
 static void master_accept(struct master *m, int lfd)
 {
     for (int k = 0; k < 64; k++) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK), i;
-        uint64_t cookie;
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 log_error("accept failed: %s", strerror(errno));
             return;
         }
-        if ((i = master_pick(m)) < 0) {
+        if (master_pick(m) < 0) {
             close(fd); /* no worker running: the client sees a reset */
             continue;
         }
-        cookie = ++m->passed << 8 | (uint64_t)i;
-        if (listen_send_passed(m->w[i].ctl, fd, cookie) < 0)
-            log_error("cannot pass a connection to worker %d: %s", i + 1, strerror(errno));
-        else
-            m->w[i].load++;
-        close(fd); /* the worker has its own descriptor now */
+        master_pass(m, fd, NULL, 0);
     }
 }
 
-/* Pass mode: cookies coming back from worker i (connections it closed). */
-static void master_on_cookies(struct master *m, int i)
+/* Messages from process k: cookies of connections it closed, a request to
+ * be replaced, connections it hands back as it retires. At most 'max'. */
+static void master_on_ctl(struct master *m, int k, int max)
 {
-    uint64_t cookies[64];
-    ssize_t n = recv(m->w[i].ctl, cookies, sizeof cookies, MSG_DONTWAIT);
+    static unsigned char prefix[LISTEN_PREFIX_MAX];
+    struct worker *w = &m->w[k];
 
-    if (n <= 0) {
-        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            close(m->w[i].ctl); /* the worker is going; SIGCHLD tells the rest */
-            m->w[i].ctl = -1;
+    for (int n = 0; n < max && w->ctl >= 0; n++) {
+        unsigned long long cookie;
+        size_t plen = 0;
+        int fd, rc = listen_recv_passed(w->ctl, &fd, &cookie, prefix, &plen, sizeof prefix);
+
+        if (rc == 0)
+            return;
+        if (rc < 0) {
+            close(w->ctl); /* the worker is going; SIGCHLD tells the rest */
+            w->ctl = -1;
+            return;
         }
-        return;
-    }
-    for (ssize_t k = 0; k < n / (ssize_t)sizeof cookies[0]; k++) {
-        if ((int)(cookies[k] & 0xff) == i && m->w[i].load > 0)
-            m->w[i].load--;
+        if (rc == 2 && cookie == LISTEN_ASK_REPLACEMENT) {
+            struct slot *sl = &m->slot[w->id - 1];
+
+            if (w->state == P_SERVING && !sl->replace) {
+                sl->replace = 1;
+                if (sl->restart_at < master_now())
+                    sl->restart_at = master_now(); /* else: after the backoff */
+            }
+            continue;
+        }
+        if (cookie != 0 && w->load > 0)
+            w->load--; /* closed, or handed back */
+        if (rc == 1)
+            master_pass(m, fd, prefix, plen);
     }
 }
 
@@ -501,11 +643,16 @@ static void master_on_signals(struct master *m)
 
 static int master_loop(struct master *m)
 {
-    /* the signals, the listeners (pass mode), each worker's socket (pass
-     * mode) and report pipe; owner: -1 for a listener, else the worker */
-    struct pollfd p[1 + CONFIG_MAX_LIST + 2 * 1024];
-    int owner[1 + CONFIG_MAX_LIST + 2 * 1024];
+    size_t cap = 1 + m->ls->n + 2 * (size_t)m->nw;
+    struct pollfd *p = calloc(cap, sizeof *p);
+    int *owner = calloc(cap, sizeof *owner); /* -1 listener, k ctl, nw + k report */
 
+    if (p == NULL || owner == NULL) {
+        log_error("out of memory");
+        free(p);
+        free(owner);
+        return 1;
+    }
     while (!m->stopping || master_alive(m) > 0) {
         double wait = master_next(m);
         size_t n = 0;
@@ -515,28 +662,30 @@ static int master_loop(struct master *m)
             owner[n] = -1;
             p[n++] = (struct pollfd){ .fd = m->ls->fd[i], .events = POLLIN };
         }
-        for (int i = 0; i < m->cfg->workers && i < 1024; i++) {
-            if (m->pass && m->w[i].ctl >= 0) {
-                owner[n] = i;
-                p[n++] = (struct pollfd){ .fd = m->w[i].ctl, .events = POLLIN };
+        for (int k = 0; k < m->nw; k++) {
+            if (m->w[k].ctl >= 0) {
+                owner[n] = k;
+                p[n++] = (struct pollfd){ .fd = m->w[k].ctl, .events = POLLIN };
             }
-            if (m->w[i].report >= 0) {
-                owner[n] = i;
-                p[n++] = (struct pollfd){ .fd = m->w[i].report, .events = POLLIN };
+            if (m->w[k].report >= 0) {
+                owner[n] = m->nw + k;
+                p[n++] = (struct pollfd){ .fd = m->w[k].report, .events = POLLIN };
             }
         }
         if (poll(p, n, (int)(wait * 1000) + 1) > 0) {
             if (p[0].revents)
                 master_on_signals(m);
-            for (size_t k = 1; k < n; k++) {
-                if (p[k].revents == 0 || (m->stopping && owner[k] < 0))
+            for (size_t j = 1; j < n; j++) {
+                int o = owner[j];
+
+                if (p[j].revents == 0 || (m->stopping && o < 0))
                     continue;
-                if (owner[k] < 0)
-                    master_accept(m, p[k].fd);
-                else if (m->w[owner[k]].ctl == p[k].fd)
-                    master_on_cookies(m, owner[k]);
-                else if (m->w[owner[k]].report == p[k].fd)
-                    master_on_report(m, owner[k]);
+                if (o < 0)
+                    master_accept(m, p[j].fd);
+                else if (o < m->nw && m->w[o].ctl == p[j].fd)
+                    master_on_ctl(m, o, 64);
+                else if (o >= m->nw && m->w[o - m->nw].report == p[j].fd)
+                    master_on_report(m, o - m->nw, NULL, 0);
             }
         }
         master_check_reload(m); /* its deadline */
@@ -549,6 +698,8 @@ static int master_loop(struct master *m)
         }
         master_reap(m);
     }
+    free(p);
+    free(owner);
     return 0;
 }
 
@@ -566,15 +717,17 @@ int master_run(const struct config *cfg, struct listeners *ls)
     m.pass = cfg->dispatch != NULL && strcmp(cfg->dispatch, "pass") == 0;
     m.generation = cfg->generation ? cfg->generation : 1;
     m.sigfd = signalfd(-1, &m.sigs, SFD_CLOEXEC | SFD_NONBLOCK);
-    m.w = calloc((size_t)cfg->workers, sizeof *m.w);
-    for (int i = 0; m.w != NULL && i < cfg->workers; i++)
+    m.nw = cfg->workers * PROCS_PER_WORKER;
+    m.w = calloc((size_t)m.nw, sizeof *m.w);
+    m.slot = calloc((size_t)cfg->workers, sizeof *m.slot);
+    for (int i = 0; m.w != NULL && i < m.nw; i++)
         m.w[i].ctl = m.w[i].pass_peer = m.w[i].report = -1;
     if (m.sigfd < 0) {
         fprintf(stderr, "afcgi: signalfd: %s\n", strerror(errno));
         goto done;
     }
-    m.stats = stats_create(cfg->workers);
-    if (m.w == NULL || m.stats == NULL) {
+    m.stats = stats_create(m.nw);
+    if (m.w == NULL || m.slot == NULL || m.stats == NULL) {
         fprintf(stderr, "afcgi: out of memory\n");
         goto done;
     }
@@ -596,8 +749,8 @@ int master_run(const struct config *cfg, struct listeners *ls)
     log_notice("exiting");
 done:
     listen_close(ls, 1);
-    stats_destroy(m.stats, cfg->workers);
-    for (int i = 0; m.w != NULL && i < cfg->workers; i++) {
+    stats_destroy(m.stats, m.nw);
+    for (int i = 0; m.w != NULL && i < m.nw; i++) {
         if (m.w[i].ctl >= 0)
             close(m.w[i].ctl);
         master_close_report(&m.w[i]);
@@ -605,5 +758,6 @@ done:
     if (m.sigfd >= 0)
         close(m.sigfd);
     free(m.w);
+    free(m.slot);
     return rc;
 }

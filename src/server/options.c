@@ -55,6 +55,13 @@ static const struct opt opt_table[] = {
     { "dispatch", 0, T_STRING, OFF(dispatch), 0, "shared|pass",
       "shared: workers accept on the shared sockets (default); pass: the master accepts "
       "and hands each connection to the least-loaded worker (kcgi's descriptor passing)" },
+    { "worker-max-requests", 0, T_UINT, OFF(worker_max_requests), 1000000000, "N",
+      "a worker that has begun N requests is replaced: the master starts a new one, "
+      "then the old one finishes its requests and hands its connections over (like "
+      "php-fpm's pm.max_requests); needs --workers; default: never" },
+    { "worker-max-lua-memory", 0, T_SIZE, OFF(worker_max_lua_memory), 1ull << 40, "SIZE",
+      "a worker whose Lua state still holds more than SIZE after a full collection is "
+      "replaced the same way; needs --workers, below --lua-memory; default: never" },
     { "config", 'c', T_STRING, OFF(config_file), 0, "FILE",
       "a Lua file setting any of these options (e.g. max_body = \"8m\"); flags win" },
     { "max-conns", 0, T_UINT, OFF(max_conns), 1000000, "N",
@@ -538,6 +545,16 @@ int options_parse(struct config *cfg, int argc, char **argv, char *err, size_t e
         strcmp(cfg->dispatch, "pass") != 0)
         return opt_fail(err, errlen, "bad value for --dispatch: '%s' (shared or pass)",
                         cfg->dispatch);
+    if ((cfg->worker_max_requests > 0 || cfg->worker_max_lua_memory > 0) && cfg->workers == 0)
+        return opt_fail(err, errlen, "--%s needs --workers: a master starts the replacement "
+                        "before the old worker goes (a single process has nobody to take over)",
+                        cfg->worker_max_requests > 0 ? "worker-max-requests"
+                                                     : "worker-max-lua-memory");
+    if (cfg->worker_max_lua_memory > 0 && cfg->lua_memory > 0 &&
+        cfg->worker_max_lua_memory >= cfg->lua_memory)
+        return opt_fail(err, errlen, "--worker-max-lua-memory (%zu bytes) must be below "
+                        "--lua-memory (%zu bytes), which fails requests first",
+                        cfg->worker_max_lua_memory, cfg->lua_memory);
     options_resolve(cfg);
     cfg->app = argv[optind];
     cfg->listen[cfg->nlisten] = NULL;

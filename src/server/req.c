@@ -895,11 +895,11 @@ static void req_arm_timeout(struct req_list *l)
 {
     struct timeval tv;
 
-    if (l->oldest == NULL || evtimer_pending(l->timeout_ev, NULL))
+    if (l->oldest == NULL || l->armed)
         return;
     clock_timeval(l->oldest->begin_time + l->after - clock_now(), &tv);
     tv.tv_usec += 1000; /* never early */
-    evtimer_add(l->timeout_ev, &tv);
+    l->armed = evtimer_add(l->timeout_ev, &tv) == 0;
 }
 
 /* Append r to list k (it arrived last), if that list is kept. */
@@ -916,7 +916,8 @@ static void req_list_add(struct core *core, struct req *r, int k)
     else
         l->oldest = r;
     l->newest = r;
-    req_arm_timeout(l);
+    if (!l->armed)
+        req_arm_timeout(l);
 }
 
 /* Take r off list k if it is on it. */
@@ -969,6 +970,7 @@ static void req_on_timeout(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    l->armed = 0;
     while (l->oldest != NULL && l->oldest->begin_time + l->after <= now) {
         if (l->which == REQ_LIST_PARAMS)
             req_expire_params(l->oldest); /* unlinks it */

@@ -138,6 +138,8 @@ struct req_record {
 struct req_list {
     struct req *oldest, *newest;
     struct event *timeout_ev; /* fires at the oldest request's deadline */
+    int armed;                /* timeout_ev is pending (it is not deleted when the
+                               * list empties: it fires once and is not re-armed) */
     double after;             /* its timeout in seconds; 0: the list is not kept */
     struct core *core;
     int which;

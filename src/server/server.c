@@ -48,6 +48,8 @@ static void server_on_accept_retry(evutil_socket_t fd, short what, void *arg);
 static void server_on_compact(evutil_socket_t fd, short what, void *arg);
 static void server_stop(struct server *srv);
 static void server_on_status(evutil_socket_t fd, short what, void *arg);
+static void server_ask_replacement(struct server *srv, const char *why);
+static void server_close_listeners(struct server *srv);
 
 /* ---- hooks: what the layers below tell the server ------------------------ */
 
@@ -65,6 +67,9 @@ struct core *server_core(struct server *srv)
 static void server_on_start(struct req *r)
 {
     struct core *core = r->core;
+
+    if (core->cfg.worker_max_requests > 0 && core->total_reqs >= core->cfg.worker_max_requests)
+        server_ask_replacement(server_of(core), "requests");
 
     if (core->cfg.ping_path != NULL && health_answer(r)) {
         req_end(r, REQ_ANSWERED);
@@ -88,6 +93,8 @@ static void server_check_idle(struct server *srv)
 {
     if (srv->core.stopping && srv->core.nreqs == 0 && srv->core.flush_head == NULL)
         event_base_loopexit(srv->core.sched.base, NULL);
+    else if (srv->retiring && srv->core.nreqs == 0 && srv->core.nconns == 0)
+        event_base_loopexit(srv->core.sched.base, NULL); /* every connection handed over */
 }
 
 /* A request or a connection went away. */
@@ -102,6 +109,9 @@ static void server_on_released(struct core *core)
                 evconnlistener_enable(srv->lsn[i]);
         }
     }
+    if (core->cfg.worker_max_lua_memory > 0 && !srv->replace_asked &&
+        core->vm->mem_used > core->cfg.worker_max_lua_memory)
+        event_active(srv->recycle_ev, EV_TIMEOUT, 1); /* not here: inside req_end */
     server_check_idle(srv);
 }
 
@@ -127,6 +137,70 @@ static void server_on_compact(evutil_socket_t fd, short what, void *arg)
     vm_collect(srv->core.vm);
     malloc_trim(0);
     log_info("memory compacted after many requests ended at once");
+}
+
+/* ---- recycling (--worker-max-requests, --worker-max-lua-memory) ---------- */
+
+/* Ask the master to start a replacement; this worker serves on until the
+ * master says it is ready (server_retire). why: "requests" or "memory". */
+static void server_ask_replacement(struct server *srv, const char *why)
+{
+    const struct config *cfg = &srv->core.cfg;
+
+    if (srv->replace_asked || srv->retiring || srv->core.stopping || srv->ls.pass_fd < 0 ||
+        !srv->ls.pass_packets)
+        return;
+    srv->replace_asked = 1;
+    if (strcmp(why, "requests") == 0)
+        log_notice("worker %d: %llu requests begun (--worker-max-requests %u): asking the "
+                   "master for a replacement", srv->core.worker,
+                   (unsigned long long)srv->core.total_reqs, cfg->worker_max_requests);
+    else
+        log_notice("worker %d: Lua memory %zu KiB after a full collection, over "
+                   "--worker-max-lua-memory %zu KiB: asking the master for a replacement",
+                   srv->core.worker, srv->core.vm->mem_used / 1024,
+                   cfg->worker_max_lua_memory / 1024);
+    if (listen_return_cookie(srv->ls.pass_fd, LISTEN_ASK_REPLACEMENT) < 0)
+        log_error("worker %d: cannot ask the master for a replacement: %s", srv->core.worker,
+                  strerror(errno));
+}
+
+/* The Lua state went over --worker-max-lua-memory: garbage or a leak? A
+ * full collection tells. */
+static void server_on_recycle_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    (void)fd;
+    (void)what;
+    if (srv->replace_asked)
+        return;
+    vm_collect(srv->core.vm);
+    if (srv->core.vm->mem_used > srv->core.cfg.worker_max_lua_memory)
+        server_ask_replacement(srv, "memory");
+}
+
+/* The master's replacement for this worker is ready: accept no more,
+ * hand every connection over once its requests are done, exit when none is
+ * left (or at --shutdown-timeout, as a stop). */
+static void server_retire(struct server *srv)
+{
+    struct timeval tv;
+    struct conn *c, *next;
+
+    if (srv->retiring || srv->core.stopping)
+        return;
+    srv->retiring = 1;
+    log_notice("worker %d retiring: its replacement serves; %u requests in flight finish "
+               "here, then its %u connections go to the other workers", srv->core.worker,
+               srv->core.nreqs, srv->core.nconns);
+    server_close_listeners(srv);
+    for (c = srv->core.conns; c != NULL; c = next) {
+        next = c->next;
+        conn_hand_over(c);
+    }
+    evtimer_add(srv->stop_ev, clock_timeval(srv->core.cfg.shutdown_timeout, &tv));
+    server_check_idle(srv);
 }
 
 /* ---- accepting ---------------------------------------------------------- */
@@ -223,19 +297,36 @@ static void server_close_listeners(struct server *srv)
     srv->nlsn = 0;
 }
 
-/* Connections arriving as descriptors with cookies (kcgi's protocol). */
+/* Connections arriving as descriptors with cookies (kcgi's protocol), and
+ * our master's messages (listen.h). */
 static void server_on_passed(evutil_socket_t pfd, short what, void *arg)
 {
+    static unsigned char prefix[LISTEN_PREFIX_MAX];
     struct server *srv = arg;
     unsigned long long cookie;
     struct sockaddr_storage ss;
     socklen_t sl;
     char peer[112];
     struct conn *c;
-    int fd, rc;
+    size_t plen = 0;
+    int fd, rc = 0;
 
     (void)what;
-    for (int i = 0; i < 64 && (rc = listen_recv_passed(pfd, &fd, &cookie)) == 1; i++) {
+    for (int i = 0; i < 64; i++) {
+        rc = listen_recv_passed(pfd, &fd, &cookie, prefix, &plen,
+                                srv->ls.pass_packets ? sizeof prefix : 0);
+        if (rc == 2 && cookie == LISTEN_RETIRE) {
+            server_retire(srv);
+            continue;
+        }
+        if (rc != 1)
+            break;
+        if (srv->retiring) { /* sent before the master knew: straight back */
+            if (listen_send_passed(pfd, fd, cookie, prefix, plen) < 0)
+                log_warn("cannot hand a connection back to the master: %s", strerror(errno));
+            close(fd);
+            continue;
+        }
         sl = sizeof ss;
         if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
             listen_format_addr((struct sockaddr *)&ss, sl, peer, sizeof peer);
@@ -251,7 +342,11 @@ static void server_on_passed(evutil_socket_t pfd, short what, void *arg)
         }
         c->passed = 1;
         c->cookie = cookie;
+        if (plen > 0) /* what the worker it came from had read of it */
+            conn_feed(c, prefix, plen); /* may free c */
     }
+    if (rc == 2)
+        rc = -1; /* a message we do not know */
     if (rc < 0 && !srv->core.stopping) {
         log_notice("the connection manager closed its socket: stopping");
         srv->core.manager_gone = 1; /* said: closing connections need not say it again */
@@ -318,7 +413,11 @@ static void server_on_stop_timeout(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    log_warn("shutdown timeout: %u requests still in flight are aborted", srv->core.nreqs);
+    if (srv->retiring && !srv->core.stopping)
+        log_warn("worker %d retiring: %u requests still in flight after --shutdown-timeout "
+                 "are aborted", srv->core.worker, srv->core.nreqs);
+    else
+        log_warn("shutdown timeout: %u requests still in flight are aborted", srv->core.nreqs);
     event_base_loopbreak(srv->core.sched.base);
 }
 
@@ -439,8 +538,10 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
     srv->stop_ev = evtimer_new(srv->core.sched.base, server_on_stop_timeout, srv);
     srv->accept_ev = evtimer_new(srv->core.sched.base, server_on_accept_retry, srv);
     srv->core.compact_ev = event_new(srv->core.sched.base, -1, 0, server_on_compact, srv);
+    srv->recycle_ev = event_new(srv->core.sched.base, -1, 0, server_on_recycle_check, srv);
     if (srv->core.flush_ev == NULL || srv->stop_ev == NULL || srv->accept_ev == NULL ||
-        srv->core.compact_ev == NULL || req_table_init(&srv->core) < 0) {
+        srv->core.compact_ev == NULL || srv->recycle_ev == NULL ||
+        req_table_init(&srv->core) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -530,6 +631,8 @@ void server_free(struct server *srv)
         event_free(srv->accept_ev);
     if (srv->core.compact_ev)
         event_free(srv->core.compact_ev);
+    if (srv->recycle_ev)
+        event_free(srv->recycle_ev);
     req_table_free(&srv->core);
     pool_free_all(&srv->core);
     tls_ctx_free(srv->core.tls);

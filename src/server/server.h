@@ -28,7 +28,10 @@ struct server {
     struct event *pass_ev;           /* connections passed as descriptors */
     struct event *status_ev;         /* alone under a service manager: STATUS= each second */
     int report_fd;                   /* a worker: tells the master a reload is done, or -1 */
+    struct event *recycle_ev;        /* --worker-max-lua-memory: collect, then decide */
     int accept_full;                 /* at --max-conns: listeners paused */
+    int replace_asked;               /* asked the master for a replacement */
+    int retiring;                    /* the replacement is ready: hand over, then exit */
     int exit_code;
 };
 
