@@ -7,19 +7,22 @@
 #include <string.h>
 
 #include "core.h"
+#include "metrics.h"
 #include "req.h"
 #include "stats.h"
 
 void health_read(const struct stats_area *a, struct health *h)
 {
     memset(h, 0, sizeof *h);
-    h->total = a->nworkers;
-    for (int i = 0; i < a->nworkers; i++) {
-        if (a->w[i].pid == 0)
+    h->total = stats_nworkers(a);
+    for (int i = 0; i < h->total; i++) {
+        const struct metrics *m = stats_worker(a, i);
+
+        if (m == NULL)
             continue;
         h->up++;
-        h->conns += a->w[i].conns;
-        h->inflight += a->w[i].inflight;
+        h->conns += metrics_conns(m);
+        h->inflight += metrics_inflight(m);
     }
 }
 

@@ -181,6 +181,7 @@ static int master_fork(struct master *m, int i)
     m->w[i].report = rp[0];
     m->w[i].pid = pid;
     m->w[i].started = master_now();
+    stats_worker_started(m->stats, i);
     log_info("worker %d started (pid %ld)", i + 1, (long)pid);
     return 0;
 }
@@ -246,8 +247,8 @@ static void master_close_report(struct worker *w)
     w->report = -1;
 }
 
-/* Under a service manager: the figures in STATUS=, at most once a second
- * (the workers publish theirs each second), sent when they changed. */
+/* Under a service manager: the figures in STATUS=, at most once a second,
+ * sent when they changed. */
 static void master_status(struct master *m, int now_too)
 {
     struct health h;
@@ -337,6 +338,7 @@ static void master_reap(struct master *m)
                 master_on_report(m, i); /* what it said last: why it could not start */
             master_close_report(w);
             w->reload_pending = 0;
+            stats_worker_exited(m->stats, i, status);
             stats_clear(m->stats, i);
             master_check_reload(m);
             if (m->stopping)
