@@ -20,5 +20,5 @@ void metrics_answered(struct metrics *m, unsigned status, double seconds)
     while (b < METRICS_BUCKETS && seconds > metrics_bucket_le[b])
         b++;
     metrics_add(&m->duration[b], 1);
-    metrics_add(&m->duration_us, (uint64_t)(seconds * 1e6 + 0.5));
+    metrics_add(&m->duration_us, (uint64_t)(int64_t)(seconds * 1e6 + 0.5));
 }

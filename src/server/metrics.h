@@ -69,11 +69,12 @@ struct metrics {
     uint64_t pool_parked, pool_closed; /* idle connections put in a pool; closed there */
 };
 
-/* Add n to a counter. The writer is the only one; readers in other
- * processes load it whole (metrics_get). */
+/* Add n to a counter: one add to memory. The writer is the only one, so
+ * no atomic read-modify-write is needed; an aligned 64-bit store is never
+ * seen torn, and readers in other processes load it whole (metrics_get). */
 static inline void metrics_add(uint64_t *c, uint64_t n)
 {
-    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+    *c += n;
 }
 
 static inline uint64_t metrics_get(const uint64_t *c)

@@ -838,6 +838,8 @@ int req_table_init(struct core *core)
 
         l->core = core;
         l->which = k;
+        if (l->after > 0)
+            tb->kept[tb->nkept++] = (unsigned char)k;
         if ((l->timeout_ev = evtimer_new(core->sched.base, req_on_timeout, l)) == NULL) {
             while (k-- > 0)
                 event_free(tb->list[k].timeout_ev);
@@ -930,13 +932,11 @@ static void req_arm_timeout(struct req_list *l)
     evtimer_add(l->timeout_ev, &tv);
 }
 
-/* Append r to list k (it arrived last), if that list is kept. */
+/* Append r to list k, a kept one (it arrived last). */
 static void req_list_add(struct core *core, struct req *r, int k)
 {
     struct req_list *l = &core->reqs->list[k];
 
-    if (l->after <= 0)
-        return;
     r->link[k].older = l->newest;
     r->link[k].newer = NULL;
     if (l->newest)
@@ -966,17 +966,22 @@ static void req_list_remove(struct core *core, struct req *r, int k)
     ln->older = ln->newer = NULL;
 }
 
+/* Only the lists kept cost anything per request. */
 static void req_track(struct core *core, struct req *r)
 {
+    const struct req_table *tb = core->reqs;
+
     r->begin_time = clock_now();
-    for (int k = 0; k < REQ_NLISTS; k++)
-        req_list_add(core, r, k);
+    for (unsigned i = 0; i < tb->nkept; i++)
+        req_list_add(core, r, tb->kept[i]);
 }
 
 static void req_untrack(struct core *core, struct req *r)
 {
-    for (int k = 0; k < REQ_NLISTS; k++)
-        req_list_remove(core, r, k);
+    const struct req_table *tb = core->reqs;
+
+    for (unsigned i = 0; i < tb->nkept; i++)
+        req_list_remove(core, r, tb->kept[i]);
 }
 
 /* --params-timeout passed while r's params were still arriving (a web

@@ -150,6 +150,8 @@ struct req_table {
     uint32_t nfree;
     uint32_t next_serial;
     struct req_list list[REQ_NLISTS];
+    unsigned char kept[REQ_NLISTS];  /* the lists kept (their timeout set) */
+    unsigned nkept;
 };
 
 /* The table for core (core->reqs). Returns 0, or -1 when out of memory. */
