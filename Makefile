@@ -92,7 +92,7 @@ DEB_PKGS = build-essential pkg-config luajit2 libluajit2-5.1-dev libevent-dev lu
            apache2 lighttpd caddy h2o iproute2 clang libclang-rt-14-dev valgrind \
            libssl-dev openssl libpcre2-dev lua-nginx-string lua-nginx-dns lua-luaossl \
            lua-nginx-redis-connector lua-nginx-memcached lua-nginx-websocket lua-nginx-cookie \
-           lua-resty-lrucache memcached libnginx-mod-http-lua logrotate
+           lua-resty-lrucache memcached libnginx-mod-http-lua logrotate prometheus
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
