@@ -153,8 +153,11 @@ describe("--status-path figures", function()
         local a, b = helpers.connect(srv), helpers.connect(srv)
         proc.send(a, 7, "/hold?port=" .. port)
         proc.send(b, 9, "/nap?ms=60000")
+        local odd = '/nap?ms=60000&q=a"b\\c\1\255'   -- JSON must escape these
+        proc.send(b, 10, odd)
         local pid_a = tonumber(proc.wait_started(a, 7):match("pid=(%d+)"))
         local pid_b = tonumber(proc.wait_started(b, 9):match("pid=(%d+)"))
+        proc.wait_started(b, 10)
         local c = helpers.connect(srv)
         local r = c:request(1, "/status?full")
         assert.equal("application/json", r.headers["content-type"])
@@ -178,16 +181,21 @@ describe("--status-path figures", function()
         assert.is_true(left ~= nil and left > 0 and left <= 60, nap.q.wait)
         assert.same({}, nap.q.threads)
         assert.is_number(found["/status?full"].q.id)   -- and the status request itself
+        -- bytes outside printable ASCII come as \u00XX: Latin-1, so 255 reads back as U+00FF
+        local back = odd:gsub("\255", "\195\191")
+        assert.equal(10, assert(found[back], "the odd URI, escaped and read back: " .. r.body).q.id)
         -- gone once aborted, at once
         a:abort(7)
         b:abort(9)
+        b:abort(10)
         a:read_response(7)
         b:read_response(9)
+        b:read_response(10)
         j = cjson.decode(c:request(2, "/status?full").body)
         assert.equal(1, j.requests_in_flight)
         local aborted = 0
         for _, w in ipairs(j.workers) do aborted = aborted + w.ended.aborted end
-        assert.equal(2, aborted)
+        assert.equal(3, aborted)
         -- without ?full, no list
         for _, w in ipairs(cjson.decode(c:request(3, "/status").body).workers) do
             assert.is_nil(w.requests)

@@ -31,7 +31,6 @@
 
 #define STATS_GENS 8                 /* code generations a snapshot names */
 #define STATS_LIST_MAX (128 * 1024)  /* bytes of requests in flight a snapshot lists */
-#define STATS_ITEM_MAX 4096          /* one request's entry at most */
 #define STATS_URI_MAX 512            /* bytes of a URI shown */
 #define STATS_SIGNALS 65             /* exits by signal 1..64 (0 unused) */
 
@@ -202,63 +201,77 @@ static void stats_gen_add(struct stats_snap *s, const struct vm *vm, int pin)
     s->gens[k].pinned += pin != 0;
 }
 
-/* Append JSON string content (no quotes) for p[0..n) to out (room left:
- * *room); returns bytes written. */
-static size_t stats_json_escape(char *out, size_t room, const char *p, size_t n)
+static void stats_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void stats_printf(struct buf *b, const char *fmt, ...)
 {
-    size_t o = 0;
+    char line[1024];
+    va_list ap;
+    int n;
 
-    for (size_t i = 0; i < n && o + 7 < room; i++) {
-        unsigned char ch = (unsigned char)p[i];
-
-        if (ch == '"' || ch == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)ch;
-        } else if (ch < 0x20 || ch >= 0x7f) { /* bytes, not characters: keep it ASCII */
-            o += (size_t)snprintf(out + o, room - o, "\\u%04x", ch);
-        } else {
-            out[o++] = (char)ch;
-        }
-    }
-    out[o] = '\0';
-    return o;
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
-/* One request in flight as a JSON object into out (STATS_ITEM_MAX);
- * returns its length. */
-static size_t stats_request_item(const struct req *r, double now, char *out)
+/* Append p[0..n) as a JSON string, quotes included; bytes outside printable
+ * ASCII as \u00XX (they are bytes, not characters). */
+static void stats_json_string(struct buf *b, const char *p, size_t n)
 {
-    const size_t room = STATS_ITEM_MAX;
+    size_t run = 0;
+
+    buf_append(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        char esc[8];
+
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+            run++;
+            continue;
+        }
+        buf_append(b, p + i - run, run);
+        run = 0;
+        snprintf(esc, sizeof esc, ch == '"' || ch == '\\' ? "\\%c" : "\\u%04x", ch);
+        buf_append(b, esc, strlen(esc));
+    }
+    buf_append(b, p + n - run, run);
+    buf_append(b, "\"", 1);
+}
+
+/* One request in flight as a JSON object, appended to b. */
+static void stats_request_item(struct buf *b, const struct req *r, double now)
+{
     const char *method, *uri;
-    size_t mlen, ulen, n;
+    size_t mlen, ulen;
     char wait[256];
 
     req_method_uri(r, &method, &mlen, &uri, &ulen);
-    task_describe(&r->main, wait, sizeof wait);
-    n = (size_t)snprintf(out, room, "{\"id\":%u,\"conn\":%llu,\"method\":\"", r->id,
-                         (unsigned long long)r->conn_seq);
-    n += stats_json_escape(out + n, 64, method, mlen);
-    n += (size_t)snprintf(out + n, room - n, "\",\"uri\":\"");
-    n += stats_json_escape(out + n, room - n - 1024, uri, ulen > STATS_URI_MAX ? STATS_URI_MAX : ulen);
-    n += (size_t)snprintf(out + n, room - n, "\",\"age\":%.3f,\"generation\":%u,\"state\":\"%s\","
-                          "\"wait\":\"", now - r->begin_time, r->main.vm ? r->main.vm->gen : 0,
-                          !r->params_done ? "params" : r->answered ? "after_eof" : "handler");
     if (!r->params_done)
         snprintf(wait, sizeof wait, "its params (%zu bytes so far)", r->params.len);
-    n += stats_json_escape(out + n, room - n - 512, wait, strlen(wait));
-    n += (size_t)snprintf(out + n, room - n, "\",\"threads\":[");
-    for (const struct thread *th = r->threads; th != NULL && n + 400 < room; th = th->next) {
+    else
+        task_describe(&r->main, wait, sizeof wait);
+    stats_printf(b, "{\"id\":%u,\"conn\":%llu,\"method\":", r->id,
+                 (unsigned long long)r->conn_seq);
+    stats_json_string(b, method, mlen > 32 ? 32 : mlen);
+    stats_printf(b, ",\"uri\":");
+    stats_json_string(b, uri, ulen > STATS_URI_MAX ? STATS_URI_MAX : ulen);
+    stats_printf(b, ",\"age\":%.3f,\"generation\":%u,\"state\":\"%s\",\"wait\":",
+                 now - r->begin_time, r->main.vm ? r->main.vm->gen : 0,
+                 !r->params_done ? "params" : r->answered ? "after_eof" : "handler");
+    stats_json_string(b, wait, strlen(wait));
+    stats_printf(b, ",\"threads\":[");
+    for (const struct thread *th = r->threads; th != NULL; th = th->next) {
         if (th->done)
             snprintf(wait, sizeof wait, "ended, not waited for yet");
         else
             task_describe(&th->task, wait, sizeof wait);
-        n += (size_t)snprintf(out + n, room - n, "%s{\"thread\":%u,\"wait\":\"",
-                              th == r->threads ? "" : ",", th->serial);
-        n += stats_json_escape(out + n, room - n - 8, wait, strlen(wait));
-        n += (size_t)snprintf(out + n, room - n, "\"}");
+        stats_printf(b, "%s{\"thread\":%u,\"wait\":", th == r->threads ? "" : ",", th->serial);
+        stats_json_string(b, wait, strlen(wait));
+        stats_printf(b, "}");
     }
-    n += (size_t)snprintf(out + n, room - n, "]}");
-    return n < room ? n : room - 1;
+    stats_printf(b, "]}");
 }
 
 /* What this process alone can say, into s. */
@@ -266,7 +279,7 @@ static void stats_snapshot(struct core *core, struct stats_snap *s)
 {
     struct req_table *tb = core->reqs;
     double now = clock_now();
-    char item[STATS_ITEM_MAX];
+    struct buf item = { 0 };
 
     s->ngens = 0;
     s->list_len = 0;
@@ -276,21 +289,22 @@ static void stats_snapshot(struct core *core, struct stats_snap *s)
         stats_gen_add(s, tm->home, 1);
     for (uint32_t i = 0; tb != NULL && i < tb->nslots; i++) {
         const struct req *r = tb->slots[i];
-        size_t n;
 
         if (r == NULL)
             continue;
         stats_gen_add(s, r->main.vm, 1);
-        n = stats_request_item(r, now, item);
-        if (s->list_len + n + 1 > sizeof s->list) {
-            s->unlisted++;
+        item.len = 0;
+        stats_request_item(&item, r, now);
+        if (item.len == 0 || s->list_len + item.len + 1 > sizeof s->list) {
+            s->unlisted++; /* no room (or no memory for its entry) */
             continue;
         }
         if (s->list_len > 0)
             s->list[s->list_len++] = ',';
-        memcpy(s->list + s->list_len, item, n);
-        s->list_len += (uint32_t)n;
+        memcpy(s->list + s->list_len, item.data, item.len);
+        s->list_len += (uint32_t)item.len;
     }
+    buf_free(&item);
 }
 
 /* Answer the tickets others took on our slot: our snapshot, under the
@@ -345,21 +359,6 @@ static int stats_take(struct stats_area *a, int i, struct stats_ask *k)
 }
 
 /* ---- the answer ------------------------------------------------------------ */
-
-static void stats_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void stats_printf(struct buf *b, const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-}
 
 /* One worker as the answer shows it: its live counters, its snapshot (NULL
  * when it did not answer), its slot number (0: a single process). */
@@ -818,28 +817,34 @@ static const struct wait_ops stats_query_wait = {
     .describe = stats_query_describe,
 };
 
-/* Take the snapshots that have come; answer once all are in. */
+/* Take the snapshots for q that have come; returns how many are missing. */
+static int stats_collect(struct stats_local *sl, struct stats_query *q)
+{
+    for (int i = 0; i < sl->a->nworkers; i++) {
+        struct stats_ask *k = &q->ask[i];
+
+        if (k->pid == 0 || k->answered)
+            continue;
+        if (__atomic_load_n(&sl->a->w[i].m.pid, __ATOMIC_ACQUIRE) != k->pid) {
+            k->pid = 0; /* gone meanwhile */
+            q->pending--;
+        } else if (stats_take(sl->a, i, k)) {
+            k->answered = 1;
+            q->pending--;
+        }
+    }
+    return q->pending;
+}
+
+/* Answer every query whose snapshots are all in. */
 static void stats_check_queries(struct stats_local *sl)
 {
     struct stats_query *q, *next;
 
     for (q = sl->queries; q != NULL; q = next) {
         next = q->next;
-        for (int i = 0; i < sl->a->nworkers; i++) {
-            struct stats_ask *k = &q->ask[i];
-
-            if (k->pid == 0 || k->answered)
-                continue;
-            if (__atomic_load_n(&sl->a->w[i].m.pid, __ATOMIC_ACQUIRE) != k->pid) {
-                k->pid = 0; /* gone meanwhile */
-                q->pending--;
-            } else if (stats_take(sl->a, i, k)) {
-                k->answered = 1;
-                q->pending--;
-            }
-        }
-        if (q->pending == 0)
-            stats_query_done(q);
+        if (stats_collect(sl, q) == 0)
+            stats_query_done(q); /* frees q */
     }
 }
 
@@ -864,15 +869,10 @@ static void stats_on_ask_timeout(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    stats_check_queries(q->sl); /* what came at the last moment */
-    for (struct stats_query *o = q->sl->queries; o != NULL; o = o->next) {
-        if (o == q) { /* still waiting: answer with what there is */
-            log_warn("status: %d workers did not send their figures within %.0f s", q->pending,
-                     STATS_ASK_TIMEOUT);
-            stats_query_done(q);
-            return;
-        }
-    }
+    if (stats_collect(q->sl, q) > 0) /* what came at the last moment counts */
+        log_warn("status: %d workers did not send their figures within %.0f s", q->pending,
+                 STATS_ASK_TIMEOUT);
+    stats_query_done(q); /* with what there is; frees q */
 }
 
 /* Our own snapshot, as an ask already answered. */
