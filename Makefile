@@ -23,12 +23,13 @@ BUILD    ?= build/release
 # Layers of the server, bottom to top; a file calls down, never up. Where a
 # lower layer must tell a higher one something, it calls a function pointer
 # the higher one gave it (a wait's ops record, a task's "ended" callback).
-#   1  common/fcgi common/buf log service   pure helpers and the codec; the service manager
+#   1  common/fcgi common/buf log service metrics   pure helpers and the codec; the service
+#                                   manager; the counters each layer adds to
 #   2  vm watchdog clock             one LuaJIT state per code generation; time
 #   3  task                          run, park, wake, release one coroutine
 #   4  timer sema sock pool tls body things a task can wait on (each has its wait ops); a body's store
 #   5  req thread <-> conn           a request's life and its connection (the one cluster)
-#   6  access stats health           observers of a request (a flat record in); --ping-path
+#   6  access stats health slowlog   observers of a request (a flat record in); --ping-path
 #   7  api api_sock api_task api_re api_codec api_resty   what handlers call
 #   8  server listen master options privs main
 # src/common/ is shared by the server, the load tool (src/bench/) and the
@@ -36,8 +37,8 @@ BUILD    ?= build/release
 # the common ones only. docs/ARCHITECTURE.md draws the same picture.
 COMMON_SRCS = src/common/fcgi.c src/common/buf.c
 SERVER_CORE = $(COMMON_SRCS) \
-              $(addprefix src/server/,log.c service.c clock.c vm.c watchdog.c task.c timer.c sema.c sock.c pool.c tls.c body.c \
-                  req.c thread.c conn.c access.c stats.c health.c api.c api_sock.c api_task.c \
+              $(addprefix src/server/,log.c service.c metrics.c clock.c vm.c watchdog.c task.c timer.c sema.c sock.c pool.c tls.c body.c \
+                  req.c thread.c conn.c access.c stats.c health.c slowlog.c api.c api_sock.c api_task.c \
                   api_re.c api_codec.c api_resty.c \
                   shdict.c api_shdict.c server.c listen.c)
 SERVER_SRCS = $(SERVER_CORE) $(addprefix src/server/,options.c privs.c master.c main.c)
@@ -91,7 +92,7 @@ DEB_PKGS = build-essential pkg-config luajit2 libluajit2-5.1-dev libevent-dev lu
            apache2 lighttpd caddy h2o iproute2 clang libclang-rt-14-dev valgrind \
            libssl-dev openssl libpcre2-dev lua-nginx-string lua-nginx-dns lua-luaossl \
            lua-nginx-redis-connector lua-nginx-memcached lua-nginx-websocket lua-nginx-cookie \
-           lua-resty-lrucache memcached libnginx-mod-http-lua logrotate
+           lua-resty-lrucache memcached libnginx-mod-http-lua logrotate prometheus
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \

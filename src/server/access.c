@@ -75,8 +75,7 @@ void access_close(void)
     access_path = NULL;
 }
 
-/* Copy s into out, escaping what would break the line or the fields. */
-static size_t access_escape(char *out, size_t room, const char *s, size_t len)
+size_t access_escape(char *out, size_t room, const char *s, size_t len)
 {
     size_t o = 0;
 

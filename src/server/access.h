@@ -27,4 +27,10 @@ void access_reopen(void);
 /* Flush and close. */
 void access_close(void);
 
+/* Copy len bytes of s into out (room bytes), escaping what would break a
+ * log line or its fields (controls, space, quote, backslash, non-ASCII as
+ * \xNN); returns the bytes written, stopping early when room runs out.
+ * Not terminated. */
+size_t access_escape(char *out, size_t room, const char *s, size_t len);
+
 #endif

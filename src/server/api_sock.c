@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -145,17 +146,31 @@ static int api_sock_handshake_results(struct task *t, lua_State *co)
     return api_sock_push_session(s, co, t->want == 1);
 }
 
+/* "a socket read (redis:6379)": the peer as the handler named it (host:port,
+ * unix:/path, or its pool's name). */
+static void api_sock_describe(const struct task *t, char *buf, size_t len)
+{
+    const struct sock *s = t->what;
+
+    snprintf(buf, len, "%s (%s)", t->wait->name,
+             s == NULL ? "closed" : s->pool_key != NULL ? s->pool_key : "not connected");
+}
+
 static const struct wait_ops api_sock_handshake_wait = {
     .name = "a TLS handshake", .results = api_sock_handshake_results, .cancel = api_sock_cancel,
+    .describe = api_sock_describe,
 };
 static const struct wait_ops api_sock_read_wait = {
     .name = "a socket read", .results = api_sock_read_results, .cancel = api_sock_cancel,
+    .describe = api_sock_describe,
 };
 static const struct wait_ops api_sock_send_wait = {
     .name = "a socket send", .results = api_sock_send_results, .cancel = api_sock_cancel,
+    .describe = api_sock_describe,
 };
 static const struct wait_ops api_sock_connect_wait = {
     .name = "a socket connect", .results = api_sock_connect_results, .cancel = api_sock_cancel,
+    .describe = api_sock_describe,
 };
 
 /* Park t on s. The object at index 'anchor' (the socket, or a receiveuntil

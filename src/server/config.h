@@ -42,6 +42,9 @@ struct config {
     const char *error_log;      /* file, or NULL for stderr */
     const char *access_log;     /* file, "-" for stdout, or NULL for none */
     const char *status_path;    /* path answered with the server's figures, or NULL */
+    double slow_timeout;        /* seconds after which a request in flight is logged as
+                                 * slow; 0: off */
+    const char *slow_log;       /* where its entries go; NULL: the error log */
     const char *ping_path;      /* path answered "pong" while every worker is up, or NULL */
     const char *pid_file;       /* the master's (or the one process's) pid, or NULL */
     const char *resolver;       /* nameserver for handlers' sockets (ip[:port]), or NULL */

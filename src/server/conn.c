@@ -13,6 +13,7 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -64,6 +65,7 @@ struct conn *conn_new(struct core *core, int fd, const char *peer)
         core->conns->prev = c;
     core->conns = c;
     core->nconns++;
+    metrics_add(&core->m->conns_opened, 1);
     log_debug("conn %llu: accepted from %s", (unsigned long long)c->seq, c->peer);
     return c;
 
@@ -138,8 +140,10 @@ static int tab_reserve(struct conn *c)
 static void tab_insert(struct conn *c, struct req *r)
 {
     tab_put(c->tab, c->tab_mask, r);
-    if (++c->nreqs > 1)
+    if (++c->nreqs > 1 && !c->multiplexed) {
         c->multiplexed = 1;
+        metrics_add(&c->core->m->conns_multiplexed, 1);
+    }
 }
 
 /* Remove r, shifting later entries of its probe run back (no tombstones). */
@@ -309,6 +313,9 @@ void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     core->nconns--;
+    metrics_add(&core->m->conns_closed, 1);
+    if (c->multiplexed)
+        metrics_add(&core->m->conns_multiplexed_closed, 1);
     event_free(c->rev);
     event_free(c->wev);
     evbuffer_free(c->out);
@@ -458,8 +465,16 @@ static int conn_drain_results(struct task *t, lua_State *co)
     return 1;
 }
 
+static void conn_drain_describe(const struct task *t, char *buf, size_t len)
+{
+    const struct conn *c = t->what;
+
+    snprintf(buf, len, "%s (%zu bytes queued)", t->wait->name, conn_pending(c));
+}
+
 static const struct wait_ops conn_drain_wait = {
     .name = "the client to read", .results = conn_drain_results, .cancel = conn_drain_cancel,
+    .describe = conn_drain_describe,
 };
 
 void conn_wait_drain(struct conn *c, struct task *t)
@@ -495,6 +510,8 @@ void conn_flush(struct conn *c)
 
     while ((left = evbuffer_get_length(c->out)) > 0) {
         n = evbuffer_write(c->out, c->fd);
+        if (n > 0)
+            metrics_add(&c->core->m->bytes_out, (uint64_t)n);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 break;
@@ -590,6 +607,7 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     c->partial.len = 0;
+    metrics_add(&core->m->bytes_in, (uint64_t)n);
     conn_parse(c, core->rbuf, keep + (size_t)n);
 }
 
@@ -687,6 +705,7 @@ static int conn_get_values(struct conn *c, const struct fcgi_record *rec)
         off += fcgi_put_nv(out + off, nv.name, nv.nlen, val, strlen(val));
     }
     fcgi_put_header(out, FCGI_GET_VALUES_RESULT, 0, off - FCGI_HEADER_LEN, 0);
+    metrics_record(c->core->m->records_out, FCGI_GET_VALUES_RESULT, 1);
     conn_send(c, out, off);
     return DISPATCH_OK;
 }
@@ -706,6 +725,8 @@ static int conn_begin(struct conn *c, const struct fcgi_record *rec)
         log_info("conn %llu: request %u has role %u; only RESPONDER is served",
                  (unsigned long long)c->seq, rec->id, role);
         fcgi_put_end_request(end, rec->id, 0, FCGI_UNKNOWN_ROLE);
+        metrics_record(core->m->records_out, FCGI_END_REQUEST, 1);
+        metrics_add(&core->m->refused[METRICS_UNKNOWN_ROLE], 1);
         conn_send(c, end, sizeof end);
         return DISPATCH_OK;
     }
@@ -714,6 +735,8 @@ static int conn_begin(struct conn *c, const struct fcgi_record *rec)
                  (unsigned long long)c->seq, rec->id,
                  core->stopping ? "shutting down" : "overloaded", core->nreqs, c->nreqs);
         fcgi_put_end_request(end, rec->id, 0, FCGI_OVERLOADED);
+        metrics_record(core->m->records_out, FCGI_END_REQUEST, 1);
+        metrics_add(&core->m->refused[METRICS_OVERLOADED], 1);
         conn_send(c, end, sizeof end);
         if (!(flags & FCGI_KEEP_CONN) && c->nreqs == 0)
             conn_close(c);
@@ -760,6 +783,7 @@ static int conn_params(struct conn *c, struct req *r, const struct fcgi_record *
     if (r->rejected) {
         log_warn("conn %llu: request %u: params over --max-params (%zu bytes); answered 431",
                  (unsigned long long)c->seq, r->id, c->core->cfg.max_params);
+        metrics_add(&c->core->m->refused[METRICS_PARAMS_TOO_LARGE], 1);
         req_reject(r, 431, "Request Header Fields Too Large\n");
         return DISPATCH_OK;
     }
@@ -789,6 +813,7 @@ static int conn_unknown_type(struct conn *c, const struct fcgi_record *rec)
     log_info("conn %llu: record of type %u (%s) answered UNKNOWN_TYPE",
              (unsigned long long)c->seq, rec->type, fcgi_type_name(rec->type));
     fcgi_put_unknown_type(out, rec->type);
+    metrics_record(c->core->m->records_out, FCGI_UNKNOWN_TYPE, 1);
     return conn_send(c, out, sizeof out) < 0 ? DISPATCH_CLOSE : DISPATCH_OK;
 }
 
@@ -797,6 +822,7 @@ static int conn_dispatch(struct conn *c, const struct fcgi_record *rec)
 {
     struct req *r;
 
+    metrics_record(c->core->m->records_in, rec->type, 1);
     switch (rec->type) {
     case FCGI_GET_VALUES:
         return conn_get_values(c, rec);

@@ -15,6 +15,7 @@
 
 #include "body.h"
 #include "config.h"
+#include "metrics.h"
 #include "task.h"
 #include "vm.h"
 
@@ -31,6 +32,7 @@ struct tls_ctx;
 struct lingering;
 struct timer;
 struct stats_area;
+struct stats_local;
 
 /* The shared read buffer every connection decodes in. */
 #define CORE_RBUF (256 * 1024)
@@ -45,6 +47,9 @@ struct core_hooks {
     /* A request or a connection went away: accept again if --max-conns had
      * paused it, finish a graceful stop if idle. */
     void (*released)(struct core *core);
+    /* A request is still in flight --slow-timeout after it began (set only
+     * with --slow-timeout): write its slow log entry. r goes on unchanged. */
+    void (*slow)(struct req *r);
 };
 
 struct core {
@@ -65,7 +70,9 @@ struct core {
     struct req_table *reqs;          /* slots, handles, deadlines (req.c); owned */
     struct body_budget bodies;       /* the memory request bodies hold (body.c) */
     unsigned nreqs;                  /* requests in flight (started or not) */
-    uint64_t total_reqs;
+    struct metrics *m;               /* this process's counters: its slot of the
+                                      * shared stats area under a master, else
+                                      * the server's own (metrics.h) */
 
     struct timer *timers;            /* afcgi.timer / afcgi.every (timer.c); owned */
     uint32_t timer_serial;
@@ -79,10 +86,10 @@ struct core {
     int manager_gone;                /* the manager closed that socket */
     int worker;                      /* worker number under a master; 0: alone */
     int stopping;
-    double started;                  /* unix time */
     struct stats_area *stats;        /* shared figures of all workers; NULL alone */
     int stats_slot;
-    struct event *stats_ev;          /* publishes our figures every second */
+    struct stats_local *stats_local; /* a worker's side of the figures exchange
+                                      * (stats.c); owned, NULL alone */
 };
 
 /* The core behind a C function registered with vm_setfuncs (its vm's host). */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "metrics.h"
 #include "req.h"
 #include "stats.h"
 
@@ -14,12 +15,14 @@ void health_read(const struct stats_area *a, int workers, struct health *h)
 {
     memset(h, 0, sizeof *h);
     h->total = workers;
-    for (int i = 0; i < a->nworkers; i++) {
-        if (a->w[i].pid == 0)
+    for (int i = 0; i < stats_nslots(a); i++) {
+        const struct metrics *m = stats_worker(a, i);
+
+        if (m == NULL)
             continue;
         h->up++;
-        h->conns += a->w[i].conns;
-        h->inflight += a->w[i].inflight;
+        h->conns += metrics_conns(m);
+        h->inflight += metrics_inflight(m);
     }
     if (h->up > h->total)
         h->up = h->total; /* a worker and its replacement, both up for a moment */

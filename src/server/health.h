@@ -16,7 +16,7 @@ struct stats_area;
 
 struct health {
     int up, total;               /* workers up, workers configured */
-    uint64_t conns, inflight;    /* summed over the workers up (at most 1 s old) */
+    uint64_t conns, inflight;    /* summed over the workers up, as they are now */
 };
 
 /* Read the state of the processes in the shared area (a row per process:

@@ -65,20 +65,34 @@ int log_enabled(enum log_level level)
     return level <= max_level;
 }
 
-void log_msg(enum log_level level, const char *fmt, ...)
+size_t log_prefix(enum log_level level, char *buf, size_t len)
 {
-    char line[2048], stamp[32];
+    char stamp[32];
     time_t now = time(NULL);
     struct tm tm;
+    int n;
+
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    n = snprintf(buf, len, "%s [%s] afcgi[%ld]: ", stamp, level_names[level], (long)getpid());
+    return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
+}
+
+void log_write(const char *p, size_t n)
+{
+    if (write(log_fd, p, n) < 0)
+        return;
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    char line[2048];
     va_list ap;
     int n, m;
 
     if (level > max_level)
         return;
-    gmtime_r(&now, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    n = snprintf(line, sizeof line, "%s [%s] afcgi[%ld]: ", stamp, level_names[level],
-                 (long)getpid());
+    n = (int)log_prefix(level, line, sizeof line);
     va_start(ap, fmt);
     m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     va_end(ap);

@@ -28,6 +28,14 @@ int log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* The start of a log line at this level ("2026-11-22T03:40:00Z [warn]
+ * afcgi[1234]: ") into buf; returns its length. */
+size_t log_prefix(enum log_level level, char *buf, size_t len);
+
+/* Write a block of whole lines (each ending in '\n') to the log in one
+ * write(2), whatever the level: lines of several processes never mix. */
+void log_write(const char *p, size_t n);
+
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_NOTICE, __VA_ARGS__)

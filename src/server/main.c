@@ -19,6 +19,7 @@
 #include "privs.h"
 #include "server.h"
 #include "service.h"
+#include "slowlog.h"
 #include "tls.h"
 #include "shdict.h"
 #include "vm.h"
@@ -95,7 +96,8 @@ static int run(const struct config *cfg, char *err, size_t errlen)
         return -1;
     }
     if (log_open(cfg->error_log, err, errlen) < 0 ||
-        access_open(cfg->access_log, err, errlen) < 0)
+        access_open(cfg->access_log, err, errlen) < 0 ||
+        slowlog_open(cfg->slow_log, err, errlen) < 0)
         return -1;
     service_notify_init();
     /* as root, like the logs: /run is root's; main() removes it at the end */
@@ -123,6 +125,7 @@ static int run(const struct config *cfg, char *err, size_t errlen)
     }
     rc = cfg->workers > 0 ? master_run(cfg, &ls) : run_single(cfg, &ls, err, errlen);
     access_close();
+    slowlog_close();
     shdict_teardown();
     return rc;
 }

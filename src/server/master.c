@@ -214,6 +214,7 @@ static int master_fork(struct master *m, int id)
     w->pass_peer = -1;
     w->pid = pid;
     w->started = master_now();
+    stats_worker_started(m->stats, id - 1);
     log_info("worker %d started (pid %ld)", id, (long)pid);
     return k;
 }
@@ -359,8 +360,8 @@ static int master_alive(const struct master *m)
     return n;
 }
 
-/* Under a service manager: the figures in STATUS=, at most once a second
- * (the workers publish theirs each second), sent when they changed. */
+/* Under a service manager: the figures in STATUS=, at most once a second,
+ * sent when they changed. */
 static void master_status(struct master *m, int now_too)
 {
     struct health h;
@@ -425,6 +426,7 @@ static void master_reap(struct master *m)
             if (w->report >= 0)
                 master_on_report(m, k, NULL, 0); /* what it said last: why it could not start */
             master_close_report(w);
+            stats_worker_exited(m->stats, id - 1, status);
             *w = (struct worker){ .state = P_FREE, .ctl = -1, .pass_peer = -1, .report = -1 };
             stats_clear(m->stats, k);
             master_check_reload(m);
@@ -726,7 +728,7 @@ int master_run(const struct config *cfg, struct listeners *ls)
         fprintf(stderr, "afcgi: signalfd: %s\n", strerror(errno));
         goto done;
     }
-    m.stats = stats_create(m.nw);
+    m.stats = stats_create(cfg->workers, m.nw);
     if (m.w == NULL || m.slot == NULL || m.stats == NULL) {
         fprintf(stderr, "afcgi: out of memory\n");
         goto done;
@@ -749,7 +751,7 @@ int master_run(const struct config *cfg, struct listeners *ls)
     log_notice("exiting");
 done:
     listen_close(ls, 1);
-    stats_destroy(m.stats, m.nw);
+    stats_destroy(m.stats);
     for (int i = 0; m.w != NULL && i < m.nw; i++) {
         if (m.w[i].ctl >= 0)
             close(m.w[i].ctl);

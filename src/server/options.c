@@ -113,7 +113,14 @@ static const struct opt opt_table[] = {
     { "access-log", 0, T_STRING, OFF(access_log), 0, "FILE",
       "a line per request (\"-\": stdout); default none; SIGUSR1 reopens it" },
     { "status-path", 0, T_STRING, OFF(status_path), 0, "PATH",
-      "answer this path with the server's figures (JSON; ?prometheus for Prometheus text)" },
+      "answer this path with the server's figures: JSON (?full: every request in flight), "
+      "?prometheus for Prometheus text; current, merged over the workers" },
+    { "slow-timeout", 0, T_SECONDS, OFF(slow_timeout), 0, "S",
+      "a request still in flight S seconds after it began gets one slow log entry: what it "
+      "waits on and its coroutines' Lua tracebacks (php-fpm's request_slowlog_timeout); "
+      "default 0: off" },
+    { "slow-log", 0, T_STRING, OFF(slow_log), 0, "FILE",
+      "where --slow-timeout's entries go; default the error log; SIGUSR1 reopens it" },
     { "ping-path", 0, T_STRING, OFF(ping_path), 0, "PATH",
       "answer this path with 200 \"pong\" while every worker is up, else 503 (like php-fpm's "
       "ping.path)" },
@@ -555,6 +562,9 @@ int options_parse(struct config *cfg, int argc, char **argv, char *err, size_t e
         return opt_fail(err, errlen, "--worker-max-lua-memory (%zu bytes) must be below "
                         "--lua-memory (%zu bytes), which fails requests first",
                         cfg->worker_max_lua_memory, cfg->lua_memory);
+    if (cfg->slow_log != NULL && !(cfg->slow_timeout > 0))
+        return opt_fail(err, errlen, "--slow-log needs --slow-timeout (the seconds after which "
+                        "a request is slow)");
     options_resolve(cfg);
     cfg->app = argv[optind];
     cfg->listen[cfg->nlisten] = NULL;

@@ -14,6 +14,7 @@
 #include "tls.h"
 
 struct pool_conn {
+    struct core *core;
     struct sock_pool *pool;
     int fd;
     struct ssl_st *ssl;         /* a TLS connection's state, or NULL */
@@ -59,6 +60,7 @@ static void pool_conn_free(struct pool_conn *pc, int close_fd)
     pool_unlink(pc);
     event_free(pc->ev);
     if (close_fd) {
+        metrics_add(&pc->core->m->pool_closed, 1);
         tls_free(pc->ssl, 0);
         close(pc->fd);
     }
@@ -86,6 +88,7 @@ int pool_take(struct core *core, const char *key, unsigned *reused, struct ssl_s
     fd = pc->fd;
     *reused = pc->reused;
     *ssl = pc->ssl;
+    metrics_add(&core->m->pool_taken, 1);
     pool_conn_free(pc, 0);
     return fd;
 }
@@ -115,6 +118,7 @@ int pool_put(struct core *core, const char *key, unsigned size, int fd, struct s
     }
     if (p->n >= p->size && p->last != NULL)
         pool_conn_free(p->last, 1); /* full: the least recently used goes */
+    pc->core = core;
     pc->pool = p;
     pc->fd = fd;
     pc->ssl = ssl;
@@ -126,6 +130,7 @@ int pool_put(struct core *core, const char *key, unsigned size, int fd, struct s
         p->last = pc;
     p->first = pc;
     p->n++;
+    metrics_add(&core->m->pool_parked, 1);
     event_add(pc->ev, idle > 0 ? clock_timeval(idle, &tv) : NULL);
     return 0;
 }

@@ -69,7 +69,7 @@ struct req *req_new(struct conn *c, uint16_t id, int keep_conn)
     }
     req_track(core, r);
     core->nreqs++;
-    core->total_reqs++;
+    metrics_add(&core->m->reqs_begun, 1);
     return r;
 }
 
@@ -195,8 +195,10 @@ static void req_on_main_ended(struct task *t, enum task_end how)
 {
     struct req *r = t->req;
 
-    if (how == TASK_FAILED)
+    if (how == TASK_FAILED) {
+        metrics_add(&r->core->m->lua_errors[METRICS_ERR_HANDLER], 1);
         req_log_failure(r, t);
+    }
     else if (how == TASK_RETURNED)
         lua_settop(t->co, 0); /* values are ignored; the coroutine is reusable */
     if (r->threads != NULL)
@@ -329,11 +331,27 @@ static int req_read_results(struct task *t, lua_State *co)
     return req_push_chunk(t->req, co, t->want);
 }
 
+/* "the request body (1200 of 5000 bytes received)" */
+static void req_body_describe(const struct task *t, char *buf, size_t len)
+{
+    const struct req *r = t->req;
+    const char *cl;
+    size_t cllen;
+
+    if (req_param(r, "CONTENT_LENGTH", 14, &cl, &cllen) && cllen > 0 && cllen < 20)
+        snprintf(buf, len, "%s (%zu of %.*s bytes received)", t->wait->name, r->in_total,
+                 (int)cllen, cl);
+    else
+        snprintf(buf, len, "%s (%zu bytes received)", t->wait->name, r->in_total);
+}
+
 const struct wait_ops req_body_wait = {
     .name = "the request body", .results = req_body_results, .receiving = 1,
+    .describe = req_body_describe,
 };
 const struct wait_ops req_read_wait = {
     .name = "the request body", .results = req_read_results, .receiving = 1,
+    .describe = req_body_describe,
 };
 
 /* Wake the task (main or thread) that waits for body bytes, if any. */
@@ -362,6 +380,7 @@ void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
     } else if (n > r->core->cfg.max_body - r->in_total || r->in_total > r->core->cfg.max_body) {
         r->too_large = 1;
         body_clear(&r->body, &r->core->bodies);
+        metrics_add(&r->core->m->refused[METRICS_BODY_TOO_LARGE], 1);
         log_info("request %u: body over --max-body (%zu bytes)", r->id, r->core->cfg.max_body);
     } else {
         /* a reader the connection can hold back (req_body_backpressure)
@@ -531,6 +550,7 @@ static int req_send_stdout(struct req *r, const uint8_t *p, size_t n)
         size_t k = n < FCGI_MAX_CONTENT ? n : FCGI_MAX_CONTENT;
 
         fcgi_put_header(hdr, FCGI_STDOUT, r->id, k, 0);
+        metrics_record(r->core->m->records_out, FCGI_STDOUT, 1);
         if (conn_send(r->conn, hdr, sizeof hdr) < 0 || conn_send(r->conn, p, k) < 0)
             return -1;
         p += k;
@@ -545,7 +565,7 @@ static int req_emit(struct req *r, int last)
 {
     size_t content = r->out.len > OUT_ROOM ? r->out.len - OUT_ROOM : 0;
     uint8_t tail[FCGI_HEADER_LEN + 16];
-    int rc = 0;
+    int rc = 0, with_tail = last;
 
     fcgi_put_header(tail, FCGI_STDOUT, r->id, 0, 0);
     fcgi_put_end_request(tail + FCGI_HEADER_LEN, r->id, r->failed ? 1 : 0,
@@ -553,6 +573,7 @@ static int req_emit(struct req *r, int last)
     if (content > 0 && content <= FCGI_MAX_CONTENT) {
         /* the common case: header, content (and tail) in one piece */
         fcgi_put_header(r->out.data, FCGI_STDOUT, r->id, content, 0);
+        metrics_record(r->core->m->records_out, FCGI_STDOUT, 1);
         if (last && buf_append(&r->out, tail, sizeof tail) == 0) {
             last = 0;
         }
@@ -562,6 +583,10 @@ static int req_emit(struct req *r, int last)
     }
     if (last && rc == 0)
         rc = conn_send(r->conn, tail, sizeof tail);
+    if (with_tail) { /* the empty STDOUT and END_REQUEST, queued */
+        metrics_record(r->core->m->records_out, FCGI_STDOUT, 1);
+        metrics_record(r->core->m->records_out, FCGI_END_REQUEST, 1);
+    }
     if (r->out.cap > 4 * FCGI_MAX_CONTENT)
         buf_free(&r->out); /* after a burst, do not keep the memory */
     r->out.len = 0;
@@ -637,6 +662,21 @@ void req_path(const struct req *r, const char **path, size_t *len)
     req_find_path(r, path, len, &info, &ilen);
 }
 
+void req_method_uri(const struct req *r, const char **method, size_t *mlen, const char **uri,
+                    size_t *ulen)
+{
+    if (!req_param(r, "REQUEST_METHOD", 14, method, mlen)) {
+        *method = "-";
+        *mlen = 1;
+    }
+    if (!req_param(r, "REQUEST_URI", 11, uri, ulen) || *ulen == 0)
+        req_path(r, uri, ulen); /* then the path alone: the query is apart */
+    if (*ulen == 0) {
+        *uri = "-";
+        *ulen = 1;
+    }
+}
+
 void req_log_path(const struct req *r, const char **path, int *plen)
 {
     size_t n;
@@ -674,6 +714,19 @@ void req_expire(struct req *r)
 
 /* ---- the one end path ---------------------------------------------------- */
 
+/* metrics.h counts the endings by enum req_how */
+typedef char req_hows_counted[REQ_DROPPED + 1 == METRICS_ENDINGS ? 1 : -1];
+
+const char *req_how_name(enum req_how how)
+{
+    static const char *const names[] = {
+        [REQ_ANSWERED] = "answered", [REQ_FAILED] = "failed", [REQ_TIMED_OUT] = "timed_out",
+        [REQ_ABORTED] = "aborted", [REQ_DROPPED] = "dropped",
+    };
+
+    return (unsigned)how < sizeof names / sizeof names[0] ? names[how] : "?";
+}
+
 /* Send what the ending calls for. */
 static void req_answer(struct req *r, enum req_how how)
 {
@@ -698,6 +751,7 @@ static void req_answer(struct req *r, enum req_how how)
         log_info("conn %llu request %u: aborted by the web server",
                  (unsigned long long)r->conn_seq, r->id);
         fcgi_put_end_request(end, r->id, 0, FCGI_REQUEST_COMPLETE);
+        metrics_record(r->core->m->records_out, FCGI_END_REQUEST, 1);
         conn_send(r->conn, end, sizeof end);
         return;
     case REQ_DROPPED:
@@ -711,29 +765,31 @@ static void req_answer(struct req *r, enum req_how how)
 }
 
 /* Tell the observers (the access log) how r went. */
-static void req_report(struct req *r)
+static void req_report(struct req *r, unsigned status, double now)
 {
     struct req_record rec = {
         .conn = r->conn_seq,
         .id = r->id,
         .gen = r->main.vm != NULL ? r->main.vm->gen : 0,
-        .status = r->aborted ? 499 : r->status,
+        .status = status,
         .bytes_out = r->bytes_out,
         .begin = r->begin_time,
-        .end = clock_now(),
+        .end = now,
     };
 
-    if (!req_param(r, "REQUEST_METHOD", 14, &rec.method, &rec.mlen)) {
-        rec.method = "-";
-        rec.mlen = 1;
-    }
-    if (!req_param(r, "REQUEST_URI", 11, &rec.uri, &rec.ulen) || rec.ulen == 0)
-        req_path(r, &rec.uri, &rec.ulen); /* then the path alone: the query is apart */
-    if (rec.ulen == 0) {
-        rec.uri = "-";
-        rec.ulen = 1;
-    }
+    req_method_uri(r, &rec.method, &rec.mlen, &rec.uri, &rec.ulen);
     r->core->hooks.ended(r->core, &rec);
+}
+
+/* r's answer is complete (or its peer gone): count it, tell the observers. */
+static void req_answered(struct req *r)
+{
+    unsigned status = r->aborted ? 499 : r->status; /* as the access log says it */
+    double now = clock_now();
+
+    metrics_answered(r->core->m, status, now - r->begin_time);
+    if (r->core->hooks.ended != NULL)
+        req_report(r, status, now);
 }
 
 void req_eof(struct req *r)
@@ -741,8 +797,7 @@ void req_eof(struct req *r)
     if (r->answered)
         return;
     req_answer(r, REQ_ANSWERED);
-    if (r->core->hooks.ended != NULL)
-        req_report(r);
+    req_answered(r);
     r->answered = 1;
     r->stdin_done = 1; /* no more body: a reader gets what is buffered, then the end */
     conn_detach(r->conn, r); /* may close the connection */
@@ -768,9 +823,9 @@ void req_end(struct req *r, enum req_how how)
         req_answer(r, how);
         if (how == REQ_ABORTED || how == REQ_DROPPED)
             req_run_on_abort(r);
-        if (core->hooks.ended != NULL)
-            req_report(r);
+        req_answered(r);
     }
+    metrics_add(&core->m->reqs_ended[how], 1);
     sock_drop_all(&r->socks); /* before its tasks: they may be parked on them */
     while (r->threads != NULL)
         thread_free(r->threads);
@@ -805,11 +860,14 @@ int req_table_init(struct core *core)
         return -1;
     tb->list[REQ_LIST_ALL].after = core->cfg.request_timeout;
     tb->list[REQ_LIST_PARAMS].after = core->cfg.params_timeout;
+    tb->list[REQ_LIST_SLOW].after = core->hooks.slow != NULL ? core->cfg.slow_timeout : 0;
     for (int k = 0; k < REQ_NLISTS; k++) {
         struct req_list *l = &tb->list[k];
 
         l->core = core;
         l->which = k;
+        if (l->after > 0)
+            tb->kept[tb->nkept++] = (unsigned char)k;
         if ((l->timeout_ev = evtimer_new(core->sched.base, req_on_timeout, l)) == NULL) {
             while (k-- > 0)
                 event_free(tb->list[k].timeout_ev);
@@ -902,13 +960,11 @@ static void req_arm_timeout(struct req_list *l)
     l->armed = evtimer_add(l->timeout_ev, &tv) == 0;
 }
 
-/* Append r to list k (it arrived last), if that list is kept. */
+/* Append r to list k, a kept one (it arrived last). */
 static void req_list_add(struct core *core, struct req *r, int k)
 {
     struct req_list *l = &core->reqs->list[k];
 
-    if (l->after <= 0)
-        return;
     r->link[k].older = l->newest;
     r->link[k].newer = NULL;
     if (l->newest)
@@ -939,17 +995,22 @@ static void req_list_remove(struct core *core, struct req *r, int k)
     ln->older = ln->newer = NULL;
 }
 
+/* Only the lists kept cost anything per request. */
 static void req_track(struct core *core, struct req *r)
 {
+    const struct req_table *tb = core->reqs;
+
     r->begin_time = clock_now();
-    for (int k = 0; k < REQ_NLISTS; k++)
-        req_list_add(core, r, k);
+    for (unsigned i = 0; i < tb->nkept; i++)
+        req_list_add(core, r, tb->kept[i]);
 }
 
 static void req_untrack(struct core *core, struct req *r)
 {
-    for (int k = 0; k < REQ_NLISTS; k++)
-        req_list_remove(core, r, k);
+    const struct req_table *tb = core->reqs;
+
+    for (unsigned i = 0; i < tb->nkept; i++)
+        req_list_remove(core, r, tb->kept[i]);
 }
 
 /* --params-timeout passed while r's params were still arriving (a web
@@ -963,6 +1024,15 @@ static void req_expire_params(struct req *r)
     req_end(r, REQ_TIMED_OUT);
 }
 
+/* --slow-timeout passed and r is still in flight: its slow log entry;
+ * nothing else changes for r. */
+static void req_slow(struct req *r)
+{
+    req_list_remove(r->core, r, REQ_LIST_SLOW);
+    metrics_add(&r->core->m->slow, 1);
+    r->core->hooks.slow(r);
+}
+
 static void req_on_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct req_list *l = arg;
@@ -972,7 +1042,9 @@ static void req_on_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     l->armed = 0;
     while (l->oldest != NULL && l->oldest->begin_time + l->after <= now) {
-        if (l->which == REQ_LIST_PARAMS)
+        if (l->which == REQ_LIST_SLOW)
+            req_slow(l->oldest); /* unlinks it */
+        else if (l->which == REQ_LIST_PARAMS)
             req_expire_params(l->oldest); /* unlinks it */
         else
             req_expire(l->oldest);

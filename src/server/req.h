@@ -24,10 +24,11 @@ struct thread;
 #define REQ_HANDLE_SLOTS (1u << 20)
 
 /* The arrival lists of the request table: every request, for
- * --request-timeout, and those whose params are still arriving, for
- * --params-timeout. Each timeout is the same for all, so arrival order is
- * deadline order and one timer per list is enough. */
-enum { REQ_LIST_ALL, REQ_LIST_PARAMS, REQ_NLISTS };
+ * --request-timeout; those whose params are still arriving, for
+ * --params-timeout; those not yet slow, for --slow-timeout (the slow log).
+ * Each timeout is the same for all, so arrival order is deadline order and
+ * one timer per list is enough. */
+enum { REQ_LIST_ALL, REQ_LIST_PARAMS, REQ_LIST_SLOW, REQ_NLISTS };
 
 struct req_link {
     struct req *older, *newer;
@@ -122,6 +123,9 @@ enum req_how {
     REQ_DROPPED    /* the connection is gone: nothing is sent; on_abort runs */
 };
 
+/* "answered", "failed", "timed_out", "aborted", "dropped" (for figures). */
+const char *req_how_name(enum req_how how);
+
 /* What the observers of an ended request get (access log). The strings
  * borrow from the request and last only during the hook. */
 struct req_record {
@@ -153,6 +157,8 @@ struct req_table {
     uint32_t nfree;
     uint32_t next_serial;
     struct req_list list[REQ_NLISTS];
+    unsigned char kept[REQ_NLISTS];  /* the lists kept (their timeout set) */
+    unsigned nkept;
 };
 
 /* The table for core (core->reqs). Returns 0, or -1 when out of memory. */
@@ -243,6 +249,12 @@ const char *req_reason(unsigned status);
  * params are in; before that (a log line about a request still sending
  * them) it is worked out from what has arrived, without joining the two. */
 void req_path(const struct req *r, const char **path, size_t *len);
+
+/* The method and the URI, as the access log and the figures show them:
+ * REQUEST_METHOD ("-" when none), REQUEST_URI, else the path alone, else
+ * "-". They borrow from r. */
+void req_method_uri(const struct req *r, const char **method, size_t *mlen, const char **uri,
+                    size_t *ulen);
 
 /* The path for log lines: req_path cut at 200 bytes, "?" when empty. */
 void req_log_path(const struct req *r, const char **path, int *plen);

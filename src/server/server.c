@@ -29,6 +29,7 @@
 #include "req.h"
 #include "health.h"
 #include "service.h"
+#include "slowlog.h"
 #include "sock.h"
 #include "stats.h"
 #include "tls.h"
@@ -68,17 +69,15 @@ static void server_on_start(struct req *r)
 {
     struct core *core = r->core;
 
-    if (core->cfg.worker_max_requests > 0 && core->total_reqs >= core->cfg.worker_max_requests)
+    if (core->cfg.worker_max_requests > 0 && core->m->reqs_begun >= core->cfg.worker_max_requests)
         server_ask_replacement(server_of(core), "requests");
 
     if (core->cfg.ping_path != NULL && health_answer(r)) {
         req_end(r, REQ_ANSWERED);
         return;
     }
-    if (core->cfg.status_path != NULL && stats_answer(r)) {
-        req_end(r, REQ_ANSWERED);
-        return;
-    }
+    if (core->cfg.status_path != NULL && stats_answer(r))
+        return; /* it ends r, now or once the other workers have answered */
     req_run(r, core->vm, api_push_args);
 }
 
@@ -154,7 +153,7 @@ static void server_ask_replacement(struct server *srv, const char *why)
     if (strcmp(why, "requests") == 0)
         log_notice("worker %d: %llu requests begun (--worker-max-requests %u): asking the "
                    "master for a replacement", srv->core.worker,
-                   (unsigned long long)srv->core.total_reqs, cfg->worker_max_requests);
+                   (unsigned long long)srv->core.m->reqs_begun, cfg->worker_max_requests);
     else
         log_notice("worker %d: Lua memory %zu KiB after a full collection, over "
                    "--worker-max-lua-memory %zu KiB: asking the master for a replacement",
@@ -448,10 +447,13 @@ static void server_reload(struct server *srv)
     vm = server_load(srv, srv->core.vm->gen + 1, err, sizeof err);
     if (vm == NULL) {
         log_error("reload failed, generation %u keeps serving: %s", srv->core.vm->gen, err);
+        metrics_add(&srv->core.m->reloads_failed, 1);
     } else {
         log_notice("reloaded %s: generation %u serves new requests", srv->core.cfg.app, vm->gen);
         vm_release(srv->core.vm); /* closed once its last request ends */
         srv->core.vm = vm;
+        metrics_add(&srv->core.m->reloads_ok, 1);
+        __atomic_store_n(&srv->core.m->generation, vm->gen, __ATOMIC_RELAXED);
     }
     service_notify("READY=1"); /* done either way: the old code serving is a state too */
     server_status(srv);
@@ -484,6 +486,7 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
     case SIGUSR1:
         log_reopen();
         access_reopen();
+        slowlog_reopen();
         log_notice("SIGUSR1: reopened the log files");
         break;
     }
@@ -508,10 +511,13 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
     srv->core.hooks.start = server_on_start;
     srv->core.hooks.ended = cfg->access_log != NULL ? server_on_ended : NULL;
     srv->core.hooks.released = server_on_released;
+    srv->core.hooks.slow = cfg->slow_timeout > 0 ? slowlog_write : NULL;
+    srv->core.m = &srv->metrics;
+    srv->metrics.pid = (int64_t)getpid();
     srv->core.pass_fd = ls->pass_fd;
     srv->report_fd = -1;
     srv->ls = *ls;
-    srv->core.started = (double)time(NULL);
+    srv->metrics.started = (uint64_t)time(NULL);
     srv->core.worker = worker;
     srv->core.bodies = (struct body_budget){ .per_body = cfg->body_buffer,
                                              .total = cfg->body_memory, .dir = cfg->temp_dir };
@@ -559,6 +565,7 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
     srv->core.vm = server_load(srv, cfg->generation ? cfg->generation : 1, err, errlen);
     if (srv->core.vm == NULL)
         goto fail;
+    srv->metrics.generation = srv->core.vm->gen;
     if (server_watch(srv, err, errlen) < 0)
         goto fail;
     if (worker == 0) {
@@ -609,8 +616,7 @@ void server_free(struct server *srv)
     timer_free_all(&srv->core);
     vm_release(srv->core.vm);
     watchdog_stop(srv->core.sched.wd);
-    if (srv->core.stats_ev)
-        event_free(srv->core.stats_ev);
+    stats_detach(&srv->core);
     if (srv->pass_ev)
         event_free(srv->pass_ev);
     if (srv->status_ev)

@@ -18,6 +18,7 @@ struct evconnlistener;
 
 struct server {
     struct core core;                /* what the layers below share */
+    struct metrics metrics;          /* core.m until a worker counts in its shared slot */
     struct listeners ls;             /* its sockets; owned through lsn once watched */
     struct evconnlistener *lsn[CONFIG_MAX_LIST]; /* owned */
     size_t nlsn;

@@ -268,6 +268,8 @@ static void sock_connected(struct sock *s, const char *err)
         return;
     }
     s->state = SOCK_OPEN;
+    if (s->reused == 0) /* not from a pool (pool.c counts those) */
+        metrics_add(&s->core->m->sock_opened, 1);
     sock_finish_w(s, NULL);
 }
 

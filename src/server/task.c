@@ -4,6 +4,9 @@
  */
 #include "task.h"
 
+#include <stdio.h>
+#include <string.h>
+
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -188,4 +191,27 @@ int task_yield(struct task *t, lua_State *L)
 const char *task_waiting_for(const struct task *t)
 {
     return t->wait != NULL ? t->wait->name : "running";
+}
+
+void task_describe(const struct task *t, char *buf, size_t len)
+{
+    struct timeval tv;
+    size_t n;
+
+    if (t->wait == NULL) {
+        snprintf(buf, len, "running");
+        return;
+    }
+    if (t->wait->describe != NULL)
+        t->wait->describe(t, buf, len);
+    else
+        snprintf(buf, len, "%s", t->wait->name);
+    n = strlen(buf);
+    /* the wake event's timeout is the park's (task_park_timed); libevent
+     * gives it on the wall clock, as clock_now */
+    if (t->wake != NULL && event_pending(t->wake, EV_TIMEOUT, &tv) && n + 1 < len) {
+        double left = (double)tv.tv_sec + (double)tv.tv_usec / 1e6 - clock_now();
+
+        snprintf(buf + n, len - n, ", %.3g s left", left > 0 ? left : 0.0);
+    }
 }

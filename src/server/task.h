@@ -42,6 +42,11 @@ struct wait_ops {
      * whatever the park registered (a queue entry, a socket's reader). NULL:
      * nothing to undo. */
     void (*cancel)(struct task *t);
+    /* Say what t waits on, in words, into buf (len > 0): the name with its
+     * particulars ("a socket read from redis:6379"), for the status page and
+     * the slow log. Called from the loop, never inside a coroutine; no Lua.
+     * NULL: the name says it all. */
+    void (*describe)(const struct task *t, char *buf, size_t len);
     unsigned receiving : 1;   /* waits for the request itself (its body): a
                                * timeout then answers 408, not 504 */
 };
@@ -131,5 +136,10 @@ void *task_wait_marker(void);
 
 /* The name of what t waits on, for logs ("running" when not parked). */
 const char *task_waiting_for(const struct task *t);
+
+/* What t waits on in words, into buf: its wait's describe (else its name),
+ * and the seconds left when the park has a timeout ("afcgi.sleep, 4.2 s
+ * left"); "running" when not parked. */
+void task_describe(const struct task *t, char *buf, size_t len);
 
 #endif

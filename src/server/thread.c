@@ -178,6 +178,8 @@ static void thread_on_ended(struct task *t, enum task_end how)
     }
     th->done = 1;
     th->failed = how == TASK_FAILED;
+    if (th->failed)
+        metrics_add(&t->req->core->m->lua_errors[METRICS_ERR_THREAD], 1);
     th->nres = lua_gettop(t->co);
     if (w != NULL && w->wait == &thread_wait_ops && w->what == NULL) {
         w->what = th;

@@ -123,6 +123,7 @@ static void timer_on_ended(struct task *t, enum task_end how)
     struct timer *tm = (struct timer *)(void *)t; /* task is its first member */
 
     if (how == TASK_FAILED) {
+        metrics_add(&tm->core->m->lua_errors[METRICS_ERR_TIMER], 1);
         luaL_traceback(t->co, t->co, lua_tostring(t->co, -1), 0);
         log_error("timer error: %s", lua_tostring(t->co, -1));
     } else {
