@@ -249,6 +249,27 @@ describe("--status-path figures", function()
         for _, s in ipairs(prom.samples(m, "afcgi_code_generation")) do assert.equal(2, s.value) end
     end)
 
+    it("a recycled worker keeps its number: one up, two starts, one clean exit", function()
+        local srv = start({ "--workers", "1", "--worker-max-requests", "3", "--status-path", "/status" })
+        local first = proc.wait_children(srv.pid, 1)[1]
+        local mark = srv:mark()
+        local c = helpers.connect(srv)
+        for i = 1, 3 do assert.equal(200, c:request(i, "/").status) end
+        srv:wait_log("worker 1 %(pid " .. first .. "%) retired%s*$", 30, mark)
+        local m = prom.scrape(helpers.connect(srv), 1)
+        assert.same({ 1 }, { sum(m, "afcgi_worker_up") })
+        assert.equal(1, sum(m, "afcgi_worker_up", { worker = "1" }))
+        assert.equal(2, sum(m, "afcgi_worker_starts_total", { worker = "1" }))
+        assert.equal(1, sum(m, "afcgi_worker_exits_total", { worker = "1", cause = "exit", code = "0" }))
+        local rows = prom.samples(m, "afcgi_requests_total")
+        assert.equal(1, #rows)
+        assert.equal("1", rows[1].labels.worker)
+        assert.is_true(tonumber(rows[1].labels.pid) ~= first)
+        local j = cjson.decode(helpers.connect(srv):request(1, "/status").body)
+        assert.equal(1, #j.workers)
+        assert.equal(1, j.workers[1].worker)
+    end)
+
     it("counts refusals: FCGI_OVERLOADED, FCGI_UNKNOWN_ROLE, 431, bodies over --max-body", function()
         local srv = start({ "--status-path", "/status", "--max-conn-reqs", "2", "--max-params", "1k",
                             "--max-body", "1k" })

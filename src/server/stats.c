@@ -595,21 +595,22 @@ static void stats_prom_histogram(struct buf *b, const struct stats_row *rows, in
     }
 }
 
-static void stats_prom_master(struct buf *b, const struct stats_area *a)
+/* The workers by number: up (one of the rows, the processes this answer
+ * shows, serves as it: the same view as every other figure), started,
+ * exited. */
+static void stats_prom_master(struct buf *b, const struct stats_row *rows, int n,
+                              const struct stats_area *a)
 {
-    stats_prom_head(b, "afcgi_worker_up", "gauge", "1 while the worker slot's process serves.");
+    stats_prom_head(b, "afcgi_worker_up", "gauge", "1 while a process serves as this worker number.");
     for (int i = 0; i < a->nworkers; i++) {
         int up = 0;
 
-        for (int k = 0; k < a->nslots && !up; k++) {
-            const struct metrics *m = stats_worker(a, k);
-
-            up = m != NULL && m->worker == i + 1;
-        }
+        for (int k = 0; k < n && !up; k++)
+            up = rows[k].worker == i + 1;
         stats_printf(b, "afcgi_worker_up{worker=\"%d\"} %d\n", i + 1, up);
     }
     stats_prom_head(b, "afcgi_worker_starts_total", "counter",
-                    "Times the master started the worker slot's process.");
+                    "Processes the master started as this worker number (restarts and replacements).");
     for (int i = 0; i < a->nworkers; i++)
         stats_printf(b, "afcgi_worker_starts_total{worker=\"%d\"} %llu\n", i + 1,
                      (unsigned long long)metrics_get(&stats_life(a, i)->starts));
@@ -752,7 +753,7 @@ static void stats_prometheus(struct buf *b, const struct stats_row *rows, int n,
                          (unsigned long long)rows[i].snap->gens[k].pinned);
     }
     if (a != NULL)
-        stats_prom_master(b, a);
+        stats_prom_master(b, rows, n, a);
     stats_prom_dicts(b);
 }
 
