@@ -142,9 +142,9 @@ int main(int argc, char **argv)
     if (rc == 0) {
         rc = run(&cfg, err, sizeof err);
         service_pidfile_remove();
-    }
-    else if (rc > 0)
+    } else if (rc > 0) {
         rc = 0; /* --help or --version */
+    }
     if (rc < 0) {
         fprintf(stderr, "afcgi: %s\n", err);
         rc = 2;

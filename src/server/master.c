@@ -470,7 +470,10 @@ static double master_next(struct master *m)
         struct slot *sl = &m->slot[id - 1];
         int serving = master_find(m, id, P_SERVING), k;
 
-        if (master_find(m, id, P_STARTING) >= 0 || (serving >= 0 && !sl->replace))
+        /* one start at a time; one that failed is reaped first, which sets
+         * the backoff before the next try */
+        if (master_find(m, id, P_STARTING) >= 0 || master_find(m, id, P_FAILED) >= 0 ||
+            (serving >= 0 && !sl->replace))
             continue;
         if (sl->restart_at > now) {
             if (sl->restart_at < next)
