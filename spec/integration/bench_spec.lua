@@ -207,7 +207,9 @@ describe("afcgi-bench", function()
         assert.same({ 3, 1, 2 }, { r.requests, r.ok, r.failed })
         assert.same(only_errors({ overloaded = 2 }), r.errors)
         local l = r.latency_us
-        assert.is_true(l.min < 100000 and l.p50 < 100000, b.out)      -- the 2nd of 3
+        -- the 2nd of 3 is a fast one: well under the 300 ms sleep (valgrind
+        -- takes ~110 ms for the first answers of a fresh server)
+        assert.is_true(l.min < 200000 and l.p50 < 200000, b.out)
         assert.is_true(l.p90 >= 300000 and l.p90 <= l.max and l.max < 1000000, b.out)
         assert.is_true(l.mean >= l.max / 3 and l.mean < (l.max + 200000) / 3, b.out)
     end)
