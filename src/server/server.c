@@ -327,10 +327,15 @@ static void server_on_passed(evutil_socket_t pfd, short what, void *arg)
             continue;
         }
         sl = sizeof ss;
-        if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+            int one = 1;
+
             listen_format_addr((struct sockaddr *)&ss, sl, peer, sizeof peer);
-        else
+            if (ss.ss_family != AF_UNIX) /* as an accepted one: no Nagle delay on flushes */
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        } else {
             snprintf(peer, sizeof peer, "passed");
+        }
         if (srv->core.stopping || (c = conn_new(&srv->core, fd, peer)) == NULL) {
             if (srv->core.stopping)
                 close(fd);
