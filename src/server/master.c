@@ -163,9 +163,7 @@ static void master_child(struct master *m, int k, int ready)
     server_report_to(srv, ready);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL); /* what came meanwhile is delivered now */
-    rc = server_run(srv);
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
+    rc = server_run(srv); /* blocks the signals it handled: none kills what follows */
     server_free(srv);
     access_close(); /* its buffered lines */
     _exit(rc);

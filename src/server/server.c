@@ -499,10 +499,12 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+/* The signals the server handles, in the order of srv->sig_ev. */
+static const int server_signals[5] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 };
+
 struct server *server_new(const struct config *cfg, const struct listeners *ls, int worker,
                           char *err, size_t errlen)
 {
-    static const int sigs[5] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 };
     struct server *srv = calloc(1, sizeof *srv);
     struct event_config *ecfg;
     char names[2048] = "";
@@ -557,7 +559,8 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
         goto fail;
     }
     for (int i = 0; i < 5; i++) {
-        srv->sig_ev[i] = evsignal_new(srv->core.sched.base, sigs[i], server_on_signal, srv);
+        srv->sig_ev[i] = evsignal_new(srv->core.sched.base, server_signals[i], server_on_signal,
+                                      srv);
         if (srv->sig_ev[i] == NULL || evsignal_add(srv->sig_ev[i], NULL) < 0) {
             snprintf(err, errlen, "cannot watch signals");
             goto fail;
@@ -605,7 +608,18 @@ fail:
 
 int server_run(struct server *srv)
 {
+    sigset_t later;
+
     event_base_dispatch(srv->core.sched.base);
+    /* The loop is over: what these signals ask is done or moot. Once
+     * server_free lets go of their handlers, their default action would
+     * kill the process (a second stop signal, a SIGHUP or SIGUSR1 the
+     * master forwards to a worker that is retiring), so they stay pending
+     * until the process is gone. */
+    sigemptyset(&later);
+    for (size_t i = 0; i < sizeof server_signals / sizeof server_signals[0]; i++)
+        sigaddset(&later, server_signals[i]);
+    sigprocmask(SIG_BLOCK, &later, NULL);
     return srv->exit_code;
 }
 
@@ -630,7 +644,7 @@ void server_free(struct server *srv)
         close(srv->report_fd);
     if (srv->ls.pass_fd >= 0)
         close(srv->ls.pass_fd);
-    for (int i = 0; i < 5; i++) {
+    for (size_t i = 0; i < sizeof srv->sig_ev / sizeof srv->sig_ev[0]; i++) {
         if (srv->sig_ev[i])
             event_free(srv->sig_ev[i]);
     }
