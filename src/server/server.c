@@ -633,9 +633,9 @@ void server_free(struct server *srv)
     req_end_all(&srv->core); /* answered early (res:eof), handlers still running */
     conn_linger_free_all(&srv->core);
     timer_free_all(&srv->core);
+    stats_detach(&srv->core); /* before the app's state, whose end may take long */
     vm_release(srv->core.vm);
     watchdog_stop(srv->core.sched.wd);
-    stats_detach(&srv->core);
     if (srv->pass_ev)
         event_free(srv->pass_ev);
     if (srv->status_ev)
