@@ -170,6 +170,38 @@ describe("--worker-max-requests", function()
         assert.equal(new, pid_of(c:request(3, "/")))      -- the connection went over
     end)
 
+    it("a replacement that asks for its own before the master has read its 'R' is replaced",
+       function()
+        -- the master stopped while the replacement loads (1 s): once loaded,
+        -- it serves its one request from the shared socket and asks; the
+        -- master, woken, finds both its messages at once
+        local loaded = proc.tmpdir() .. "/loaded"
+        local srv = helpers.start_server("ops", { args = { "--workers", "1",
+            "--worker-max-requests", "1" }, env = { AFCGI_SPEC_LOAD_MS = "1000",
+            AFCGI_SPEC_MARK = loaded } })
+        local old = proc.wait_children(srv.pid, 1)[1]
+        local mark = srv:mark()
+        assert.equal(old, pid_of(helpers.connect(srv):request(1, "/")))  -- asks
+        local new = tonumber(srv:wait_log("worker 1 %(pid " .. old .. "%) asked to be replaced: "
+            .. "starting pid %d+", 30, mark):match("starting pid (%d+)"))
+        psignal.kill(srv.pid, psignal.SIGSTOP)
+        helpers.defer(function() psignal.kill(srv.pid, psignal.SIGCONT) end)
+        helpers.wait_until(function()
+            return helpers.read_file(loaded):find("loaded pid=" .. new .. "\n", 1, true)
+        end, 30, "the replacement to load")
+        helpers.wait_until(function()                       -- a request on the new one
+            local c = helpers.connect(srv)
+            local pid = pid_of(c:request(1, "/"))
+            c:close()
+            return pid == new
+        end, 30, "a connection taken by the replacement")
+        srv:wait_log("afcgi%[" .. new .. "%]: worker 1: 1 requests begun", 10, mark)
+        psignal.kill(srv.pid, psignal.SIGCONT)
+        srv:wait_log("worker 1 %(pid " .. new .. "%) ready: pid " .. old .. " retires", 30, mark)
+        srv:wait_log("worker 1 %(pid " .. new .. "%) asked to be replaced: starting pid %d+", 30,
+                     mark)
+    end)
+
     it("a retiring worker signalled to the last still exits 0 (retired)", function()
         -- SIGUSR1 (a log rotation) sent to the old worker, again and again
         -- from while its last request runs until it is gone: some arrive

@@ -621,6 +621,10 @@ static void master_on_ctl(struct master *m, int k, int max)
         if (rc == 2 && cookie == LISTEN_ASK_REPLACEMENT) {
             struct slot *sl = &m->slot[w->id - 1];
 
+            /* it wrote 'R' before it served anything: when both came in
+             * one poll, the 'R' is still in its pipe */
+            if (w->state == P_STARTING && w->report >= 0)
+                master_on_report(m, k, NULL, 0);
             if (w->state == P_SERVING && !sl->replace) {
                 sl->replace = 1;
                 if (sl->restart_at < master_now())
