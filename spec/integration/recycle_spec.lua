@@ -202,6 +202,37 @@ describe("--worker-max-requests", function()
                      mark)
     end)
 
+    it("a replacement that died before the master read its 'R' does not retire the old worker",
+       function()
+        local loaded = proc.tmpdir() .. "/loaded"
+        local srv = helpers.start_server("ops", { args = { "--workers", "1",
+            "--worker-max-requests", "1" }, env = { AFCGI_SPEC_LOAD_MS = "1000",
+            AFCGI_SPEC_MARK = loaded } })
+        local old = proc.wait_children(srv.pid, 1)[1]
+        local mark = srv:mark()
+        assert.equal(old, pid_of(helpers.connect(srv):request(1, "/")))  -- asks
+        local new = tonumber(srv:wait_log("worker 1 %(pid " .. old .. "%) asked to be replaced: "
+            .. "starting pid %d+", 30, mark):match("starting pid (%d+)"))
+        psignal.kill(srv.pid, psignal.SIGSTOP)              -- it reads nothing meanwhile
+        helpers.defer(function() psignal.kill(srv.pid, psignal.SIGCONT) end)
+        helpers.wait_until(function()
+            return helpers.read_file(loaded):find("loaded pid=" .. new .. "\n", 1, true)
+        end, 30, "the replacement to load")
+        helpers.wait_until(function()                       -- it serves: its 'R' is written
+            local c = helpers.connect(srv)
+            local pid = pid_of(c:request(1, "/"))
+            c:close()
+            return pid == new
+        end, 30, "a connection taken by the replacement")
+        psignal.kill(new, psignal.SIGKILL)
+        proc.wait_gone(new)
+        psignal.kill(srv.pid, psignal.SIGCONT)
+        srv:wait_log("worker 1's replacement %(pid " .. new .. "%) killed by signal 9; pid " .. old
+                     .. " serves on", 30, mark)
+        assert.same({}, srv:lines("ready: pid " .. old .. " retires", mark))
+        assert.equal(old, pid_of(helpers.connect(srv):request(1, "/")))
+    end)
+
     it("a retiring worker signalled to the last still exits 0 (retired)", function()
         -- SIGUSR1 (a log rotation) sent to the old worker, again and again
         -- from while its last request runs until it is gone: some arrive

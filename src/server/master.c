@@ -417,6 +417,8 @@ static void master_reap(struct master *m)
 
             if (w->pid != pid || w->state == P_FREE)
                 continue;
+            if (w->state == P_STARTING)
+                w->state = P_FAILED; /* dead: an 'R' still in its pipe must not make it serve */
             master_on_ctl(m, k, INT_MAX); /* what it sent before it exited: connections
                                            * it handed back are passed on, not lost */
             if (w->ctl >= 0)
