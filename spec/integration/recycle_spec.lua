@@ -233,6 +233,44 @@ describe("--worker-max-requests", function()
         assert.equal(old, pid_of(helpers.connect(srv):request(1, "/")))
     end)
 
+    it("says once that there is no room for a replacement while the old ones still retire",
+       function()
+        -- --workers 1 has room for 4 processes: 3 retiring, each holding a
+        -- request, and the one serving, which asks too
+        local srv = helpers.start_server("lifecycle", { args = { "--workers", "1", "--dispatch",
+            "pass", "--worker-max-requests", "1", "--shutdown-timeout", "60" } })
+        local cur = proc.wait_children(srv.pid, 1)[1]
+        local held = {}
+        local function hold()
+            local c = helpers.connect(srv)
+            c:begin(1)
+            c:params(1, fc.cgi_params("GET", "/sleep?ms=60000"))
+            c:stdin(1, "")
+            held[#held + 1] = c
+        end
+        for _ = 1, 3 do
+            local mark = srv:mark()
+            hold()
+            cur = tonumber(srv:wait_log("worker 1 %(pid %d+%) ready: pid " .. cur .. " retires",
+                                        30, mark):match("%(pid (%d+)%) ready"))
+        end
+        local mark = srv:mark()
+        hold()
+        srv:wait_log("cannot start worker 1 yet: 3 processes are still retiring %(4 in all", 30,
+                     mark)
+        for _ = 1, 20 do                                    -- each wakes the master
+            local c = helpers.connect(srv)
+            assert.equal(cur, pid_of(c:request(1, "/")))
+            c:close()
+        end
+        assert.equal(1, #srv:lines("cannot start worker", mark))
+        for _, c in ipairs(held) do c:close() end
+        for _, pid in ipairs(proc.children(srv.pid)) do    -- their sleeps would hold the stop
+            psignal.kill(pid, psignal.SIGKILL)
+            proc.wait_gone(pid)
+        end
+    end)
+
     it("a retiring worker signalled to the last still exits 0 (retired)", function()
         -- SIGUSR1 (a log rotation) sent to the old worker, again and again
         -- from while its last request runs until it is gone: some arrive

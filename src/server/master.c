@@ -84,6 +84,7 @@ struct slot {                       /* worker number i + 1 */
     double restart_at;              /* when to start it (again), or its replacement */
     double backoff;
     int replace;                    /* its serving process asked to be replaced */
+    int no_room;                    /* a start found no free entry of m->w (logged once) */
 };
 
 struct master {
@@ -180,9 +181,17 @@ static int master_fork(struct master *m, int id)
     for (k = 0; k < m->nw && m->w[k].state != P_FREE; k++)
         ;
     if (k == m->nw) {
-        log_warn("cannot start worker %d yet: %d processes are still retiring", id, m->nw);
+        int retiring = 0;
+
+        for (int i = 0; i < m->nw; i++)
+            retiring += m->w[i].state == P_RETIRING;
+        if (!m->slot[id - 1].no_room) /* tried again at every turn of the loop: said once */
+            log_warn("cannot start worker %d yet: %d processes are still retiring (%d in all, "
+                     "the most there is room for)", id, retiring, m->nw);
+        m->slot[id - 1].no_room = 1;
         return -1;
     }
+    m->slot[id - 1].no_room = 0;
     w = &m->w[k];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 ||
         pipe2(rp, O_CLOEXEC) < 0) {
