@@ -271,6 +271,26 @@ describe("--worker-max-requests", function()
         end
     end)
 
+    it("SIGHUP reloads the worker that serves, not the one that retires", function()
+        local srv = helpers.start_server("lifecycle", { args = { "--workers", "1",
+                                                                 "--worker-max-requests", "1" } })
+        local old = proc.wait_children(srv.pid, 1)[1]
+        local mark = srv:mark()
+        local c = helpers.connect(srv)
+        c:begin(1)                                          -- asks for a replacement
+        c:params(1, fc.cgi_params("GET", "/sleep?ms=2000"))
+        c:stdin(1, "")
+        local new = tonumber(srv:wait_log("worker 1 %(pid %d+%) ready: pid " .. old .. " retires",
+                                          60, mark):match("%(pid (%d+)%) ready"))
+        srv:wait_log("afcgi%[" .. old .. "%]: worker 1 retiring", 10, mark)
+        psignal.kill(srv.pid, psignal.SIGHUP)
+        srv:wait_log("SIGHUP: reloading the app in 1 workers", 10, mark)
+        srv:wait_log("afcgi%[" .. new .. "%]: reloaded [^\n]*generation 2 serves", 30, mark)
+        assert.matches("^pid=" .. old .. " gen=1 started done$", c:read_response(1, 30).body)
+        srv:wait_log("worker 1 %(pid " .. old .. "%) retired%s*$", 30, mark)
+        assert.same({}, srv:lines("afcgi%[" .. old .. "%]: reload", mark))
+    end)
+
     it("a retiring worker signalled to the last still exits 0 (retired)", function()
         -- SIGUSR1 (a log rotation) sent to the old worker, again and again
         -- from while its last request runs until it is gone: some arrive

@@ -521,19 +521,31 @@ static void master_on_signal(struct master *m, int sig)
     case SIGCHLD:
         master_reap(m);
         break;
-    case SIGHUP:
-        log_notice("SIGHUP: reloading the app in %d workers", master_alive(m));
+    case SIGHUP: {
+        int n = 0;
+
+        for (int k = 0; k < m->nw; k++)
+            n += m->w[k].pid > 0 && m->w[k].state != P_RETIRING;
+        log_notice("SIGHUP: reloading the app in %d workers", n);
         m->generation++;
         if (!m->stopping) {
             service_reloading();
             m->reloading = 1;
             m->reload_deadline = master_now() + MASTER_START_TIMEOUT;
-            for (int k = 0; k < m->nw; k++)
-                m->w[k].reload_pending = m->w[k].pid > 0 && m->w[k].state != P_FAILED;
         }
-        master_signal_all(m, SIGHUP);
+        /* not to one that retires: it starts nothing new, and loading the
+         * app again would only hold up its exit and the reload's end */
+        for (int k = 0; k < m->nw; k++) {
+            struct worker *w = &m->w[k];
+
+            if (w->pid <= 0 || w->state == P_RETIRING)
+                continue;
+            w->reload_pending = !m->stopping && w->state != P_FAILED;
+            kill(w->pid, SIGHUP);
+        }
         master_check_reload(m); /* no worker running: done at once */
         break;
+    }
     case SIGUSR1:
         log_reopen();
         log_notice("SIGUSR1: reopened the log files");
