@@ -172,12 +172,12 @@ describe("--worker-max-requests", function()
 
     it("a replacement that asks for its own before the master has read its 'R' is replaced",
        function()
-        -- the master stopped while the replacement loads (1 s): once loaded,
+        -- the master stopped while the replacement loads (3 s): once loaded,
         -- it serves its one request from the shared socket and asks; the
         -- master, woken, finds both its messages at once
         local loaded = proc.tmpdir() .. "/loaded"
         local srv = helpers.start_server("ops", { args = { "--workers", "1",
-            "--worker-max-requests", "1" }, env = { AFCGI_SPEC_LOAD_MS = "1000",
+            "--worker-max-requests", "1" }, env = { AFCGI_SPEC_LOAD_MS = "3000",
             AFCGI_SPEC_MARK = loaded } })
         local old = proc.wait_children(srv.pid, 1)[1]
         local mark = srv:mark()
@@ -186,6 +186,8 @@ describe("--worker-max-requests", function()
             .. "starting pid %d+", 30, mark):match("starting pid (%d+)"))
         psignal.kill(srv.pid, psignal.SIGSTOP)
         helpers.defer(function() psignal.kill(srv.pid, psignal.SIGCONT) end)
+        assert.is_nil(helpers.read_file(loaded):find("loaded pid=" .. new .. "\n", 1, true),
+                      "the master was stopped only once the replacement had loaded")
         helpers.wait_until(function()
             return helpers.read_file(loaded):find("loaded pid=" .. new .. "\n", 1, true)
         end, 30, "the replacement to load")
@@ -206,7 +208,7 @@ describe("--worker-max-requests", function()
        function()
         local loaded = proc.tmpdir() .. "/loaded"
         local srv = helpers.start_server("ops", { args = { "--workers", "1",
-            "--worker-max-requests", "1" }, env = { AFCGI_SPEC_LOAD_MS = "1000",
+            "--worker-max-requests", "1" }, env = { AFCGI_SPEC_LOAD_MS = "3000",
             AFCGI_SPEC_MARK = loaded } })
         local old = proc.wait_children(srv.pid, 1)[1]
         local mark = srv:mark()
@@ -215,6 +217,8 @@ describe("--worker-max-requests", function()
             .. "starting pid %d+", 30, mark):match("starting pid (%d+)"))
         psignal.kill(srv.pid, psignal.SIGSTOP)              -- it reads nothing meanwhile
         helpers.defer(function() psignal.kill(srv.pid, psignal.SIGCONT) end)
+        assert.is_nil(helpers.read_file(loaded):find("loaded pid=" .. new .. "\n", 1, true),
+                      "the master was stopped only once the replacement had loaded")
         helpers.wait_until(function()
             return helpers.read_file(loaded):find("loaded pid=" .. new .. "\n", 1, true)
         end, 30, "the replacement to load")
