@@ -229,7 +229,10 @@ describe("--worker-max-requests", function()
             return pid == new
         end, 30, "a connection taken by the replacement")
         psignal.kill(new, psignal.SIGKILL)
-        proc.wait_gone(new)
+        helpers.wait_until(function()                       -- dead: its SIGCHLD is waiting
+            return (helpers.read_file("/proc/" .. new .. "/stat") or ""):match("^%d+ %b() (%a)")
+                == "Z"
+        end, 30, "the replacement to be a zombie")
         psignal.kill(srv.pid, psignal.SIGCONT)
         srv:wait_log("worker 1's replacement %(pid " .. new .. "%) killed by signal 9; pid " .. old
                      .. " serves on", 30, mark)
