@@ -794,7 +794,10 @@ static void stats_finish(struct core *core, struct req *r, enum stats_format fmt
             continue; /* not up */
         rows[k].worker = a != NULL ? (int)m->worker : 0;
         rows[k].m = m;
-        rows[k].snap = ask[i].snap;
+        /* a slot taken by a new process since it was asked: the snapshot
+         * was its predecessor's, not its */
+        rows[k].snap = ask[i].pid == 0 || ask[i].pid == __atomic_load_n(&m->pid, __ATOMIC_ACQUIRE)
+                           ? ask[i].snap : NULL;
         rows[k].life = a != NULL && m->worker > 0 ? stats_life(a, (int)m->worker - 1) : NULL;
         k++;
     }
