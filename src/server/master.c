@@ -263,6 +263,17 @@ static void master_serves(struct master *m, int k)
     m->slot[w->id - 1].replace = 0;
 }
 
+/* Has pid exited (a zombie not reaped yet)? Asked without reaping it: the
+ * signalfd's SIGCHLD may be read after the pipe's last words (a master that
+ * was stopped sees both at once), and the reap does the bookkeeping. */
+static int master_exited(pid_t pid)
+{
+    siginfo_t si;
+
+    memset(&si, 0, sizeof si);
+    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
+}
+
 /* Process k cannot start: the reason goes to 'why' if given, else to the
  * log; its exit is reaped as a death. */
 static void master_failed(struct master *m, int k, const char *reason, char *why,
@@ -303,9 +314,12 @@ static void master_on_report(struct master *m, int k, char *why, size_t whylen)
             master_close_report(w);
             break;
         }
-        if (buf[i] == 'R' && w->state == P_STARTING)
-            master_serves(m, k);
-        else if (buf[i] == 'H')
+        if (buf[i] == 'R' && w->state == P_STARTING) {
+            if (master_exited(w->pid))
+                w->state = P_FAILED; /* died since: its reap, not its 'R', decides */
+            else
+                master_serves(m, k);
+        } else if (buf[i] == 'H')
             w->reload_pending = 0;
     }
     master_check_reload(m);
