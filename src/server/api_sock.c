@@ -335,30 +335,84 @@ static void api_sock_check(lua_State *L, int i, int depth)
     }
 }
 
-/* Queue what api_sock_check accepted; adds its size to *total. Returns -1
- * when out of memory. */
-static int api_sock_queue(lua_State *L, struct sock *s, int i, size_t *total)
+/* What one send writes: up to SOCK_IOV_MAX pieces in place (Lua's own
+ * strings), or, past them, everything queued in the socket. */
+struct api_send {
+    struct sock *s;
+    struct iovec iov[SOCK_IOV_MAX];
+    int n;
+    int queued;               /* the pieces went to the queue */
+    int oom;
+    size_t total;
+};
+
+static void api_send_piece(struct api_send *a, const char *p, size_t len)
+{
+    if (len == 0)
+        return;
+    a->total += len;
+    if (!a->queued && a->n < SOCK_IOV_MAX) {
+        a->iov[a->n].iov_base = (void *)p;
+        a->iov[a->n].iov_len = len;
+        a->n++;
+        return;
+    }
+    if (!a->queued) {
+        for (int i = 0; i < a->n; i++) {
+            if (sock_queue(a->s, a->iov[i].iov_base, a->iov[i].iov_len) < 0)
+                a->oom = 1;
+        }
+        a->queued = 1;
+        a->n = 0;
+    }
+    if (sock_queue(a->s, p, len) < 0)
+        a->oom = 1;
+}
+
+/* Gather what api_sock_check accepted. A piece points into a string the
+ * value at i holds (nested arrays included), or, for a number, into its
+ * string form, which stays on the stack above i while pieces are in
+ * place: the strings live until the send has written or copied them. */
+static void api_sock_gather(lua_State *L, int i, struct api_send *a)
 {
     const char *p;
     size_t n;
-    int len;
+    int len, top;
 
-    if (lua_type(L, i) != LUA_TTABLE) {
+    if (lua_type(L, i) == LUA_TSTRING) {
         p = lua_tolstring(L, i, &n);
-        *total += n;
-        return sock_queue(s, p, n);
+        api_send_piece(a, p, n);
+        return;
+    }
+    if (lua_type(L, i) == LUA_TNUMBER) {
+        luaL_checkstack(L, 1, "send: too many numbers");
+        lua_pushvalue(L, i);
+        p = lua_tolstring(L, -1, &n); /* the copy on the stack becomes the string */
+        api_send_piece(a, p, n);
+        if (a->queued)
+            lua_pop(L, 1);
+        return;
     }
     len = (int)lua_objlen(L, i);
     for (int k = 1; k <= len; k++) {
-        int rc;
-
+        luaL_checkstack(L, 2, "send: data nested too deeply");
         lua_rawgeti(L, i, k);
-        rc = api_sock_queue(L, s, lua_gettop(L), total);
-        lua_pop(L, 1);
-        if (rc < 0)
-            return -1;
+        top = lua_gettop(L);
+        if (lua_type(L, top) == LUA_TSTRING) {
+            p = lua_tolstring(L, top, &n); /* the table holds it */
+            api_send_piece(a, p, n);
+            lua_pop(L, 1);
+        } else if (lua_type(L, top) == LUA_TNUMBER) {
+            p = lua_tolstring(L, top, &n); /* converts the stack slot: it stays */
+            api_send_piece(a, p, n);
+            if (a->queued)
+                lua_pop(L, 1);
+        } else {
+            api_sock_gather(L, top, a);
+            if (a->queued || lua_gettop(L) == top)
+                lua_settop(L, top - 1); /* nothing above it is needed */
+        }
     }
-    return 0;
 }
 
 static int api_sock_read(lua_State *L, struct sock *s, struct task *t, enum sock_rop op,
@@ -368,18 +422,22 @@ static int api_sock_read(lua_State *L, struct sock *s, struct task *t, enum sock
 static int api_l_udp_send(lua_State *L)
 {
     struct sock *s = api_sock_arg(L);
-    size_t total = 0;
+    struct api_send a;
 
     api_sock_task(L, s, "send");
     luaL_checkany(L, 2);
     api_sock_check(L, 2, 0);
     if (s->state != SOCK_OPEN)
         return vm_push_err(L, "closed");
-    if (api_sock_queue(L, s, 2, &total) < 0) {
+    a.s = s;
+    a.n = a.queued = a.oom = 0;
+    a.total = 0;
+    api_sock_gather(L, 2, &a);
+    if (a.oom) {
         sock_close(s, "out of memory");
         return vm_push_err(L, "out of memory");
     }
-    if (sock_send_dgram(s, total) != SOCK_DONE)
+    if (sock_send_dgram(s, a.iov, a.n, a.total) != SOCK_DONE)
         return vm_push_err(L, s->werr);
     lua_pushinteger(L, 1);
     return 1;
@@ -402,7 +460,7 @@ static int api_l_send(lua_State *L)          /* bytes, err = sock:send(data) */
 {
     struct sock *s = api_sock_arg(L);
     struct task *t = api_sock_task(L, s, "send");
-    size_t total = 0;
+    struct api_send a;
 
     luaL_checkany(L, 2);
     api_sock_check(L, 2, 0);
@@ -410,11 +468,15 @@ static int api_l_send(lua_State *L)          /* bytes, err = sock:send(data) */
         return vm_push_err(L, "socket busy writing");
     if (s->state != SOCK_OPEN)
         return vm_push_err(L, "closed");
-    if (api_sock_queue(L, s, 2, &total) < 0) {
+    a.s = s;
+    a.n = a.queued = a.oom = 0;
+    a.total = 0;
+    api_sock_gather(L, 2, &a);
+    if (a.oom) {
         sock_close(s, "out of memory");
         return vm_push_err(L, "out of memory");
     }
-    if (sock_send(s, total) == SOCK_AGAIN)
+    if (sock_send(s, a.iov, a.n, a.total) == SOCK_AGAIN)
         return api_sock_park(L, t, s, &api_sock_send_wait, 1);
     return sock_push_write(s, L, 0);
 }
@@ -626,9 +688,10 @@ static int api_l_sock_tostring(lua_State *L)
 {
     static const char *const states[] = { "closed", "resolving", "connecting", "open" };
     struct sock *s = api_sock_arg(L);
+    const char *pool = sock_pool_name(s);
 
     lua_pushfstring(L, "afcgi.socket (%s%s%s): %p", states[s->state],
-                    s->pool_key ? " " : "", s->pool_key ? s->pool_key : "", (void *)s);
+                    pool ? " " : "", pool ? pool : "", (void *)s);
     return 1;
 }
 
