@@ -272,6 +272,8 @@ static int task_heap_add(struct task *t, double deadline)
 {
     struct sched *s = t->sched;
 
+    if (s->nheap >= (1u << 30) - 1) /* heap_i's bits */
+        return -1;
     if (s->nheap == s->heap_cap) {
         unsigned cap = s->heap_cap ? s->heap_cap * 2 : 64;
         struct task **h = realloc(s->heap, cap * sizeof *h);

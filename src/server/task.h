@@ -81,9 +81,11 @@ struct task {
     int anchor_ref;           /* > 0: what it waits on, kept from the GC */
     int ctx_ref;              /* > 0: its ngx.ctx table (a request's is in its main
                                * task, shared by its light threads) */
+    unsigned heap_i : 30;     /* its place in the timer heap + 1; 0: not there */
+    unsigned queued : 1;      /* on the qnext/qprev queue of what it waits on */
+    unsigned ready : 1;       /* on the ready list: resumed at the ready event */
     struct task *rprev, *rnext; /* the ready list, while 'ready' */
     double deadline;          /* clock_mono seconds, while in the timer heap */
-    unsigned heap_i;          /* its place in the heap + 1; 0: not there */
     const struct wait_ops *wait; /* parked on this, or NULL */
     void *what;               /* the wait's object, as its ops define */
     size_t want;              /* a size the wait keeps (req:read's maximum) */
@@ -94,8 +96,6 @@ struct task {
     struct req *req;          /* borrowed: the request it serves; NULL for a
                                * timer run (task.c never looks at it) */
     struct sock **socks;      /* borrowed: its owner's list of sockets */
-    unsigned queued : 1;      /* on the qnext/qprev queue of what it waits on */
-    unsigned ready : 1;       /* on the ready list: resumed at the ready event */
 };
 
 /* Set up s (base set): its events. Returns 0, or -1 when out of memory. */
