@@ -187,6 +187,25 @@ static int api_l_set_ctx(lua_State *L)
     return 0;
 }
 
+/* v = afcgi.core.param(name): the param of the request the running task
+ * serves, or nil; false when no request is running (a timer, the app
+ * loading). ngx.var's path: no req table is made. */
+static int api_l_current_param(lua_State *L)
+{
+    struct task *t = task_current(&core_of(L)->sched, L);
+    size_t nlen, vlen;
+    const char *name = luaL_checklstring(L, 1, &nlen);
+    const char *v;
+
+    if (t == NULL || t->req == NULL)
+        lua_pushboolean(L, 0);
+    else if (req_param(t->req, name, nlen, &v, &vlen))
+        lua_pushlstring(L, v, vlen);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 static int api_l_reason(lua_State *L)         /* phrase = afcgi.core.reason(status) */
 {
     lua_pushstring(L, req_reason((unsigned)luaL_checkinteger(L, 1)));
@@ -561,6 +580,7 @@ static const luaL_Reg api_core_funcs[] = {
     { "phase", api_l_phase },
     { "ctx", api_l_ctx },
     { "request", api_l_request },
+    { "param", api_l_current_param },
     { "set_ctx", api_l_set_ctx },
     { NULL, NULL },
 };
