@@ -22,10 +22,10 @@
  * size. */
 static unsigned vm_class(size_t n)
 {
-    return (unsigned)((n + VM_CACHE_STEP - 1) / VM_CACHE_STEP - 1);
+    return (unsigned)((n + 7) / 16);
 }
 
-#define VM_CLASS_SIZE(c) (((size_t)(c) + 1) * VM_CACHE_STEP)
+#define VM_CLASS_SIZE(c) ((size_t)(c) * 16 + 8)
 
 /* A block of n bytes: a kept one of its class, or malloc's (small ones at
  * their class's size, so that any block of the class can serve). */

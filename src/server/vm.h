@@ -32,12 +32,12 @@ struct vm_opts {
 
 /* The allocator keeps freed small blocks for the next allocation of their
  * size (glibc's own cache holds 7 a size, and a loop turn frees hundreds):
- * sizes up to VM_CACHE_MAX in steps of VM_CACHE_STEP, at most
- * VM_CACHE_DEPTH blocks a size; vm_collect gives them back to malloc. */
-#define VM_CACHE_STEP 16
-#define VM_CACHE_MAX 512
+ * sizes 8, 24, 40 ... VM_CACHE_MAX (glibc's chunk sizes less its 8-byte
+ * header), at most VM_CACHE_DEPTH blocks a size; vm_collect gives them
+ * back to malloc. */
+#define VM_CACHE_MAX 520
 #define VM_CACHE_DEPTH 512
-#define VM_CACHE_CLASSES (VM_CACHE_MAX / VM_CACHE_STEP)
+#define VM_CACHE_CLASSES ((VM_CACHE_MAX - 8) / 16 + 1)
 
 struct vm {
     struct lua_State *L;      /* owned */
