@@ -291,6 +291,21 @@ M["openresty-syscalls"] = function(a)
     return rec
 end
 
+-- bench/parked: rep n rss0_kb rss1_kb (before, waiting) heap0 (before, after
+-- a full collection) heap1 heap2 (waiting: as it is, after one), in bytes.
+function M.parked(a)
+    local n = tonumber(need(a, "n"))
+    local rss0, rss1 = tonumber(need(a, "rss0_kb")), tonumber(need(a, "rss1_kb"))
+    local h0, h1, h2 = tonumber(need(a, "heap0")), tonumber(need(a, "heap1")), tonumber(need(a, "heap2"))
+    local rec = { kind = "parked", rep = value(need(a, "rep")), n = n,
+                  rss_per_req = lib.round((rss1 - rss0) * 1024 / n),
+                  heap_per_req = lib.round((h1 - h0) / n),
+                  heap_live_per_req = lib.round((h2 - h0) / n) }
+    rec.c_per_req = rec.rss_per_req - rec.heap_live_per_req
+    lib.progress("parked", rec.rep, n, rec.rss_per_req, rec.heap_per_req, rec.heap_live_per_req)
+    return rec
+end
+
 -- bench/soak: soak-client name allow load (a client and the error kinds it
 -- provokes on purpose, comma-separated); soak-exit name rc (its exit
 -- status); soak-run: the run's figures (duration, reload_every, base_rss,
