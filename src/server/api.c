@@ -270,7 +270,11 @@ static int api_push_field(lua_State *L, const char *k)
     return 1;
 }
 
-/* req.<field>: methods first, then computed fields, cached in the table. */
+/* req.<field>: methods first, then computed fields. id, method, path and
+ * query are read from the request each time (a param lookup): kept in the
+ * table they would give every request that reads one a hash part for as
+ * long as it lives (96 bytes of a parked request). params and the fields
+ * computed in Lua are cached in the table. */
 static int api_l_req_index(lua_State *L)
 {
     const char *k;
@@ -290,13 +294,13 @@ static int api_l_req_index(lua_State *L)
         api_push_path(L, r);
     else if (strcmp(k, "query") == 0)
         api_push_param(L, r, "QUERY_STRING", 1);
-    else if (strcmp(k, "params") == 0)
+    else if (strcmp(k, "params") == 0) {
         api_push_params(L, r);
-    else if (api_push_field(L, k))
-        return 1; /* nil, or a Lua field's value (already cached) */
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, 1); /* cache: params do not change */
+        lua_pushvalue(L, 2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, 1); /* cache: one table for the request's life */
+    } else
+        api_push_field(L, k); /* nil, or a Lua field's value (cached there) */
     return 1;
 }
 
