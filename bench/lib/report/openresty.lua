@@ -1,27 +1,35 @@
--- bench/lib/report/openresty.lua: bench/openresty's table. Per workload
+-- bench/lib/report/openresty.lua: bench/openresty's tables. Per workload
 -- and side: req/s and the CPU per request of the Lua server (afcgi, or
--- nginx-lua), of afcgi's nginx front, and of the HTTPS upstream, medians
--- (min-max) over the repetitions; then the ratios afcgi / nginx-lua of the
--- workload's own Lua-server CPU (less that side's hello) and of the whole
--- side's (front included).
+-- nginx-lua), of afcgi's front (nginx or HAProxy), and of the HTTPS
+-- upstream, medians (min-max) over the repetitions; then the ratios afcgi
+-- / nginx-lua of the workload's own Lua-server CPU (less that side's
+-- hello) and of the whole side's (front included); then the Lua servers'
+-- system calls per request, when they were counted.
 local lib = require "report.lib"
 
 local M = {}
 
-local WORKLOADS = { "hello", "https", "re" }
-local SIDES = { { "nginx-lua", "nginx + lua module" }, { "afcgi", "nginx front + afcgi" } }
+local ORDER = { "hello", "https", "re", "redis" }
+local FRONTS = { nginx = "nginx front + afcgi", haproxy = "HAProxy (mpxs-conns) + afcgi" }
 
 function M.report(file)
     local records = lib.read_jsonl(file)
-    local function of(workload, side) return lib.where(records, { workload = workload, side = side }) end
+    local runs = lib.where(records, { kind = "openresty" })
+    local front = runs[1] and runs[1].front or "nginx"
+    local sides = { { "nginx-lua", "nginx + lua module" }, { "afcgi", FRONTS[front] or front } }
+    local workloads = {}
+    for _, w in ipairs(ORDER) do
+        if #lib.where(runs, { workload = w }) > 0 then workloads[#workloads + 1] = w end
+    end
+    local function of(workload, side) return lib.where(runs, { workload = workload, side = side }) end
     local function med(workload, side, field) return lib.median(of(workload, side), field) end
     local function cell(workload, side, field, decimals)
         return lib.mmm(lib.stats(lib.field(of(workload, side), field)), decimals)
     end
     print("| workload | side | req/s | Lua server µs/req | front µs/req | upstream µs/req |")
     print("|---|---|---|---|---|---|")
-    for _, w in ipairs(WORKLOADS) do
-        for _, s in ipairs(SIDES) do
+    for _, w in ipairs(workloads) do
+        for _, s in ipairs(sides) do
             print(("| %s | %s | %s | %s | %s | %s |"):format(w, s[2], cell(w, s[1], "rps", 0),
                 cell(w, s[1], "app_cpu_us", 2), s[1] == "afcgi" and cell(w, s[1], "front_cpu_us", 2) or "-",
                 w == "https" and cell(w, s[1], "upstream_cpu_us", 2) or "-"))
@@ -32,7 +40,7 @@ function M.report(file)
         local a, f = med(w, side, "app_cpu_us"), med(w, side, "front_cpu_us")
         return a and (a + (f or 0))
     end
-    for _, w in ipairs(WORKLOADS) do
+    for _, w in ipairs(workloads) do
         local line = ("%-5s whole side afcgi / nginx-lua CPU per request: %s"):format(w,
             lib.ratio(whole(w, "afcgi"), whole(w, "nginx-lua")))
         if w ~= "hello" then
@@ -45,6 +53,18 @@ function M.report(file)
                                                      lib.ratio(own("afcgi"), own("nginx-lua")))
         end
         print(line)
+    end
+    local calls = lib.where(records, { kind = "syscalls" })
+    if #calls == 0 then return end
+    print()
+    print("| workload | system calls per request (strace -c -f, one 2 s run): nginx + lua module | afcgi |")
+    print("|---|---|---|")
+    for _, w in ipairs(workloads) do
+        local function per(side)
+            local r = lib.where(calls, { workload = w, side = side })[1]
+            return r and r.per_request and ("%.2f"):format(r.per_request) or "-"
+        end
+        print(("| %s | %s | %s |"):format(w, per("nginx-lua"), per("afcgi")))
     end
 end
 
