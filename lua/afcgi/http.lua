@@ -90,9 +90,14 @@ end
 
 -- Reads the status line and headers: status, reason, headers, version.
 -- At most MAX_HEAD bytes and MAX_HEADERS lines; trimming is linear.
+-- status, reason, headers, version; or nil, err, stale (stale: not a byte
+-- came before the connection ended: a pooled one the server had closed)
 local function read_head(sock)
-    local line, err = sock:receive()
-    if not line then return nil, "reading the status line: " .. err end
+    local line, err, partial = sock:receive()
+    if not line then
+        return nil, "reading the status line: " .. err, (err == "closed"
+            or err == "connection reset by peer") and (partial == nil or partial == "")
+    end
     local size = #line
     if size > MAX_HEAD then return nil, "response head too large" end
     local version, status, reason = line:match("^HTTP/(%d%.%d) (%d%d%d) ?(.*)$")
@@ -151,6 +156,12 @@ local function read_chunked(sock, max)
     return table.concat(parts)
 end
 
+-- Methods sent again on a new connection when a pooled one turns out closed
+-- (RFC 9110 9.2.2), and how many pooled connections one request may find so.
+local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true,
+                     TRACE = true }
+local STALE_TRIES = 32
+
 -- The body, and whether the connection may be reused after it.
 local function read_body(sock, method, status, headers, max)
     if method == "HEAD" or status == 204 or status == 304 or (status >= 100 and status < 200) then
@@ -198,38 +209,15 @@ function M.request(url, opts)
     local timeout_ms = (opts.timeout or DEFAULT_TIMEOUT) * 1000
     local keepalive = opts.keepalive ~= false
 
-    local addr = host:gsub("^%[(.*)%]$", "%1")
-    local tls = scheme == "https"
-    local verify = opts.ssl_verify ~= false
-    local server_name = opts.ssl_server_name or addr
-    local sock = afcgi.socket.tcp()
-    sock:settimeout(timeout_ms)
-    local ok, err = sock:connect(addr, port, {
-        -- TLS connections pool apart from plain ones, per name and verification
-        pool = tls and table.concat({ "https", addr, port, server_name, tostring(verify) }, ":")
-            or nil,
-        pool_size = opts.pool_size,
-    })
-    if not ok then return nil, "connect to " .. host .. ":" .. port .. ": " .. err end
-    if tls and sock:getreusedtimes() == 0 then
-        ok, err = sock:sslhandshake(false, server_name, verify)
-        if not ok then return nil, "TLS with " .. host .. ":" .. port .. ": " .. err end
-    end
-
     if not method:match("^[!#$%%&'*+.^_`|~%w-]+$") then
-        sock:close()
         return nil, "bad method: " .. method:sub(1, 40)
     end
     if path:find("[%s%c]") then
-        sock:close()
         return nil, "bad url (spaces or control characters in the path)"
     end
     local out, seen = { method, " ", path, " HTTP/1.1\r\n" }, {}
     local hok, herr = header_lines(out, opts.headers, seen)
-    if not hok then
-        sock:close()
-        return nil, herr
-    end
+    if not hok then return nil, herr end
     if not seen.host then
         out[#out + 1] = "Host: " .. host .. (port ~= DEFAULT_PORT[scheme] and (":" .. port) or "")
             .. "\r\n"
@@ -244,21 +232,56 @@ function M.request(url, opts)
     out[#out + 1] = "\r\n"
     if body then out[#out + 1] = body end
 
-    local reused = sock:getreusedtimes()
-    local sent
-    sent, err = sock:send(out)
-    if not sent then
-        sock:close()
-        return nil, "sending the request: " .. err
-    end
-    local status, reason, headers, version
-    repeat                                  -- 1xx (100 Continue, 103 Early Hints): the next
-        status, reason, headers, version = read_head(sock)
-        if not status then
-            sock:close()
-            return nil, reason
+    local addr = host:gsub("^%[(.*)%]$", "%1")
+    local tls = scheme == "https"
+    local verify = opts.ssl_verify ~= false
+    local server_name = opts.ssl_server_name or addr
+    local function open()
+        local sock = afcgi.socket.tcp()
+        sock:settimeout(timeout_ms)
+        local ok, err = sock:connect(addr, port, {
+            -- TLS connections pool apart from plain ones, per name and verification
+            pool = tls and table.concat({ "https", addr, port, server_name, tostring(verify) }, ":")
+                or nil,
+            pool_size = opts.pool_size,
+        })
+        if not ok then return nil, "connect to " .. host .. ":" .. port .. ": " .. err end
+        if tls and sock:getreusedtimes() == 0 then
+            ok, err = sock:sslhandshake(false, server_name, verify)
+            if not ok then return nil, "TLS with " .. host .. ":" .. port .. ": " .. err end
         end
-    until status >= 200 or status == 101
+        return sock
+    end
+
+    -- A keepalive connection the server closed while it sat in the pool
+    -- fails before a byte of the answer comes: an idempotent request goes
+    -- again, on the next pooled connection or a new one (as browsers and
+    -- Go's net/http do). Each such try uses a pooled connection up.
+    local sock, reused, status, reason, headers, version, err
+    for try = 1, STALE_TRIES do
+        local sent, stale
+        sock, err = open()
+        if not sock then return nil, err end
+        reused = sock:getreusedtimes()
+        sent, err = sock:send(out)
+        if not sent then
+            reason, stale = "sending the request: " .. err, true
+        else
+            status, reason, headers, version = read_head(sock)
+            stale = not status and headers
+        end
+        if status or not (stale and reused > 0 and IDEMPOTENT[method] and try < STALE_TRIES) then
+            break
+        end
+        sock:close()
+    end
+    while status and status < 200 and status ~= 101 do -- 1xx (100 Continue, 103 Early Hints)
+        status, reason, headers, version = read_head(sock)
+    end
+    if not status then
+        sock:close()
+        return nil, reason
+    end
     local data, reusable
     local max = opts.max_body or DEFAULT_MAX_BODY
     data, reusable, err = read_body(sock, method, status, headers, max)

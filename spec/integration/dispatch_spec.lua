@@ -9,6 +9,7 @@ local ffi = require "ffi"
 local psocket = require "posix.sys.socket"
 local unistd = require "posix.unistd"
 local ppoll = require "posix.poll"
+local socket = require "socket"
 
 ffi.cdef [[
 struct afcgi_iovec { void *base; size_t len; };
@@ -76,6 +77,31 @@ end)
 
 describe("--dispatch pass", function()
     after_each(helpers.cleanup)
+
+    it("answers a handler that flushes without a Nagle delay, as --dispatch shared does", function()
+        -- /sleep?ms=1 writes its first part (flushed), then the rest: with
+        -- Nagle's algorithm on, the second write waits for the client's
+        -- delayed ACK of the first (40 ms on Linux) on every request
+        local took = {}
+        for _, mode in ipairs({ "shared", "pass" }) do
+            local srv = helpers.start_server("lifecycle", { args = { "--workers", "1",
+                                                                     "--dispatch", mode } })
+            local c = helpers.connect(srv)
+            assert.equal(200, c:request(1, "/").status)
+            local t0 = socket.gettime()
+            for i = 1, 20 do
+                local r = c:request(1, "/sleep?ms=1&r=" .. i)
+                assert.equal(200, r.status)
+                assert.matches(" started done$", r.body)
+            end
+            took[mode] = socket.gettime() - t0
+            c:close()
+            srv:stop()
+        end
+        -- 20 flushes held back 40 ms each would add 0.8 s
+        assert.is_true(took.pass < took.shared + 0.4,
+                       ("pass %.3f s, shared %.3f s"):format(took.pass, took.shared))
+    end)
 
     it("spreads a burst of long-lived connections evenly over the workers", function()
         local srv = helpers.start_server("lifecycle", {

@@ -131,6 +131,20 @@ describe("afcgi.http", function()
         assert.equal("3000", raw(6, "eof").len)
     end)
 
+    it("sends a GET again on a new connection when its pooled one was closed unanswered", function()
+        local peer = helpers.start_peer()
+        local url = query.escape("http://127.0.0.1:" .. peer.port .. "/raw/once")
+        local first = facts(c:request(1, "/fetch?u=" .. url))
+        assert.same({ "200", "once", "0" }, { first.status, first.head, first.reused })
+        -- the pooled connection takes the next GET and closes without a byte:
+        -- the client tries again on a new one, which answers
+        local again = facts(c:request(2, "/fetch?u=" .. url))
+        assert.same({ "200", "once", "0" }, { again.status, again.head, again.reused })
+        -- a POST is not idempotent: its failure is the caller's
+        local post = facts(c:request(3, "/fetch?m=POST&u=" .. url))
+        assert.matches("^reading the status line: ", post.err)
+    end)
+
     it("refuses header values and paths that would split the request", function()
         local r = facts(c:request(1, "/fetch?h=" .. query.escape("a\r\nX-Evil: 1") .. "&u="
             .. query.escape(base .. "/static/small.txt")))

@@ -10,6 +10,7 @@ local prom = require "prom"
 local fc = require "fcgi_client"
 local psignal = require "posix.signal"
 local unistd = require "posix.unistd"
+local socket = require "socket"
 
 -- Requests sent and answers read on fcgi_client connections, in bytes, as
 -- the server reads and writes them (it pads nothing).
@@ -268,6 +269,36 @@ describe("--status-path figures", function()
         local j = cjson.decode(helpers.connect(srv):request(1, "/status").body)
         assert.equal(1, #j.workers)
         assert.equal(1, j.workers[1].worker)
+    end)
+
+    it("does not wait for a worker that has stopped answering while it frees its app", function()
+        -- the app's state takes 3 s to close (a finaliser): the old worker,
+        -- retired, spends that long after its loop before it exits
+        local app = proc.tmpdir() .. "/app.lua"
+        proc.write_file(app, ([[
+local ffi = require "ffi"
+ffi.cdef "int poll(void *fds, unsigned long nfds, int timeout);"
+local slow = newproxy(true)
+getmetatable(slow).__gc = function() ffi.C.poll(nil, 0, 3000) end
+local handler = dofile(%q)
+return function(req, res) local _ = slow; return handler(req, res) end
+]]):format(helpers.fixture("lifecycle")))
+        local srv = helpers.start_server(app, { args = { "--workers", "1",
+            "--worker-max-requests", "1", "--status-path", "/status" } })
+        local old = proc.wait_children(srv.pid, 1)[1]
+        local mark = srv:mark()
+        local c = helpers.connect(srv)
+        assert.equal(200, c:request(1, "/").status)       -- asks for a replacement
+        c:close()                                           -- it has nothing left: it goes
+        srv:wait_log("afcgi%[" .. old .. "%]: worker 1 retiring: its replacement serves", 30, mark)
+        local t0 = socket.gettime()
+        local r = helpers.connect(srv):request(1, "/status")
+        local took = socket.gettime() - t0
+        assert.is_true(proc.running(old), "the old worker is still freeing its app")
+        assert.equal(200, r.status)
+        for _, w in ipairs(cjson.decode(r.body).workers) do assert.not_equal(old, w.pid) end
+        assert.is_true(took < 1.5, ("the answer took %.3f s"):format(took))
+        assert.equal(0, #srv:lines("did not send their figures", mark))
     end)
 
     it("counts refusals: FCGI_OVERLOADED, FCGI_UNKNOWN_ROLE, 431, bodies over --max-body", function()

@@ -4,6 +4,7 @@
 -- --ping-path, and the annotated examples/afcgi.conf.
 local helpers = require "helpers"
 local proc = require "proc"
+local fc = require "fcgi_client"
 local psocket = require "posix.sys.socket"
 local ppoll = require "posix.poll"
 local psignal = require "posix.signal"
@@ -428,6 +429,37 @@ describe("--ping-path", function()
                            "the ping to answer 200 again")
         assert.equal(2, #proc.wait_children(srv.pid, 2))
     end)
+
+    it("counts worker numbers, not processes: a retiring worker does not cover a missing one",
+       function()
+        local dir = proc.tmpdir()
+        local app = dir .. "/app.lua"
+        proc.write_file(app, ("return dofile(%q)\n"):format(helpers.fixture("lifecycle")))
+        local srv = helpers.start_server(app, { args = { "--workers", "2", "--ping-path", "/ping",
+                                                         "--worker-max-requests", "1" } })
+        local kids = proc.wait_children(srv.pid, 2)
+        local mark = srv:mark()
+        -- one worker's first request asks for its replacement; still in
+        -- flight, it keeps the old process up (retiring) beside the new one
+        local c = helpers.connect(srv, nil, { timeout = 10 })
+        c:begin(1)
+        c:params(1, fc.cgi_params("GET", "/sleep?ms=60000"))
+        c:stdin(1, "")
+        local out = c:read_matching(function(rec) return rec.type == fc.STDOUT and rec.id == 1 end,
+                                    10, "the first part of the answer").content
+        local old = tonumber(out:match("pid=(%d+)"))
+        srv:wait_log("worker %d %(pid %d+%) ready: pid " .. old .. " retires", 30, mark)
+        -- the other worker dies and cannot come back while the file does not load
+        local other = kids[1] == old and kids[2] or kids[1]
+        proc.write_file(app, "return {\n")
+        psignal.kill(other, psignal.SIGKILL)
+        srv:wait_log("afcgi%[" .. srv.pid .. "%]: worker %d %(pid %d+%) cannot start: .*app%.lua",
+                     10, mark)
+        local p = helpers.connect(srv, nil, { timeout = 10 })
+        local r = p:request(1, "/ping")
+        assert.equal(503, r.status)
+        assert.equal("1 of 2 workers up\n", r.body)
+    end)
 end)
 
 describe("examples/afcgi.conf", function()
@@ -526,3 +558,4 @@ describe("examples/afcgi.conf", function()
         srv:stop_ok(nil, nil, function() return slurp(elog) end)
     end)
 end)
+

@@ -44,6 +44,10 @@ end
 
 local function start(c, st, line)
     local raw = line:match("^GET /raw/(%w+) HTTP")
+    if raw == "once" then  -- answered and kept open; the next request on it closes it unanswered
+        st.cmd, st.out = "ONCE", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce"
+        return
+    end
     if raw then
         st.cmd, st.out, st.close_after = "RAW", RAW[raw] or "HTTP/1.1 404 Not Found\r\n\r\n", true
         return
@@ -94,6 +98,8 @@ while socket.gettime() - started < 300 do
                         start(c, st, line)
                     elseif st.cmd == "ECHO" then  -- (RAW: the rest of the request is ignored)
                         st.out = (st.out or "") .. line .. "\n"
+                    elseif st.cmd == "ONCE" and line:match("^%u+ /") then
+                        drop(c)
                     end
                 end
             end

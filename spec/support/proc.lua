@@ -47,7 +47,7 @@ end
 -- True while pid exists and is not a zombie.
 function M.running(pid)
     local s = helpers.read_file("/proc/" .. pid .. "/stat")
-    if s == "" then return false end
+    if s == nil or s == "" then return false end -- nil: it went between the open and the read
     return s:match("^%d+ %b() (%a)") ~= "Z"
 end
 

@@ -17,15 +17,22 @@ void health_read(const struct stats_area *a, int workers, struct health *h)
     h->total = workers;
     for (int i = 0; i < stats_nslots(a); i++) {
         const struct metrics *m = stats_worker(a, i);
+        int seen = 0;
 
         if (m == NULL)
             continue;
-        h->up++;
         h->conns += metrics_conns(m);
         h->inflight += metrics_inflight(m);
+        /* a worker number counts once: a worker being replaced and its
+         * replacement are both up for a while, and neither stands in for
+         * another worker number that is missing */
+        for (int j = 0; j < i && !seen; j++) {
+            const struct metrics *o = stats_worker(a, j);
+
+            seen = o != NULL && o->worker == m->worker;
+        }
+        h->up += !seen && m->worker >= 1 && m->worker <= workers;
     }
-    if (h->up > h->total)
-        h->up = h->total; /* a worker and its replacement, both up for a moment */
 }
 
 int health_answer(struct req *r)

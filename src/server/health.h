@@ -21,7 +21,7 @@ struct health {
 
 /* Read the state of the processes in the shared area (a row per process:
  * a worker being replaced and its replacement have one each) as 'workers'
- * configured workers. */
+ * configured workers: up counts the worker numbers some process serves as. */
 void health_read(const struct stats_area *a, int workers, struct health *h);
 
 /* If r asks for --ping-path, answer it ("pong" with 200 while every worker

@@ -57,9 +57,7 @@ static int run_single(const struct config *cfg, struct listeners *ls, char *err,
 
     if (srv == NULL)
         return -1;
-    rc = server_run(srv);
-    signal(SIGTERM, SIG_IGN); /* a second stop signal must not turn exit 0 into a kill */
-    signal(SIGINT, SIG_IGN);
+    rc = server_run(srv); /* blocks the signals it handled: none kills what follows */
     log_notice("exiting");
     server_free(srv);
     return rc;

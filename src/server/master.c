@@ -84,6 +84,7 @@ struct slot {                       /* worker number i + 1 */
     double restart_at;              /* when to start it (again), or its replacement */
     double backoff;
     int replace;                    /* its serving process asked to be replaced */
+    int no_room;                    /* a start found no free entry of m->w (logged once) */
 };
 
 struct master {
@@ -163,9 +164,7 @@ static void master_child(struct master *m, int k, int ready)
     server_report_to(srv, ready);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL); /* what came meanwhile is delivered now */
-    rc = server_run(srv);
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
+    rc = server_run(srv); /* blocks the signals it handled: none kills what follows */
     server_free(srv);
     access_close(); /* its buffered lines */
     _exit(rc);
@@ -182,9 +181,17 @@ static int master_fork(struct master *m, int id)
     for (k = 0; k < m->nw && m->w[k].state != P_FREE; k++)
         ;
     if (k == m->nw) {
-        log_warn("cannot start worker %d yet: %d processes are still retiring", id, m->nw);
+        int retiring = 0;
+
+        for (int i = 0; i < m->nw; i++)
+            retiring += m->w[i].state == P_RETIRING;
+        if (!m->slot[id - 1].no_room) /* tried again at every turn of the loop: said once */
+            log_warn("cannot start worker %d yet: %d processes are still retiring (%d in all, "
+                     "the most there is room for)", id, retiring, m->nw);
+        m->slot[id - 1].no_room = 1;
         return -1;
     }
+    m->slot[id - 1].no_room = 0;
     w = &m->w[k];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 ||
         pipe2(rp, O_CLOEXEC) < 0) {
@@ -419,6 +426,8 @@ static void master_reap(struct master *m)
 
             if (w->pid != pid || w->state == P_FREE)
                 continue;
+            if (w->state == P_STARTING)
+                w->state = P_FAILED; /* dead: an 'R' still in its pipe must not make it serve */
             master_on_ctl(m, k, INT_MAX); /* what it sent before it exited: connections
                                            * it handed back are passed on, not lost */
             if (w->ctl >= 0)
@@ -512,19 +521,31 @@ static void master_on_signal(struct master *m, int sig)
     case SIGCHLD:
         master_reap(m);
         break;
-    case SIGHUP:
-        log_notice("SIGHUP: reloading the app in %d workers", master_alive(m));
+    case SIGHUP: {
+        int n = 0;
+
+        for (int k = 0; k < m->nw; k++)
+            n += m->w[k].pid > 0 && m->w[k].state != P_RETIRING;
+        log_notice("SIGHUP: reloading the app in %d workers", n);
         m->generation++;
         if (!m->stopping) {
             service_reloading();
             m->reloading = 1;
             m->reload_deadline = master_now() + MASTER_START_TIMEOUT;
-            for (int k = 0; k < m->nw; k++)
-                m->w[k].reload_pending = m->w[k].pid > 0 && m->w[k].state != P_FAILED;
         }
-        master_signal_all(m, SIGHUP);
+        /* not to one that retires: it starts nothing new, and loading the
+         * app again would only hold up its exit and the reload's end */
+        for (int k = 0; k < m->nw; k++) {
+            struct worker *w = &m->w[k];
+
+            if (w->pid <= 0 || w->state == P_RETIRING)
+                continue;
+            w->reload_pending = !m->stopping && w->state != P_FAILED;
+            kill(w->pid, SIGHUP);
+        }
         master_check_reload(m); /* no worker running: done at once */
         break;
+    }
     case SIGUSR1:
         log_reopen();
         log_notice("SIGUSR1: reopened the log files");
@@ -623,6 +644,10 @@ static void master_on_ctl(struct master *m, int k, int max)
         if (rc == 2 && cookie == LISTEN_ASK_REPLACEMENT) {
             struct slot *sl = &m->slot[w->id - 1];
 
+            /* it wrote 'R' before it served anything: when both came in
+             * one poll, the 'R' is still in its pipe */
+            if (w->state == P_STARTING && w->report >= 0)
+                master_on_report(m, k, NULL, 0);
             if (w->state == P_SERVING && !sl->replace) {
                 sl->replace = 1;
                 if (sl->restart_at < master_now())

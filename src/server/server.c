@@ -327,10 +327,15 @@ static void server_on_passed(evutil_socket_t pfd, short what, void *arg)
             continue;
         }
         sl = sizeof ss;
-        if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+            int one = 1;
+
             listen_format_addr((struct sockaddr *)&ss, sl, peer, sizeof peer);
-        else
+            if (ss.ss_family != AF_UNIX) /* as an accepted one: no Nagle delay on flushes */
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        } else {
             snprintf(peer, sizeof peer, "passed");
+        }
         if (srv->core.stopping || (c = conn_new(&srv->core, fd, peer)) == NULL) {
             if (srv->core.stopping)
                 close(fd);
@@ -494,10 +499,12 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+/* The signals the server handles, in the order of srv->sig_ev. */
+static const int server_signals[5] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 };
+
 struct server *server_new(const struct config *cfg, const struct listeners *ls, int worker,
                           char *err, size_t errlen)
 {
-    static const int sigs[5] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 };
     struct server *srv = calloc(1, sizeof *srv);
     struct event_config *ecfg;
     char names[2048] = "";
@@ -553,7 +560,8 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
         goto fail;
     }
     for (int i = 0; i < 5; i++) {
-        srv->sig_ev[i] = evsignal_new(srv->core.sched.base, sigs[i], server_on_signal, srv);
+        srv->sig_ev[i] = evsignal_new(srv->core.sched.base, server_signals[i], server_on_signal,
+                                      srv);
         if (srv->sig_ev[i] == NULL || evsignal_add(srv->sig_ev[i], NULL) < 0) {
             snprintf(err, errlen, "cannot watch signals");
             goto fail;
@@ -601,7 +609,18 @@ fail:
 
 int server_run(struct server *srv)
 {
+    sigset_t later;
+
     event_base_dispatch(srv->core.sched.base);
+    /* The loop is over: what these signals ask is done or moot. Once
+     * server_free lets go of their handlers, their default action would
+     * kill the process (a second stop signal, a SIGHUP or SIGUSR1 the
+     * master forwards to a worker that is retiring), so they stay pending
+     * until the process is gone. */
+    sigemptyset(&later);
+    for (size_t i = 0; i < sizeof server_signals / sizeof server_signals[0]; i++)
+        sigaddset(&later, server_signals[i]);
+    sigprocmask(SIG_BLOCK, &later, NULL);
     return srv->exit_code;
 }
 
@@ -615,9 +634,9 @@ void server_free(struct server *srv)
     req_end_all(&srv->core); /* answered early (res:eof), handlers still running */
     conn_linger_free_all(&srv->core);
     timer_free_all(&srv->core);
+    stats_detach(&srv->core); /* before the app's state, whose end may take long */
     vm_release(srv->core.vm);
     watchdog_stop(srv->core.sched.wd);
-    stats_detach(&srv->core);
     if (srv->pass_ev)
         event_free(srv->pass_ev);
     if (srv->status_ev)
@@ -626,7 +645,7 @@ void server_free(struct server *srv)
         close(srv->report_fd);
     if (srv->ls.pass_fd >= 0)
         close(srv->ls.pass_fd);
-    for (int i = 0; i < 5; i++) {
+    for (size_t i = 0; i < sizeof srv->sig_ev / sizeof srv->sig_ev[0]; i++) {
         if (srv->sig_ev[i])
             event_free(srv->sig_ev[i]);
     }

@@ -44,7 +44,9 @@ struct server {
 struct server *server_new(const struct config *cfg, const struct listeners *ls, int worker,
                           char *err, size_t errlen);
 
-/* Run until stopped. Returns the process exit status. */
+/* Run until stopped. Returns the process exit status, with the signals the
+ * server handled blocked from then on (server_free lets go of their
+ * handlers; the process exits next). */
 int server_run(struct server *srv);
 
 void server_free(struct server *srv);

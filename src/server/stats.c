@@ -165,6 +165,19 @@ void stats_worker_exited(struct stats_area *a, int i, int wstatus)
         metrics_add(&l->exited[WEXITSTATUS(wstatus) & 255], 1);
 }
 
+static void stats_poke(const struct stats_area *a, int i);
+
+/* Slot i's process is not up any more: whoever waits for its snapshot
+ * looks again now (it sees the pid gone) rather than at its timeout. */
+static void stats_gone(struct stats_area *a, int i)
+{
+    __atomic_store_n(&a->w[i].m.pid, 0, __ATOMIC_RELEASE);
+    for (int k = 0; k < a->nslots; k++) {
+        if (k != i && __atomic_load_n(&a->w[k].waiting, __ATOMIC_ACQUIRE) > 0)
+            stats_poke(a, k);
+    }
+}
+
 void stats_clear(struct stats_area *a, int i)
 {
     /* its counters go (it is not up); the exchange stays as it is: a
@@ -172,6 +185,7 @@ void stats_clear(struct stats_area *a, int i)
      * slot, and askers tell the two apart by pid */
     memset(&a->w[i].m, 0, sizeof a->w[i].m);
     __atomic_store_n(&a->w[i].waiting, 0, __ATOMIC_RELEASE);
+    stats_gone(a, i);
 }
 
 int stats_nslots(const struct stats_area *a)
@@ -1027,6 +1041,7 @@ void stats_detach(struct core *core)
 
     if (sl == NULL)
         return;
+    stats_gone(sl->a, sl->self); /* it answers no more: nobody waits for it */
     event_free(sl->poke_ev);
     free(sl);
     core->stats_local = NULL;

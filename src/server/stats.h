@@ -50,7 +50,9 @@ void stats_clear(struct stats_area *a, int k);
  * requests for snapshots, and count as up. */
 void stats_attach(struct core *core, struct stats_area *a, int i);
 
-/* Free what stats_attach made (at server_free). */
+/* Free what stats_attach made (at server_free, before the app's state
+ * goes, which may take a while): from here on the process is not up and
+ * answers no more, so nobody waits for its snapshot. */
 void stats_detach(struct core *core);
 
 /* How many slots; the counters of the process in slot i, or NULL while
