@@ -43,32 +43,19 @@
 #define SESSION_MT "afcgi.ssl_session"
 #define UDP_MT "afcgi.socket.udp"
 
-/* The two socket metatables are also in the registry under these
- * addresses: a light userdata key is found without hashing a name, and
- * every socket call checks its argument. */
-static const char api_sock_mt_key, api_udp_mt_key;
-
-/* Is the value at the top of L the metatable registered under key?
- * Pops nothing. */
-static int api_sock_is_mt(lua_State *L, const char *key)
-{
-    int ok;
-
-    lua_pushlightuserdata(L, (void *)key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    ok = lua_rawequal(L, -1, -2);
-    lua_pop(L, 1);
-    return ok;
-}
-
-/* The socket at index 1, TCP or UDP. Raises. */
+/* The socket at index 1, TCP or UDP. Raises. Its metatable is told by
+ * identity: the vm keeps the two metatables' addresses (tables do not move
+ * in LuaJIT, and these live as long as the vm). */
 static struct sock *api_sock_arg(lua_State *L)
 {
     struct sock *s = lua_touserdata(L, 1);
+    const struct vm *vm = vm_self(L);
     int ok = 0;
 
     if (s != NULL && lua_getmetatable(L, 1)) {
-        ok = api_sock_is_mt(L, &api_sock_mt_key) || api_sock_is_mt(L, &api_udp_mt_key);
+        const void *mt = lua_topointer(L, -1);
+
+        ok = mt == vm->sock_mt || mt == vm->udp_mt;
         lua_pop(L, 1);
     }
     if (!ok)
@@ -784,20 +771,16 @@ void api_sock_open(lua_State *L, struct vm *vm)
 {
     lua_newtable(L);                 /* afcgi.core.socket */
     vm_newclass(L, vm, SOCK_MT, api_sock_methods, api_l_sock_gc);
+    vm->sock_mt = lua_topointer(L, -1);
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, api_l_sock_tostring, 1);
     lua_setfield(L, -2, "__tostring");
-    lua_pushlightuserdata(L, (void *)&api_sock_mt_key);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, vm);
     lua_insert(L, -2);
     lua_pushcclosure(L, api_l_tcp, 2); /* upvalues: vm, the metatable */
     lua_setfield(L, -2, "tcp");
     vm_newclass(L, vm, UDP_MT, api_udp_methods, api_l_sock_gc);
-    lua_pushlightuserdata(L, (void *)&api_udp_mt_key);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
+    vm->udp_mt = lua_topointer(L, -1);
     lua_pushlightuserdata(L, vm);
     lua_insert(L, -2);
     lua_pushcclosure(L, api_l_udp, 2);

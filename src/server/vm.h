@@ -48,6 +48,7 @@ struct vm {
     int handler_ref;          /* the app's handler, in L's registry */
     int req_mt_ref;           /* metatables of req and res tables */
     int res_mt_ref;
+    const void *sock_mt, *udp_mt; /* the socket metatables' identities (api_sock.c) */
     struct lua_State **pool;         /* finished coroutines kept for reuse */
     int *pool_refs;
     unsigned npool;

@@ -4,7 +4,8 @@
 -- upstream, medians (min-max) over the repetitions; then the ratios afcgi
 -- / nginx-lua of the workload's own Lua-server CPU (less that side's
 -- hello) and of the whole side's (front included); then the Lua servers'
--- system calls per request, when they were counted.
+-- system calls and user-space instructions per request, when they were
+-- counted.
 local lib = require "report.lib"
 
 local M = {}
@@ -55,8 +56,19 @@ function M.report(file)
         print(line)
     end
     local calls = lib.where(records, { kind = "syscalls" })
-    if #calls == 0 then return end
-    print()
+    if #calls > 0 then
+        print()
+        M.syscalls(calls, workloads)
+    end
+    local ir = lib.where(records, { kind = "instructions" })
+    if #ir > 0 then
+        print()
+        M.instructions(ir, workloads)
+    end
+end
+
+-- The table of system calls per request.
+function M.syscalls(calls, workloads)
     print("| workload | system calls per request (strace -c -f, one 2 s run): nginx + lua module | afcgi |")
     print("|---|---|---|")
     for _, w in ipairs(workloads) do
@@ -65,6 +77,36 @@ function M.report(file)
             return r and r.per_request and ("%.2f"):format(r.per_request) or "-"
         end
         print(("| %s | %s | %s |"):format(w, per("nginx-lua"), per("afcgi")))
+    end
+end
+
+-- The table of instructions per request, then for each workload but hello
+-- its own (less that side's hello) and the ratio afcgi / nginx-lua.
+function M.instructions(ir, workloads)
+    local function per(w, side)
+        local r = lib.where(ir, { workload = w, side = side })[1]
+        return r and r.per_request
+    end
+    print("| workload | user-space instructions per request (callgrind, two runs' difference): "
+          .. "nginx + lua module | afcgi |")
+    print("|---|---|---|")
+    for _, w in ipairs(workloads) do
+        local function cell(side)
+            local n = per(w, side)
+            return n and lib.num(n) or "-"
+        end
+        print(("| %s | %s | %s |"):format(w, cell("nginx-lua"), cell("afcgi")))
+    end
+    for _, w in ipairs(workloads) do
+        if w ~= "hello" then
+            local function own(side)
+                local x, h = per(w, side), per("hello", side)
+                return x and h and x - h
+            end
+            print(("%-5s the workload's own instructions (less hello): afcgi %s, nginx-lua %s, %s")
+                  :format(w, lib.num(own("afcgi")), lib.num(own("nginx-lua")),
+                          lib.ratio(own("afcgi"), own("nginx-lua"))))
+        end
     end
 end
 

@@ -291,6 +291,28 @@ M["openresty-syscalls"] = function(a)
     return rec
 end
 
+-- bench/openresty --instructions: workload side cg1=FILE cg2=FILE and the
+-- requests of each run, n1 and n2 (afcgi-bench's count) or wrk1 and wrk2
+-- (wrk's outputs): user-space instructions per request, the difference of
+-- the two runs over the difference of their requests.
+M["openresty-instructions"] = function(a)
+    local function requests(i)
+        if a["n" .. i] then return tonumber(a["n" .. i]) end
+        return lib.wrk(lib.read_file(need(a, "wrk" .. i))).requests
+    end
+    local n1, n2 = requests(1), requests(2)
+    local ir1, ir2 = callgrind_ir(need(a, "cg1")), callgrind_ir(need(a, "cg2"))
+    if not ir1 or not ir2 or not n1 or not n2 or n2 <= n1 then
+        error(("bench/openresty --instructions: %s %s: no totals or too few requests (%s, %s)")
+              :format(need(a, "workload"), need(a, "side"), tostring(n1), tostring(n2)), 0)
+    end
+    local rec = { kind = "instructions", workload = need(a, "workload"), side = need(a, "side"),
+                  n1 = n1, ir1 = ir1, n2 = n2, ir2 = ir2,
+                  per_request = lib.round((ir2 - ir1) / (n2 - n1)) }
+    lib.progress("instructions", rec.workload, rec.side, n1, ir1, n2, ir2, rec.per_request)
+    return rec
+end
+
 -- bench/parked: rep n rss0_kb rss1_kb (before, waiting) heap0 (before, after
 -- a full collection) heap1 heap2 (waiting: as it is, after one), in bytes.
 function M.parked(a)
