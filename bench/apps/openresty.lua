@@ -6,6 +6,11 @@
 --            upstream at port ngx.var.tls_port (the handshake only on a
 --            new connection)
 --   /re      100 ngx.re.match calls with "jo"
+--   /redis   one INCR through OpenResty's Redis driver (Debian's
+--            lua-nginx-redis, unmodified) on a pooled connection to the
+--            Redis at port ngx.var.redis_port
+local redis = require "nginx.redis"
+
 local M = {}
 
 M["/hello"] = function()
@@ -35,6 +40,18 @@ M["/https"] = function()
     local body = sock:receive(len or 0)
     sock:setkeepalive(60000, 64)
     ngx.say(status, " ", body and #body)
+end
+
+M["/redis"] = function()
+    local red = redis:new()
+    red:set_timeout(1000)
+    local ok, err = red:connect("127.0.0.1", tonumber(ngx.var.redis_port))
+    if not ok then ngx.status = 502 return ngx.say("connect: ", err) end
+    local n
+    n, err = red:incr("bench:counter")
+    if not n then ngx.status = 502 return ngx.say("incr: ", err) end
+    red:set_keepalive(10000, 256)
+    ngx.say(n > 0 and "counted" or "?")
 end
 
 local SUBJECT = "order 2026-12-07 shipped to 4711 at 12:34:56"

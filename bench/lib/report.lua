@@ -19,6 +19,7 @@
 --   openresty FILE        bench/openresty's table and ratios from its records
 --   spill FILE LIMIT_MB   bench/spill/run's table, and whether the bodies in
 --                         files stayed within LIMIT_MB with every one answered
+--   parked FILE           bench/parked's table: bytes per parked request
 --   soak WORK OUT         bench/soak's report; exit status 0 on PASS, 1 on FAIL
 --   soak-plot OUT GP MINUTES EVERY  the gnuplot script of bench/soak's
 --                         soak.png (GP: bench/soak.d/soak.gp, the styling)
@@ -57,6 +58,18 @@ end
 function commands.redis(args)
     require("report.redis").report(assert(args[1], "redis FILE INFLIGHT [REP]"), assert(args[2], "redis FILE INFLIGHT"),
                                    args[3])
+end
+
+function commands.parked(args)
+    local recs = lib.where(lib.read_jsonl(assert(args[1], "parked FILE")), { kind = "parked" })
+    local function cell(f) return lib.mmm(lib.stats(lib.field(recs, f)), 0) end
+    print(("| %d requests parked in afcgi.sleep, 64 connections, %d reps | bytes per request, "
+           .. "median (min-max) |"):format(recs[1] and recs[1].n or 0, #recs))
+    print("|---|---|")
+    print("| RSS growth | " .. cell("rss_per_req") .. " |")
+    print("| Lua heap growth (as it is) | " .. cell("heap_per_req") .. " |")
+    print("| Lua heap growth (after a full collection) | " .. cell("heap_live_per_req") .. " |")
+    print("| the rest (C side and allocator overhead) | " .. cell("c_per_req") .. " |")
 end
 
 function commands.openresty(args)

@@ -145,11 +145,22 @@ local VARS = {
     request_filename = function(r) return r:param("SCRIPT_FILENAME") end,
 }
 
+-- The names ngx.var found to be a param, and the param's name: a second
+-- read of the same variable goes straight to it (at most VAR_CACHE names).
+local VAR_CACHE = 1024
+local var_param, nvar_param = {}, 0
+local current_param = core.param
+
 -- ngx.var.NAME: the current request's nginx variables, from its FastCGI
 -- params (http_user_agent is HTTP_USER_AGENT, remote_addr REMOTE_ADDR...),
 -- cookie_NAME and arg_NAME from its cookies and query; read-only.
 M.var = setmetatable({}, {
     __index = function(_, name)
+        local known = var_param[name]
+        if known then
+            local v = current_param(known)
+            if v ~= false then return v end -- false: no request (the error below)
+        end
         local r = current("ngx.var")
         local f = VARS[name]
         if f then return f(r) end
@@ -162,7 +173,11 @@ M.var = setmetatable({}, {
             if type(v) == "table" then v = v[1] end
             return v
         end
-        return r:param(name:upper())
+        local upper = name:upper()
+        if nvar_param < VAR_CACHE and var_param[name] == nil then
+            var_param[name], nvar_param = upper, nvar_param + 1
+        end
+        return r:param(upper)
     end,
     __newindex = function(_, name)
         error("variable \"" .. tostring(name) .. "\" not changeable (afcgi's ngx.var is "

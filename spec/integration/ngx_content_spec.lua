@@ -25,6 +25,10 @@ describe("ngx output calls", function()
             .. "v=7 header=spec/1 arg_v=7 cookie_sid=xyz\n"
             .. "after flush\n", r.body)
         srv:wait_log("attempt to set ngx.status after sending out response headers", 5)
+        -- a variable read before is looked up again, in this request's params
+        r = c:request(2, fc.cgi_params("GET", "/say?v=8", { HTTP_USER_AGENT = "spec/2" }))
+        assert.truthy(r.body:find(" ua=spec/2 ", 1, true), r.body)
+        assert.truthy(r.body:find("arg_v=8 cookie_sid=nil", 1, true), r.body)
     end)
 
     it("exit with a status, redirect, eof", function()

@@ -268,6 +268,12 @@ describe("afcgi.socket", function()
         same({ a = "01234", b = "nil", err = "closed" }, get(3, "/all_twice?port=" .. peer.port))
     end)
 
+    it("sends numbers as tostring writes them, in place and past the 64 pieces of one writev", function()
+        local f = get(1, "/send_pieces?port=" .. peer.port)
+        assert.equal("true", f.same)
+        assert.equal(f.len, f.sent)
+    end)
+
     it("keeps the pool across a reload; a socket of the old code closes with its request", function()
         local psignal = require "posix.signal"
         local fc = require "fcgi_client"

@@ -25,6 +25,21 @@ int buf_reserve(struct buf *b, size_t n)
     return 0;
 }
 
+int buf_reserve_exact(struct buf *b, size_t n)
+{
+    uint8_t *p;
+
+    if (b->cap - b->len >= n)
+        return 0;
+    if (n > SIZE_MAX / 2 - b->len)
+        return -1;
+    if ((p = realloc(b->data, b->len + n)) == NULL)
+        return -1;
+    b->data = p;
+    b->cap = b->len + n;
+    return 0;
+}
+
 int buf_append(struct buf *b, const void *p, size_t n)
 {
     if (n == 0)

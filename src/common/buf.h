@@ -17,6 +17,11 @@ struct buf {
 /* Make room for n more bytes. Returns 0, or -1 when out of memory. */
 int buf_reserve(struct buf *b, size_t n);
 
+/* Make room for exactly n more bytes when there is not enough (no slack:
+ * for a buffer that is not expected to grow again). 0, or -1 when out of
+ * memory. */
+int buf_reserve_exact(struct buf *b, size_t n);
+
 /* Append n bytes. Returns 0, or -1 when out of memory (b unchanged). */
 int buf_append(struct buf *b, const void *p, size_t n);
 

@@ -47,12 +47,18 @@ ssize_t fcgi_parse_nv(const uint8_t *buf, size_t len, struct fcgi_nv *nv)
     size_t off = 0, nlen, vlen;
     ssize_t n;
 
-    if ((n = nv_len(buf, len, &nlen)) < 0)
-        return n;
-    off += (size_t)n;
-    if ((n = nv_len(buf + off, len - off, &vlen)) < 0)
-        return n;
-    off += (size_t)n;
+    if (len >= 2 && (buf[0] | buf[1]) < 0x80) { /* both lengths one byte: most pairs */
+        nlen = buf[0];
+        vlen = buf[1];
+        off = 2;
+    } else {
+        if ((n = nv_len(buf, len, &nlen)) < 0)
+            return n;
+        off += (size_t)n;
+        if ((n = nv_len(buf + off, len - off, &vlen)) < 0)
+            return n;
+        off += (size_t)n;
+    }
     /* compare each length with what is left, never a sum that could wrap */
     if (nlen > len - off || vlen > len - off - nlen)
         return -2;
@@ -71,7 +77,23 @@ int fcgi_nv_find(const uint8_t *buf, size_t len, const char *name, size_t nlen,
     ssize_t n;
 
     while (off < len) {
-        if ((n = fcgi_parse_nv(buf + off, len - off, &nv)) < 0)
+        const uint8_t *p = buf + off;
+        size_t rest = len - off, nl, vl;
+
+        if (rest >= 2 && (p[0] | p[1]) < 0x80) { /* the common pair, without the copy */
+            nl = p[0];
+            vl = p[1];
+            if (nl + vl > rest - 2)
+                return -1;
+            if (nl == nlen && memcmp(p + 2, name, nlen) == 0) {
+                *value = p + 2 + nl;
+                *vlen = vl;
+                return 1;
+            }
+            off += 2 + nl + vl;
+            continue;
+        }
+        if ((n = fcgi_parse_nv(p, rest, &nv)) < 0)
             return -1;
         off += (size_t)n;
         if (nv.nlen == nlen && memcmp(nv.name, name, nlen) == 0) {

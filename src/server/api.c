@@ -186,6 +186,25 @@ static int api_l_set_ctx(lua_State *L)
     return 0;
 }
 
+/* v = afcgi.core.param(name): the param of the request the running task
+ * serves, or nil; false when no request is running (a timer, the app
+ * loading). ngx.var's path: no req table is made. */
+static int api_l_current_param(lua_State *L)
+{
+    struct task *t = task_current(&core_of(L)->sched, L);
+    size_t nlen, vlen;
+    const char *name = luaL_checklstring(L, 1, &nlen);
+    const char *v;
+
+    if (t == NULL || t->req == NULL)
+        lua_pushboolean(L, 0);
+    else if (req_param(t->req, name, nlen, &v, &vlen))
+        lua_pushlstring(L, v, vlen);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 static int api_l_reason(lua_State *L)         /* phrase = afcgi.core.reason(status) */
 {
     lua_pushstring(L, req_reason((unsigned)luaL_checkinteger(L, 1)));
@@ -250,7 +269,11 @@ static int api_push_field(lua_State *L, const char *k)
     return 1;
 }
 
-/* req.<field>: methods first, then computed fields, cached in the table. */
+/* req.<field>: methods first, then computed fields. id, method, path and
+ * query are read from the request each time (a param lookup): kept in the
+ * table they would give every request that reads one a hash part for as
+ * long as it lives (96 bytes of a parked request). params and the fields
+ * computed in Lua are cached in the table. */
 static int api_l_req_index(lua_State *L)
 {
     const char *k;
@@ -270,13 +293,13 @@ static int api_l_req_index(lua_State *L)
         api_push_path(L, r);
     else if (strcmp(k, "query") == 0)
         api_push_param(L, r, "QUERY_STRING", 1);
-    else if (strcmp(k, "params") == 0)
+    else if (strcmp(k, "params") == 0) {
         api_push_params(L, r);
-    else if (api_push_field(L, k))
-        return 1; /* nil, or a Lua field's value (already cached) */
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, 1); /* cache: params do not change */
+        lua_pushvalue(L, 2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, 1); /* cache: one table for the request's life */
+    } else
+        api_push_field(L, k); /* nil, or a Lua field's value (cached there) */
     return 1;
 }
 
@@ -556,6 +579,7 @@ static const luaL_Reg api_core_funcs[] = {
     { "phase", api_l_phase },
     { "ctx", api_l_ctx },
     { "request", api_l_request },
+    { "param", api_l_current_param },
     { "set_ctx", api_l_set_ctx },
     { NULL, NULL },
 };

@@ -19,6 +19,9 @@
 #include "api_sock.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -40,17 +43,20 @@
 #define SESSION_MT "afcgi.ssl_session"
 #define UDP_MT "afcgi.socket.udp"
 
-/* The socket at index 1, TCP or UDP. Raises. */
+/* The socket at index 1, TCP or UDP. Raises. Its metatable is told by
+ * identity: the vm keeps the two metatables' addresses (tables do not move
+ * in LuaJIT, and these live as long as the vm). */
 static struct sock *api_sock_arg(lua_State *L)
 {
     struct sock *s = lua_touserdata(L, 1);
+    const struct vm *vm = vm_self(L);
     int ok = 0;
 
     if (s != NULL && lua_getmetatable(L, 1)) {
-        luaL_getmetatable(L, SOCK_MT);
-        luaL_getmetatable(L, UDP_MT);
-        ok = lua_rawequal(L, -3, -2) || lua_rawequal(L, -3, -1);
-        lua_pop(L, 3);
+        const void *mt = lua_topointer(L, -1);
+
+        ok = mt == vm->sock_mt || mt == vm->udp_mt;
+        lua_pop(L, 1);
     }
     if (!ok)
         luaL_typerror(L, 1, "socket");
@@ -196,7 +202,7 @@ static int api_l_tcp(lua_State *L)           /* sock = afcgi.socket.tcp() */
     struct sock *s = lua_newuserdata(L, sizeof *s);
 
     sock_init(s, core_of(L));
-    luaL_getmetatable(L, SOCK_MT);
+    lua_pushvalue(L, lua_upvalueindex(2));
     lua_setmetatable(L, -2);
     return 1;
 }
@@ -207,7 +213,7 @@ static int api_l_udp(lua_State *L)           /* sock = afcgi.socket.udp() */
 
     sock_init(s, core_of(L));
     s->dgram = 1;
-    luaL_getmetatable(L, UDP_MT);
+    lua_pushvalue(L, lua_upvalueindex(2));
     lua_setmetatable(L, -2);
     return 1;
 }
@@ -322,56 +328,148 @@ static int api_l_session_gc(lua_State *L)
 
 /* ---- sending ------------------------------------------------------------- */
 
-/* Check that the value at i is a string, a number or an array (nested at
- * most 32 deep, no holes) of them, before anything is queued: a send that
- * raises must not leave part of its data behind for the next one. */
-static void api_sock_check(lua_State *L, int i, int depth)
-{
-    int len;
+/* What one send writes: up to SOCK_IOV_MAX pieces in place (Lua's own
+ * strings, and numbers written out in nums), or, past them, everything
+ * queued in the socket. */
+struct api_send {
+    struct sock *s;
+    struct iovec iov[SOCK_IOV_MAX];
+    char nums[SOCK_IOV_MAX][24];
+    int n, nnums;
+    int queued;               /* the pieces went to the queue */
+    int oom;
+    size_t total;
+    size_t mark;              /* the queue's length before: a send that fails takes
+                               * back what it queued */
+    const char *err;          /* a bad value: the message's format, with its type */
+    const char *bad;
+};
 
-    switch (lua_type(L, i)) {
-    case LUA_TSTRING:
-    case LUA_TNUMBER:
+static void api_send_piece(struct api_send *a, const char *p, size_t len)
+{
+    if (len == 0)
         return;
-    case LUA_TTABLE:
-        if (depth > 32)
-            luaL_error(L, "send: data nested too deeply");
-        len = (int)lua_objlen(L, i);
-        luaL_checkstack(L, 2, "send: data nested too deeply");
-        for (int k = 1; k <= len; k++) {
-            lua_rawgeti(L, i, k);
-            api_sock_check(L, lua_gettop(L), depth + 1);
-            lua_pop(L, 1);
-        }
+    a->total += len;
+    if (!a->queued && a->n < SOCK_IOV_MAX) {
+        a->iov[a->n].iov_base = (void *)p;
+        a->iov[a->n].iov_len = len;
+        a->n++;
         return;
-    default:
-        luaL_error(L, "send: string, number or array of them expected, got %s",
-                   luaL_typename(L, i));
     }
+    if (!a->queued) {
+        for (int i = 0; i < a->n; i++) {
+            if (sock_queue(a->s, a->iov[i].iov_base, a->iov[i].iov_len) < 0)
+                a->oom = 1;
+        }
+        a->queued = 1;
+        a->n = 0;
+    }
+    if (sock_queue(a->s, p, len) < 0)
+        a->oom = 1;
 }
 
-/* Queue what api_sock_check accepted; adds its size to *total. Returns -1
- * when out of memory. */
-static int api_sock_queue(lua_State *L, struct sock *s, int i, size_t *total)
+/* v as Lua's tostring writes it ("%.14g"; integers digit by digit), into
+ * buf (24 bytes); its length. */
+static size_t api_num_text(lua_Number v, char *buf)
+{
+    char digits[24];
+    size_t n = 0;
+    int d = 0;
+
+    if (v != v)
+        return (size_t)sprintf(buf, "nan");
+    if (v == (lua_Number)(int64_t)v && v > -1e14 && v < 1e14 && (v != 0 || !signbit(v))) {
+        int64_t i = (int64_t)v;
+        uint64_t u = i < 0 ? (uint64_t)-i : (uint64_t)i;
+
+        if (i < 0)
+            buf[n++] = '-';
+        do
+            digits[d++] = (char)('0' + u % 10);
+        while ((u /= 10) > 0);
+        while (d > 0)
+            buf[n++] = digits[--d];
+        buf[n] = '\0';
+        return n;
+    }
+    if (v == (lua_Number)HUGE_VAL || v == -(lua_Number)HUGE_VAL)
+        return (size_t)sprintf(buf, v > 0 ? "inf" : "-inf");
+    return (size_t)snprintf(buf, 24, "%.14g", (double)v);
+}
+
+static void api_send_number(struct api_send *a, lua_Number v)
+{
+    char tmp[24];
+    char *buf = !a->queued && a->nnums < SOCK_IOV_MAX ? a->nums[a->nnums++] : tmp;
+
+    api_send_piece(a, buf, api_num_text(v, buf)); /* tmp: only when queued, copied */
+}
+
+/* Gather the value at i: a string, a number or an array (nested at most
+ * 32 deep, no holes) of them. A piece points into a string the value
+ * holds, which lives until the send has written or copied it. A bad value
+ * stops the walk with a->err set (nothing is raised here: the caller
+ * takes back what was queued first). */
+static void api_sock_gather(lua_State *L, int i, int depth, struct api_send *a)
 {
     const char *p;
     size_t n;
-    int len;
+    int len, type = lua_type(L, i);
 
-    if (lua_type(L, i) != LUA_TTABLE) {
+    if (type == LUA_TSTRING) {
         p = lua_tolstring(L, i, &n);
-        *total += n;
-        return sock_queue(s, p, n);
+        api_send_piece(a, p, n);
+        return;
+    }
+    if (type == LUA_TNUMBER) {
+        api_send_number(a, lua_tonumber(L, i));
+        return;
+    }
+    if (type != LUA_TTABLE) {
+        a->err = "send: string, number or array of them expected, got %s";
+        a->bad = lua_typename(L, type);
+        return;
+    }
+    if (depth > 32) {
+        a->err = "send: data nested too deeply";
+        return;
     }
     len = (int)lua_objlen(L, i);
-    for (int k = 1; k <= len; k++) {
-        int rc;
-
+    luaL_checkstack(L, 1, "send: data nested too deeply");
+    for (int k = 1; k <= len && a->err == NULL; k++) {
         lua_rawgeti(L, i, k);
-        rc = api_sock_queue(L, s, lua_gettop(L), total);
+        type = lua_type(L, -1);
+        if (type == LUA_TSTRING) {
+            p = lua_tolstring(L, -1, &n); /* the table holds it */
+            api_send_piece(a, p, n);
+        } else if (type == LUA_TNUMBER) {
+            api_send_number(a, lua_tonumber(L, -1));
+        } else {
+            api_sock_gather(L, lua_gettop(L), depth + 1, a);
+        }
         lua_pop(L, 1);
-        if (rc < 0)
-            return -1;
+    }
+}
+
+/* Gather the data at index 2 for a send on s; raises on a bad value, with
+ * nothing left queued. Returns 0, or -1 when out of memory (s is closed). */
+static int api_send_data(lua_State *L, struct sock *s, struct api_send *a)
+{
+    a->s = s;
+    a->n = a->nnums = a->queued = a->oom = 0;
+    a->total = 0;
+    a->mark = s->out.len;
+    a->err = a->bad = NULL;
+    luaL_checkany(L, 2);
+    api_sock_gather(L, 2, 0, a);
+    if (a->err != NULL) {
+        if (a->queued && s->out.len >= a->mark)
+            s->out.len = a->mark;
+        luaL_error(L, a->err, a->bad);
+    }
+    if (a->oom) {
+        sock_close(s, "out of memory");
+        return -1;
     }
     return 0;
 }
@@ -383,18 +481,15 @@ static int api_sock_read(lua_State *L, struct sock *s, struct task *t, enum sock
 static int api_l_udp_send(lua_State *L)
 {
     struct sock *s = api_sock_arg(L);
-    size_t total = 0;
+    struct api_send a;
 
     api_sock_task(L, s, "send");
     luaL_checkany(L, 2);
-    api_sock_check(L, 2, 0);
     if (s->state != SOCK_OPEN)
         return vm_push_err(L, "closed");
-    if (api_sock_queue(L, s, 2, &total) < 0) {
-        sock_close(s, "out of memory");
+    if (api_send_data(L, s, &a) < 0)
         return vm_push_err(L, "out of memory");
-    }
-    if (sock_send_dgram(s, total) != SOCK_DONE)
+    if (sock_send_dgram(s, a.iov, a.n, a.total) != SOCK_DONE)
         return vm_push_err(L, s->werr);
     lua_pushinteger(L, 1);
     return 1;
@@ -417,19 +512,16 @@ static int api_l_send(lua_State *L)          /* bytes, err = sock:send(data) */
 {
     struct sock *s = api_sock_arg(L);
     struct task *t = api_sock_task(L, s, "send");
-    size_t total = 0;
+    struct api_send a;
 
     luaL_checkany(L, 2);
-    api_sock_check(L, 2, 0);
     if (s->writer != NULL)
         return vm_push_err(L, "socket busy writing");
     if (s->state != SOCK_OPEN)
         return vm_push_err(L, "closed");
-    if (api_sock_queue(L, s, 2, &total) < 0) {
-        sock_close(s, "out of memory");
+    if (api_send_data(L, s, &a) < 0)
         return vm_push_err(L, "out of memory");
-    }
-    if (sock_send(s, total) == SOCK_AGAIN)
+    if (sock_send(s, a.iov, a.n, a.total) == SOCK_AGAIN)
         return api_sock_park(L, t, s, &api_sock_send_wait, 1);
     return sock_push_write(s, L, 0);
 }
@@ -641,9 +733,10 @@ static int api_l_sock_tostring(lua_State *L)
 {
     static const char *const states[] = { "closed", "resolving", "connecting", "open" };
     struct sock *s = api_sock_arg(L);
+    const char *pool = sock_pool_name(s);
 
     lua_pushfstring(L, "afcgi.socket (%s%s%s): %p", states[s->state],
-                    s->pool_key ? " " : "", s->pool_key ? s->pool_key : "", (void *)s);
+                    pool ? " " : "", pool ? pool : "", (void *)s);
     return 1;
 }
 
@@ -676,23 +769,24 @@ static const luaL_Reg api_sock_methods[] = {
 
 void api_sock_open(lua_State *L, struct vm *vm)
 {
+    lua_newtable(L);                 /* afcgi.core.socket */
     vm_newclass(L, vm, SOCK_MT, api_sock_methods, api_l_sock_gc);
+    vm->sock_mt = lua_topointer(L, -1);
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, api_l_sock_tostring, 1);
     lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    lua_pushlightuserdata(L, vm);
+    lua_insert(L, -2);
+    lua_pushcclosure(L, api_l_tcp, 2); /* upvalues: vm, the metatable */
+    lua_setfield(L, -2, "tcp");
     vm_newclass(L, vm, UDP_MT, api_udp_methods, api_l_sock_gc);
-    lua_pop(L, 1);
+    vm->udp_mt = lua_topointer(L, -1);
+    lua_pushlightuserdata(L, vm);
+    lua_insert(L, -2);
+    lua_pushcclosure(L, api_l_udp, 2);
+    lua_setfield(L, -2, "udp");
     vm_newclass(L, vm, SESSION_MT, NULL, api_l_session_gc);
     lua_pop(L, 1);
-
-    lua_newtable(L);                 /* afcgi.core.socket */
-    lua_pushlightuserdata(L, vm);
-    lua_pushcclosure(L, api_l_tcp, 1);
-    lua_setfield(L, -2, "tcp");
-    lua_pushlightuserdata(L, vm);
-    lua_pushcclosure(L, api_l_udp, 1);
-    lua_setfield(L, -2, "udp");
     lua_setfield(L, -2, "socket");
     lua_pushlightuserdata(L, NULL);  /* the null of drivers: ngx.null, cjson.null */
     lua_setfield(L, -2, "null");

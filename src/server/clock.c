@@ -13,6 +13,14 @@ double clock_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+double clock_mono(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 struct timeval *clock_timeval(double seconds, struct timeval *tv)
 {
     if (!(seconds > 0))

@@ -11,6 +11,10 @@
  * mixing the two gave negative durations in the access log. */
 double clock_now(void);
 
+/* Seconds on the monotonic clock: for deadlines, which a change of the
+ * wall clock must not move. */
+double clock_mono(void);
+
 /* 'seconds' as a timeval in *tv (negative or NaN: 0; capped at 1e8 s, about
  * three years, beyond which time_t arithmetic in the loop could overflow).
  * Returns tv. */

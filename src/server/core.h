@@ -28,6 +28,7 @@ struct vm;
 struct event;
 struct evdns_base;
 struct sock_pool;
+struct pool_poll;
 struct tls_ctx;
 struct lingering;
 struct timer;
@@ -78,6 +79,8 @@ struct core {
     uint32_t timer_serial;
     struct evdns_base *dns;          /* handlers' resolver, made on first use (sock.c) */
     struct sock_pool *pools;         /* keepalive pools (pool.c); owned */
+    struct pool_poll *poll;          /* outbound descriptors' epoll set (pool.c), made
+                                      * on first use; owned */
     struct tls_ctx *tls;             /* handlers' TLS client context (tls.c), made on
                                       * first use or at start; owned */
 

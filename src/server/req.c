@@ -77,6 +77,10 @@ int req_add_params(struct req *r, const uint8_t *p, size_t n)
 {
     if (n > r->core->cfg.max_params - r->params.len || r->params.len > r->core->cfg.max_params)
         return -1;
+    /* the first record is mostly the whole stream (nginx, HAProxy): sized to
+     * it, a parked request keeps no slack */
+    if (r->params.cap == 0 && buf_reserve_exact(&r->params, n) < 0)
+        return -1;
     return buf_append(&r->params, p, n);
 }
 

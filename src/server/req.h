@@ -74,7 +74,6 @@ struct req {
     struct req_link link[REQ_NLISTS]; /* in core->reqs' arrival lists */
     double begin_time;        /* when BEGIN_REQUEST arrived (clock_now) */
 
-    uint16_t id;              /* FastCGI request id */
     uint32_t slot, serial;    /* handle from Lua, see req_find */
     struct task main;         /* the handler; main.vm pins the generation it runs in */
     struct thread *threads;   /* light threads it spawned; owned */
@@ -92,11 +91,14 @@ struct req {
     struct body body;         /* body bytes not yet read by the handler; owned */
     size_t in_total;          /* body bytes received so far */
 
-    unsigned status;          /* HTTP status, default 200 */
     size_t bytes_out;         /* body bytes written, for the access log */
     struct buf hdrs;          /* header lines until the headers are sent */
     struct buf out;           /* 8 bytes room for a record header, then STDOUT content */
+    unsigned status;          /* HTTP status, default 200 */
 
+    /* the id shares a word with the flags: no holes (a parked request keeps
+     * all of this) */
+    unsigned id : 16;         /* FastCGI request id */
     unsigned keep_conn : 1;
     unsigned params_done : 1;
     unsigned stdin_done : 1;

@@ -59,9 +59,7 @@ static void sema_add(struct sema *s, lua_Integer n)
 
         s->count--;
         sema_unlink(s, t);
-        if (t->wake != NULL)
-            event_del(t->wake); /* the timeout */
-        task_wake(t);
+        task_wake(t); /* its timeout no longer counts */
     }
 }
 

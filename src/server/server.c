@@ -543,7 +543,8 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
         event_config_free(ecfg);
     }
     srv->core.rbuf = malloc(CORE_RBUF);
-    if (srv->core.sched.base == NULL || srv->core.rbuf == NULL) {
+    if (srv->core.sched.base == NULL || srv->core.rbuf == NULL ||
+        task_sched_init(&srv->core.sched) < 0) {
         snprintf(err, errlen, "cannot create the event loop");
         goto fail;
     }
@@ -666,6 +667,7 @@ void server_free(struct server *srv)
     if (srv->core.sched.base)
         sock_dns_free(&srv->core);
     free(srv->core.rbuf);
+    task_sched_free(&srv->core.sched);
     if (srv->core.sched.base)
         event_base_free(srv->core.sched.base);
     free(srv);

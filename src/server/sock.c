@@ -1,11 +1,17 @@
 /*
- * sock.c: outbound sockets and the resolver (see sock.h; the keepalive pool
- * is pool.c).
+ * sock.c: outbound sockets and the resolver (see sock.h; the events and
+ * the keepalive pool are pool.c's).
  *
  * Every operation has one pending flag per side (rpending, wpending). It
  * ends in sock_finish_r / sock_finish_w, which mark the result ready and
  * wake the parked task if there is one; when the operation ended at once,
  * nobody is parked and the caller collects the result itself.
+ *
+ * The descriptor's events are edge-triggered (pool.h): a read goes to the
+ * descriptor when an edge said something may be there (pc->readable) and
+ * takes what is there; a send writes at once and waits only for what the
+ * descriptor would not take. Reads go straight into the socket's own
+ * buffer, so they can run from a handler as well as from the loop.
  */
 #include "sock.h"
 
@@ -21,7 +27,6 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
-#include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
@@ -33,16 +38,20 @@
 #include "task.h"
 #include "tls.h"
 
-#define SOCK_READS_PER_EVENT 16
-#define SOCK_TLS_RECORD 16384 /* TLS's largest record payload */
+#define SOCK_READS_PER_EVENT 16      /* then the loop's other work comes first */
+#define SOCK_READ_ROOM 16384         /* the least room a read asks the buffer for */
+#define SOCK_KEEP_BUFFER 65536       /* an emptied buffer up to this size stays */
+#define SOCK_TLS_RECORD 16384        /* TLS's largest record payload */
 
 struct sock_dns {
     struct sock *s; /* NULL once the socket gave up on the lookup */
     struct evdns_getaddrinfo_request *req;
 };
 
-static void sock_on_read(evutil_socket_t fd, short what, void *arg);
-static void sock_on_write(evutil_socket_t fd, short what, void *arg);
+static void sock_on_event(void *arg, short what);
+static void sock_read_step(struct sock *s);
+static void sock_write_step(struct sock *s);
+static void sock_handshake_step(struct sock *s);
 
 /* ---- errors and timeouts ------------------------------------------------- */
 
@@ -109,9 +118,9 @@ void sock_own(struct sock *s, struct sock **head)
     *head = s;
 }
 
-/* Release the descriptor (closed unless keep_fd; the pool took it and its
- * TLS state then), events and lookup. A TLS connection says close_notify
- * first when 'clean'. No wake-ups; buffers stay. */
+/* Release the descriptor (closed unless keep_fd; the pool took it, its
+ * events and its TLS state then), events and lookup. A TLS connection says
+ * close_notify first when 'clean'. No wake-ups; buffers stay. */
 static void sock_shut(struct sock *s, int keep_fd, int clean)
 {
     if (s->dns != NULL) {
@@ -126,14 +135,9 @@ static void sock_shut(struct sock *s, int keep_fd, int clean)
         event_free(s->tmo);
         s->tmo = NULL;
     }
-    if (s->rev) {
-        event_free(s->rev);
-        s->rev = NULL;
-    }
-    if (s->wev) {
-        event_free(s->wev);
-        s->wev = NULL;
-    }
+    if (!keep_fd)
+        pool_conn_free(s->pc);
+    s->pc = NULL;
     if (s->ssl != NULL && !keep_fd)
         tls_free(s->ssl, clean && !s->handshaking);
     s->ssl = NULL;
@@ -149,6 +153,8 @@ static void sock_finish_w(struct sock *s, const char *err)
 {
     s->wpending = 0;
     s->werr = err;
+    if (s->pc != NULL)
+        pool_conn_timer(s->pc, EV_WRITE, 0);
     if (s->writer != NULL)
         task_wake(s->writer);
 }
@@ -156,8 +162,30 @@ static void sock_finish_w(struct sock *s, const char *err)
 static void sock_finish_r(struct sock *s)
 {
     s->rpending = 0;
+    if (s->pc != NULL)
+        pool_conn_timer(s->pc, EV_READ, 0);
     if (s->reader != NULL)
         task_wake(s->reader);
+}
+
+/* Unread bytes in the buffer. */
+static size_t sock_unread(const struct sock *s)
+{
+    return s->in.len - s->in_off;
+}
+
+static void sock_drop_input(struct sock *s)
+{
+    s->in.len = s->in_off = 0;
+    if (s->in.cap > SOCK_KEEP_BUFFER)
+        buf_free(&s->in);
+}
+
+static void sock_drop_output(struct sock *s)
+{
+    s->out.len = s->out_off = 0;
+    if (s->out.cap > SOCK_KEEP_BUFFER)
+        buf_free(&s->out);
 }
 
 void sock_close(struct sock *s, const char *why)
@@ -169,10 +197,9 @@ void sock_close(struct sock *s, const char *why)
         sock_finish_r(s);
     }
     sock_shut(s, 0, strcmp(why, "closed") == 0);
-    if (s->in != NULL && s->reader == NULL)
-        evbuffer_drain(s->in, evbuffer_get_length(s->in));
-    if (s->out != NULL)
-        evbuffer_drain(s->out, evbuffer_get_length(s->out));
+    if (s->reader == NULL) /* a parked reader still takes what came, as partial */
+        sock_drop_input(s);
+    sock_drop_output(s);
 }
 
 void sock_task_gone(struct sock *s, struct task *t)
@@ -212,18 +239,46 @@ void sock_gc(struct sock *s)
         s->writer->what = NULL;
     s->reader = s->writer = NULL;
     sock_shut(s, 0, 1);
-    if (s->in)
-        evbuffer_free(s->in);
-    if (s->out)
-        evbuffer_free(s->out);
+    buf_free(&s->in);
+    buf_free(&s->out);
+    s->in_off = s->out_off = 0;
     free(s->pool_key);
-    s->in = s->out = NULL;
     s->pool_key = NULL;
     s->core = NULL; /* collected: api_sock_arg refuses it from now on */
 }
 
+const char *sock_pool_name(const struct sock *s)
+{
+    return s->pool != NULL ? pool_key(s->pool) : s->pool_key;
+}
+
+/* Has the peer said something since the last read (data, its end, an
+ * error)? The descriptor is asked only when an edge came that no read has
+ * used up. */
+static int sock_peer_spoke(struct sock *s)
+{
+    char b;
+    ssize_t n;
+
+    if (!s->pc->readable)
+        return 0;
+    if (s->pc->hup)
+        return 1;
+    do
+        n = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        s->pc->readable = 0;
+        return 0;
+    }
+    return 1;
+}
+
 int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
 {
+    struct pool_conn *pc = s->pc;
+    struct sock_pool *p;
+
     if (s->state != SOCK_OPEN || s->eof) {
         *err = "closed";
         return -1;
@@ -232,8 +287,7 @@ int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
         *err = "socket busy";
         return -1;
     }
-    if ((s->in != NULL && evbuffer_get_length(s->in) > 0) ||
-        (s->ssl != NULL && tls_pending(s->ssl) > 0)) {
+    if (sock_unread(s) > 0 || (s->ssl != NULL && tls_pending(s->ssl) > 0)) {
         *err = "unread data in buffer";
         return -1;
     }
@@ -241,24 +295,28 @@ int sock_keepalive(struct sock *s, double idle, unsigned size, const char **err)
         *err = "a read timed out on this connection";
         return -1;
     }
-    if (pool_put(s->core, s->pool_key, size > 0 ? size : s->pool_size, s->fd, s->ssl,
-                 s->reused, idle) < 0) {
+    if (sock_peer_spoke(s)) { /* what the pool would do at once: close it */
+        sock_close(s, "closed");
+        return 0;
+    }
+    p = s->pool != NULL ? s->pool
+                        : pool_get(s->core, s->pool_key, size > 0 ? size : s->pool_size);
+    if (p == NULL) {
         *err = "out of memory";
         return -1;
     }
-    sock_shut(s, 1, 0); /* the pool has the descriptor and the TLS state now */
+    s->pool = p;
+    pc->ssl = s->ssl;
+    pc->reused = s->reused;
+    sock_drop_input(s);
+    pc->in = s->in; /* the next user reads into it */
+    memset(&s->in, 0, sizeof s->in);
+    pool_put(p, pc, idle);
+    sock_shut(s, 1, 0);
     return 0;
 }
 
 /* ---- connecting ---------------------------------------------------------- */
-
-/* s has a descriptor: make its events. */
-static int sock_events(struct sock *s)
-{
-    s->rev = event_new(s->core->sched.base, s->fd, EV_READ, sock_on_read, s);
-    s->wev = event_new(s->core->sched.base, s->fd, EV_WRITE, sock_on_write, s);
-    return s->rev != NULL && s->wev != NULL ? 0 : -1;
-}
 
 /* The connect ended with err (NULL: connected). */
 static void sock_connected(struct sock *s, const char *err)
@@ -275,8 +333,7 @@ static void sock_connected(struct sock *s, const char *err)
 
 static int sock_start(struct sock *s, const struct sockaddr *sa, socklen_t salen)
 {
-    struct timeval tv;
-    int one = 1;
+    int one = 1, rc;
 
     s->fd = socket(sa->sa_family, (s->dgram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK |
                                       SOCK_CLOEXEC, 0);
@@ -286,21 +343,23 @@ static int sock_start(struct sock *s, const struct sockaddr *sa, socklen_t salen
     }
     if (sa->sa_family != AF_UNIX && !s->dgram) /* request-response protocols: no Nagle delay */
         (void)setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (sock_events(s) < 0) {
-        sock_close(s, "out of memory");
-        return SOCK_ERR;
-    }
-    if (connect(s->fd, sa, salen) == 0) {
-        sock_connected(s, NULL);
-        return SOCK_DONE;
-    }
-    if (errno != EINPROGRESS) {
+    if ((rc = connect(s->fd, sa, salen)) < 0 && errno != EINPROGRESS) {
         sock_close(s, errno == EAGAIN ? "resource temporarily unavailable (backlog full)"
                                       : sock_errstr(errno));
         return SOCK_ERR;
     }
+    /* registered once the connect is under way: before it, a fresh socket
+     * polls as hung up */
+    if ((s->pc = pool_conn_new(s->core, s->fd, sock_on_event, s)) == NULL) {
+        sock_close(s, "out of memory");
+        return SOCK_ERR;
+    }
+    if (rc == 0) {
+        sock_connected(s, NULL);
+        return SOCK_DONE;
+    }
     s->state = SOCK_CONNECTING;
-    event_add(s->wev, sock_tv(s->connect_ms, &tv));
+    pool_conn_timer(s->pc, EV_WRITE, s->connect_ms);
     return SOCK_AGAIN;
 }
 
@@ -417,6 +476,78 @@ static socklen_t sock_literal(const char *host, int port, struct sockaddr_storag
     return 0;
 }
 
+/* The pool key of host and port: the unix path, or "host:port", into buf
+ * (len bytes); NULL when it does not fit. */
+static const char *sock_key(const char *host, int port, int unix_path, char *buf, size_t len)
+{
+    size_t n = strlen(host);
+    char digits[12];
+    int d = 0;
+
+    if (n + (unix_path ? 1 : sizeof digits + 1) > len)
+        return NULL;
+    memcpy(buf, host, n);
+    if (!unix_path) {
+        buf[n++] = ':';
+        do
+            digits[d++] = (char)('0' + port % 10);
+        while ((port /= 10) > 0);
+        while (d > 0)
+            buf[n++] = digits[--d];
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Find s's pool by its key (connect's pool option, else sock_key's); when
+ * there is none yet, keep the key for the first setkeepalive. 0, or -1
+ * when out of memory. */
+static int sock_find_pool(struct sock *s, const char *host, int port, int unix_path,
+                          const char *name)
+{
+    size_t len = strlen(host) + 16;
+    char buf[256], *own = NULL;
+    const char *key = name;
+
+    free(s->pool_key);
+    s->pool_key = NULL;
+    if (key == NULL && (key = sock_key(host, port, unix_path, buf, sizeof buf)) == NULL) {
+        if ((own = malloc(len)) == NULL)
+            return -1;
+        key = sock_key(host, port, unix_path, own, len);
+    }
+    if ((s->pool = pool_find(s->core, key)) != NULL) {
+        free(own);
+        return 0;
+    }
+    s->pool_key = own != NULL ? own : strdup(key);
+    return s->pool_key != NULL ? 0 : -1;
+}
+
+/* Take an idle connection of s's pool, if there is one. */
+static int sock_take_pooled(struct sock *s)
+{
+    struct pool_conn *pc;
+
+    if (s->dgram || s->pool == NULL || (pc = pool_take(s->pool)) == NULL)
+        return 0;
+    s->pc = pc;
+    s->fd = pc->fd;
+    s->ssl = pc->ssl;
+    s->reused = pc->reused + 1;
+    pc->ssl = NULL;
+    pc->on_event = sock_on_event;
+    pc->arg = s;
+    if (s->in.data == NULL) { /* its buffer comes along */
+        s->in = pc->in;
+        memset(&pc->in, 0, sizeof pc->in);
+    } else {
+        buf_free(&pc->in);
+    }
+    sock_connected(s, NULL);
+    return 1;
+}
+
 int sock_connect(struct sock *s, const char *host, int port, const char *pool_key)
 {
     struct core *core = s->core;
@@ -429,7 +560,6 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
     const char *err = NULL;
     socklen_t len;
     int unix_path = strncmp(host, "unix:", 5) == 0;
-    int fd;
 
     if (s->state != SOCK_CLOSED)
         sock_close(s, "closed");
@@ -438,36 +568,13 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
     s->reused = 0;
     s->port = port;
     s->wpending = 1;
-    free(s->pool_key);
-    if (pool_key != NULL) {
-        s->pool_key = strdup(pool_key);
-    } else if ((s->pool_key = malloc(strlen(host) + 8)) != NULL) {
-        if (unix_path)
-            strcpy(s->pool_key, host);
-        else
-            sprintf(s->pool_key, "%s:%d", host, port);
-    }
-    if (s->pool_key == NULL) {
+    if (sock_find_pool(s, host, port, unix_path, pool_key) < 0) {
         sock_finish_w(s, "out of memory");
         return SOCK_ERR;
     }
-    if ((s->in == NULL && (s->in = evbuffer_new()) == NULL) ||
-        (s->out == NULL && (s->out = evbuffer_new()) == NULL)) {
-        sock_finish_w(s, "out of memory");
-        return SOCK_ERR;
-    }
-
     s->has_dgram = 0;
-    if (!s->dgram && (fd = pool_take(core, s->pool_key, &s->reused, &s->ssl)) >= 0) {
-        s->reused++;
-        s->fd = fd;
-        if (sock_events(s) < 0) {
-            sock_close(s, "out of memory");
-            return SOCK_ERR;
-        }
-        sock_connected(s, NULL);
+    if (sock_take_pooled(s))
         return SOCK_DONE;
-    }
 
     if (unix_path) {
         struct sockaddr_un *un = (struct sockaddr_un *)&ss;
@@ -519,54 +626,63 @@ int sock_connect(struct sock *s, const char *host, int port, const char *pool_ke
 
 /* ---- writing ------------------------------------------------------------- */
 
-/* The pending write (or handshake) could not finish: wait for the event
- * TLS asked for (readable, rarely) or for the socket to be writable. */
+/* The pending write (or handshake) could not finish: its edge comes when
+ * the descriptor can go on (writable, or readable for a TLS write that
+ * must read first); the timer bounds the wait. */
 static void sock_wait_w(struct sock *s, int ms)
 {
-    struct timeval tv;
-
-    if (s->w_wants_read)
-        event_add(s->rev, sock_tv(ms, &tv));
-    else
-        event_add(s->wev, sock_tv(ms, &tv));
+    pool_conn_timer(s->pc, EV_WRITE, ms);
+    if (s->w_wants_read && s->pc->readable) /* its edge came already */
+        pool_conn_again(s->pc, EV_READ);
 }
 
-/* Write queued output over TLS; as sock_flush. */
+int sock_queue(struct sock *s, const char *data, size_t len)
+{
+    if (s->state != SOCK_OPEN || len == 0)
+        return 0;
+    if (s->out_off > 0 && s->out_off == s->out.len)
+        s->out.len = s->out_off = 0;
+    return buf_append(&s->out, data, len);
+}
+
+/* Write the queue over TLS, whole records at a time (a request queued in
+ * pieces, a driver's table of strings, goes as one record); as sock_flush. */
 static int sock_flush_tls(struct sock *s)
 {
     const char *err = "closed";
 
-    while (evbuffer_get_length(s->out) > 0) {
-        size_t len = evbuffer_get_length(s->out);
+    while (s->out_off < s->out.len) {
+        size_t len = s->out.len - s->out_off;
         ssize_t n;
 
-        /* whole records: a request queued in pieces (a driver's table of
-         * strings) goes as one record, not one per piece */
         if (len > SOCK_TLS_RECORD)
             len = SOCK_TLS_RECORD;
-        n = tls_write(s->ssl, evbuffer_pullup(s->out, (ssize_t)len), len, &err);
+        n = tls_write(s->ssl, s->out.data + s->out_off, len, &err);
         if (n > 0) {
-            evbuffer_drain(s->out, (size_t)n);
+            s->out_off += (size_t)n;
             continue;
         }
-        if (n == TLS_WANT_READ)
+        if (n == TLS_WANT_READ) {
             s->w_wants_read = 1;
+            s->pc->readable = 0; /* it read the descriptor dry */
+        }
         if (n == TLS_WANT_READ || n == TLS_WANT_WRITE)
             return SOCK_AGAIN;
         sock_close(s, err);
         return SOCK_ERR;
     }
+    sock_drop_output(s);
     return SOCK_DONE;
 }
 
-/* Write queued output. SOCK_DONE when all went, SOCK_AGAIN, or SOCK_ERR
+/* Write the queue. SOCK_DONE when all went, SOCK_AGAIN, or SOCK_ERR
  * (closed, writer finished). */
 static int sock_flush(struct sock *s)
 {
     if (s->ssl != NULL)
         return sock_flush_tls(s);
-    while (evbuffer_get_length(s->out) > 0) {
-        int n = evbuffer_write(s->out, s->fd);
+    while (s->out_off < s->out.len) {
+        ssize_t n = write(s->fd, s->out.data + s->out_off, s->out.len - s->out_off);
 
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -576,50 +692,52 @@ static int sock_flush(struct sock *s)
             sock_close(s, sock_errstr(errno));
             return SOCK_ERR;
         }
+        s->out_off += (size_t)n;
     }
+    sock_drop_output(s);
     return SOCK_DONE;
 }
 
-int sock_send_dgram(struct sock *s, size_t len)
+/* Queue the pieces of iov from byte 'skip' of them on. */
+static int sock_queue_iov(struct sock *s, const struct iovec *iov, int n, size_t skip)
 {
-    struct evbuffer_iovec v[64];
-    struct iovec iov[64];
-    int n = evbuffer_peek(s->out, -1, NULL, v, 64);
+    for (int i = 0; i < n; i++) {
+        size_t len = iov[i].iov_len;
+
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        if (sock_queue(s, (const char *)iov[i].iov_base + skip, len - skip) < 0)
+            return -1;
+        skip = 0;
+    }
+    return 0;
+}
+
+/* A plain stream with nothing queued: write the pieces in place, queue
+ * what the descriptor did not take. As sock_flush. */
+static int sock_write_iov(struct sock *s, const struct iovec *iov, int n, size_t total)
+{
     ssize_t w;
 
-    s->werr = NULL;
-    if (s->state != SOCK_OPEN) {
-        s->werr = "closed";
-        return SOCK_ERR;
-    }
-    if (n > 64) { /* pieces beyond what one call can gather: make them one */
-        evbuffer_pullup(s->out, -1);
-        n = evbuffer_peek(s->out, -1, NULL, v, 64);
-    }
-    for (int i = 0; i < n; i++) {
-        iov[i].iov_base = v[i].iov_base;
-        iov[i].iov_len = v[i].iov_len;
-    }
     do
         w = writev(s->fd, iov, n);
     while (w < 0 && errno == EINTR);
-    evbuffer_drain(s->out, evbuffer_get_length(s->out));
-    if (w < 0) {
-        s->werr = errno == EMSGSIZE ? "datagram too large" : sock_errstr(errno);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        sock_close(s, sock_errstr(errno));
         return SOCK_ERR;
     }
-    s->wbytes = len;
-    return SOCK_DONE;
+    if (w >= 0 && (size_t)w == total)
+        return SOCK_DONE;
+    if (sock_queue_iov(s, iov, n, w > 0 ? (size_t)w : 0) < 0) {
+        sock_close(s, "out of memory");
+        return SOCK_ERR;
+    }
+    return SOCK_AGAIN;
 }
 
-int sock_queue(struct sock *s, const char *data, size_t len)
-{
-    if (s->state != SOCK_OPEN || len == 0)
-        return 0;
-    return evbuffer_add(s->out, data, len);
-}
-
-int sock_send(struct sock *s, size_t len)
+int sock_send(struct sock *s, const struct iovec *iov, int n, size_t total)
 {
     int rc;
 
@@ -629,16 +747,54 @@ int sock_send(struct sock *s, size_t len)
         sock_finish_w(s, "closed");
         return SOCK_ERR;
     }
-    s->wbytes = len;
-    if ((rc = sock_flush(s)) == SOCK_DONE)
+    s->wbytes = total;
+    if (s->ssl == NULL && s->out.len == s->out_off && n > 0) {
+        rc = sock_write_iov(s, iov, n, total);
+    } else if (sock_queue_iov(s, iov, n, 0) < 0) {
+        sock_close(s, "out of memory");
+        rc = SOCK_ERR;
+    } else {
+        rc = sock_flush(s);
+    }
+    if (rc == SOCK_DONE)
         sock_finish_w(s, NULL);
     else if (rc == SOCK_AGAIN)
         sock_wait_w(s, s->send_ms);
     return rc;
 }
 
-static void sock_handshake_step(struct sock *s);
-static void sock_read_step(struct sock *s);
+int sock_send_dgram(struct sock *s, const struct iovec *iov, int n, size_t total)
+{
+    struct iovec one;
+    ssize_t w;
+
+    s->werr = NULL;
+    if (s->state != SOCK_OPEN) {
+        s->werr = "closed";
+        return SOCK_ERR;
+    }
+    if (s->out.len > s->out_off) { /* queued: then the pieces, all as one */
+        if (sock_queue_iov(s, iov, n, 0) < 0) {
+            sock_drop_output(s);
+            s->werr = "out of memory";
+            return SOCK_ERR;
+        }
+        one.iov_base = s->out.data + s->out_off;
+        one.iov_len = s->out.len - s->out_off;
+        iov = &one;
+        n = 1;
+    }
+    do
+        w = writev(s->fd, iov, n);
+    while (w < 0 && errno == EINTR);
+    sock_drop_output(s);
+    if (w < 0) {
+        s->werr = errno == EMSGSIZE ? "datagram too large" : sock_errstr(errno);
+        return SOCK_ERR;
+    }
+    s->wbytes = total;
+    return SOCK_DONE;
+}
 
 /* The write side can go on: a send, a handshake, or a TLS read that had to
  * write first. */
@@ -652,39 +808,6 @@ static void sock_write_step(struct sock *s)
         else if (s->state == SOCK_OPEN)
             sock_wait_w(s, s->send_ms);
     }
-}
-
-static void sock_on_write(evutil_socket_t fd, short what, void *arg)
-{
-    struct sock *s = arg;
-    int err = 0;
-    socklen_t elen = sizeof err;
-
-    if (what & EV_TIMEOUT) {
-        if (s->r_wants_write) { /* the read's own timeout ran out */
-            s->rerr = "timeout";
-            s->timed_out = 1;
-            s->r_wants_write = 0;
-            sock_finish_r(s);
-            if (!s->wpending)
-                return;
-        }
-        sock_close(s, "timeout");
-        return;
-    }
-    if (s->state == SOCK_CONNECTING) {
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
-            err = errno;
-        sock_connected(s, err ? sock_errstr(err) : NULL);
-        return;
-    }
-    if (s->r_wants_write) {
-        s->r_wants_write = 0;
-        sock_read_step(s);
-        if (s->state != SOCK_OPEN)
-            return;
-    }
-    sock_write_step(s);
 }
 
 /* ---- TLS handshake ------------------------------------------------------- */
@@ -701,6 +824,8 @@ static void sock_handshake_step(struct sock *s)
         sock_close(s, s->errbuf);
     } else {
         s->w_wants_read = rc == TLS_WANT_READ;
+        if (rc == TLS_WANT_READ)
+            s->pc->readable = 0; /* it read the descriptor dry */
         sock_wait_w(s, s->connect_ms);
     }
 }
@@ -727,8 +852,7 @@ int sock_handshake(struct sock *s, const char *server_name, int verify, struct t
         sock_finish_w(s, NULL);
         return SOCK_DONE;
     }
-    if ((s->in != NULL && evbuffer_get_length(s->in) > 0) ||
-        (s->out != NULL && evbuffer_get_length(s->out) > 0)) {
+    if (sock_unread(s) > 0 || s->out.len > s->out_off) {
         sock_close(s, "handshake failed: unread data in buffer");
         return SOCK_ERR;
     }
@@ -753,40 +877,47 @@ int sock_handshake(struct sock *s, const char *server_name, int verify, struct t
 
 /* ---- reading ------------------------------------------------------------- */
 
-/* Where the pending UNTIL pattern starts in the buffer, or -1. The search
- * starts where the last one left off (s->scanned), so a long stream is not
- * scanned again from the start at every read. */
+/* Where the pending UNTIL pattern starts among the unread bytes, or -1.
+ * The search starts where the last one left off (s->scanned), so a long
+ * stream is not scanned again from the start at every read. */
 static ssize_t sock_find(struct sock *s)
 {
-    struct evbuffer_ptr from, p;
-    size_t len = evbuffer_get_length(s->in), plen = s->until->plen;
+    const char *base = (const char *)s->in.data + s->in_off, *pat = s->until->pat;
+    size_t len = sock_unread(s), plen = s->until->plen, at = s->scanned;
 
-    if (evbuffer_ptr_set(s->in, &from, s->scanned, EVBUFFER_PTR_SET) < 0)
-        evbuffer_ptr_set(s->in, &from, 0, EVBUFFER_PTR_SET);
-    p = evbuffer_search(s->in, s->until->pat, plen, &from);
-    if (p.pos < 0)
-        s->scanned = len >= plen ? len - plen + 1 : 0;
-    return p.pos;
+    while (at + plen <= len) {
+        const char *p = memchr(base + at, pat[0], len - plen + 1 - at);
+
+        if (p == NULL)
+            break;
+        at = (size_t)(p - base);
+        if (memcmp(p, pat, plen) == 0)
+            return (ssize_t)at;
+        at++;
+    }
+    s->scanned = len >= plen ? len - plen + 1 : 0;
+    return -1;
 }
 
-/* Where the first LF is, or -1; resumes like sock_find. */
+/* Where the first LF is among the unread bytes, or -1; resumes like
+ * sock_find. */
 static ssize_t sock_find_eol(struct sock *s)
 {
-    struct evbuffer_ptr from, p;
-    size_t eol;
+    const char *base = (const char *)s->in.data + s->in_off;
+    size_t len = sock_unread(s);
+    const char *lf = s->scanned < len ? memchr(base + s->scanned, '\n', len - s->scanned) : NULL;
 
-    if (evbuffer_ptr_set(s->in, &from, s->scanned, EVBUFFER_PTR_SET) < 0)
-        evbuffer_ptr_set(s->in, &from, 0, EVBUFFER_PTR_SET);
-    p = evbuffer_search_eol(s->in, &from, &eol, EVBUFFER_EOL_LF);
-    if (p.pos < 0)
-        s->scanned = evbuffer_get_length(s->in);
-    return p.pos;
+    if (lf == NULL) {
+        s->scanned = len;
+        return -1;
+    }
+    return lf - base;
 }
 
 /* Can the pending read be answered from the buffer? */
 static int sock_ready(struct sock *s)
 {
-    size_t len = evbuffer_get_length(s->in);
+    size_t len = sock_unread(s);
 
     if (s->eof || s->rerr != NULL)
         return 1;
@@ -807,15 +938,31 @@ static int sock_ready(struct sock *s)
     }
 }
 
-/* Keep n bytes read into the buffer. 0, or -1 with rerr set (no memory,
- * or more buffered than one receive may return). */
-static int sock_keep(struct sock *s, const uint8_t *buf, size_t n)
+/* Room for at least 'want' more bytes at the end of the buffer (unread
+ * bytes moved to its start first when that is what it takes); its size,
+ * or 0 with rerr set when out of memory. */
+static size_t sock_room(struct sock *s, size_t want)
 {
-    if (evbuffer_add(s->in, buf, n) < 0) {
-        s->rerr = "out of memory";
-        return -1;
+    size_t unread = sock_unread(s);
+
+    if (s->in_off > 0 && (unread == 0 || s->in.cap - s->in.len < want)) {
+        memmove(s->in.data, s->in.data + s->in_off, unread);
+        s->in.len = unread;
+        s->in_off = 0;
     }
-    if (evbuffer_get_length(s->in) > SOCK_MAX_BUFFER && !sock_ready(s)) {
+    if (buf_reserve(&s->in, want) < 0) {
+        s->rerr = "out of memory";
+        return 0;
+    }
+    return s->in.cap - s->in.len;
+}
+
+/* n more bytes came in: 0, or -1 with rerr set when more is buffered than
+ * one receive may return. */
+static int sock_got(struct sock *s, size_t n)
+{
+    s->in.len += n;
+    if (sock_unread(s) > SOCK_MAX_BUFFER && !sock_ready(s)) {
         s->rerr = "more than 1 GiB buffered for one receive";
         return -1;
     }
@@ -826,41 +973,41 @@ static int sock_keep(struct sock *s, const uint8_t *buf, size_t n)
  * lost, as recv(2) does). */
 static void sock_fill_dgram(struct sock *s)
 {
+    size_t room = sock_room(s, s->rwant);
     ssize_t n;
 
+    if (room == 0)
+        return;
     do
-        n = recv(s->fd, s->core->rbuf, CORE_RBUF, 0);
+        n = recv(s->fd, s->in.data + s->in.len, s->rwant, 0);
     while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             s->rerr = sock_errstr(errno);
+        else
+            s->pc->readable = 0;
         return;
     }
-    if ((size_t)n > s->rwant)
-        n = (ssize_t)s->rwant;
-    if (evbuffer_add(s->in, s->core->rbuf, (size_t)n) < 0) {
-        s->rerr = "out of memory";
-        return;
-    }
+    s->in.len += (size_t)n;
     s->has_dgram = 1;
 }
 
-/* Read what the socket has, through the server's shared read buffer (one
- * read(2) per piece; evbuffer_read would add an ioctl to size it). Sets
- * eof or rerr. */
+/* Read what the descriptor has into the buffer, until the pending read
+ * is answered, the descriptor is dry (EAGAIN, or a short read while the
+ * peer has not ended: the next byte brings an edge), or enough reads for
+ * one turn. Sets eof or rerr. */
 static void sock_fill(struct sock *s)
 {
-    uint8_t *buf = s->core->rbuf;
-
-    if (s->dgram) {
-        sock_fill_dgram(s);
-        return;
-    }
     for (int i = 0; i < SOCK_READS_PER_EVENT; i++) {
-        ssize_t n = read(s->fd, buf, CORE_RBUF);
+        size_t room = sock_room(s, SOCK_READ_ROOM);
+        ssize_t n;
 
+        if (room == 0)
+            return;
+        n = read(s->fd, s->in.data + s->in.len, room);
         if (n == 0) {
             s->eof = 1;
+            s->pc->readable = 0; /* the end stays: eof says it */
             return;
         }
         if (n < 0) {
@@ -868,33 +1015,43 @@ static void sock_fill(struct sock *s)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 s->rerr = sock_errstr(errno);
+            else
+                s->pc->readable = 0;
             return;
         }
-        if (sock_keep(s, buf, (size_t)n) < 0)
+        if (sock_got(s, (size_t)n) < 0)
             return;
-        if ((size_t)n < CORE_RBUF || sock_ready(s))
+        if ((size_t)n < room && !s->pc->hup) {
+            s->pc->readable = 0;
+            return;
+        }
+        if (sock_ready(s))
             return;
     }
 }
 
-/* As sock_fill, over TLS: whole records until the socket has no more. A
- * record's bytes never stay inside OpenSSL (its records are smaller than
- * the read buffer, no read-ahead), so the descriptor's readiness tells
- * all; if some did stay, the read event is made active to take them. */
+/* As sock_fill, over TLS: records until the descriptor has no more (the
+ * length of a read says nothing there). */
 static void sock_fill_tls(struct sock *s)
 {
-    uint8_t *buf = s->core->rbuf;
     const char *err = NULL;
 
     for (int i = 0; i < SOCK_READS_PER_EVENT; i++) {
-        ssize_t n = tls_read(s->ssl, buf, CORE_RBUF, &err);
+        size_t room = sock_room(s, SOCK_READ_ROOM);
+        ssize_t n;
 
+        if (room == 0)
+            return;
+        n = tls_read(s->ssl, s->in.data + s->in.len, room, &err);
         if (n == 0) {
             s->eof = 1;
+            s->pc->readable = 0;
             return;
         }
-        if (n == TLS_WANT_READ)
+        if (n == TLS_WANT_READ) {
+            s->pc->readable = 0;
             return;
+        }
         if (n == TLS_WANT_WRITE) {
             s->r_wants_write = 1;
             return;
@@ -903,19 +1060,30 @@ static void sock_fill_tls(struct sock *s)
             s->rerr = err;
             return;
         }
-        if (sock_keep(s, buf, (size_t)n) < 0)
+        if (sock_got(s, (size_t)n) < 0 || sock_ready(s))
             return;
-        if (sock_ready(s))
-            break;
     }
-    if (tls_pending(s->ssl) > 0)
-        event_active(s->rev, EV_READ, 0);
+}
+
+/* Might a read find something now: an edge no read has used up, or
+ * bytes TLS holds already decrypted? */
+static int sock_can_read(const struct sock *s)
+{
+    return s->pc->readable || (s->ssl != NULL && tls_pending(s->ssl) > 0);
+}
+
+static void sock_fill_any(struct sock *s)
+{
+    if (s->dgram)
+        sock_fill_dgram(s);
+    else if (s->ssl != NULL)
+        sock_fill_tls(s);
+    else
+        sock_fill(s);
 }
 
 int sock_read(struct sock *s, enum sock_rop op, size_t want, struct sock_until *u)
 {
-    struct timeval tv;
-
     s->rop = op;
     s->rwant = want;
     s->until = u;
@@ -927,66 +1095,90 @@ int sock_read(struct sock *s, enum sock_rop op, size_t want, struct sock_until *
         sock_finish_r(s);
         return SOCK_DONE;
     }
+    if (!sock_ready(s) && sock_can_read(s) && !s->r_wants_write)
+        sock_fill_any(s); /* no edge will announce what came already */
     if (sock_ready(s)) {
         sock_finish_r(s);
         return SOCK_DONE;
     }
-    event_add(s->rev, sock_tv(s->read_ms, &tv));
+    pool_conn_timer(s->pc, EV_READ, s->read_ms);
+    if (sock_can_read(s) && !s->r_wants_write) /* stopped with more to read */
+        pool_conn_again(s->pc, EV_READ);
     return SOCK_AGAIN;
 }
 
 /* The pending read can go on. */
 static void sock_read_step(struct sock *s)
 {
-    struct timeval tv;
-
     if (!s->rpending)
         return;
-    if (s->ssl != NULL)
-        sock_fill_tls(s);
-    else
-        sock_fill(s);
+    sock_fill_any(s);
     if (sock_ready(s))
         sock_finish_r(s);
-    else if (s->r_wants_write)
-        event_add(s->wev, sock_tv(s->read_ms, &tv));
+    else if (s->state != SOCK_OPEN || s->r_wants_write)
+        return; /* TLS waits for the descriptor to be writable: its edge comes */
+    else if (sock_can_read(s))
+        pool_conn_again(s->pc, EV_READ); /* stopped with more to read */
     else
-        event_add(s->rev, sock_tv(s->read_ms, &tv));
+        pool_conn_timer(s->pc, EV_READ, s->read_ms); /* it moved: the timeout starts over */
 }
 
-static void sock_on_read(evutil_socket_t fd, short what, void *arg)
+/* The read's timer ran out. A late reply may still come: the stream is
+ * out of step (timed_out), but not closed, as in OpenResty. */
+static void sock_read_timeout(struct sock *s)
+{
+    if (!s->rpending)
+        return;
+    s->rerr = "timeout";
+    s->timed_out = 1;
+    s->r_wants_write = 0;
+    sock_finish_r(s);
+}
+
+static void sock_on_event(void *arg, short what)
 {
     struct sock *s = arg;
+    int err = 0;
+    socklen_t elen = sizeof err;
 
-    (void)fd;
     if (what & EV_TIMEOUT) {
-        if (s->w_wants_read) { /* a handshake's or send's timeout */
+        if (what & EV_READ)
+            sock_read_timeout(s);
+        else if (s->wpending) /* a connect's, handshake's or send's */
             sock_close(s, "timeout");
-            return;
-        }
-        if (!s->rpending)
-            return;
-        s->rerr = "timeout";
-        s->timed_out = 1;
-        sock_finish_r(s);
         return;
     }
-    if (s->w_wants_read) {
+    if (s->state == SOCK_CONNECTING) {
+        if (!(what & EV_WRITE))
+            return;
+        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+            err = errno;
+        sock_connected(s, err ? sock_errstr(err) : NULL);
+        return;
+    }
+    if ((what & EV_WRITE) && s->r_wants_write) {
+        s->r_wants_write = 0;
+        sock_read_step(s);
+        if (s->state != SOCK_OPEN)
+            return;
+    }
+    if (s->wpending && (what & (s->w_wants_read ? EV_READ : EV_WRITE))) {
         s->w_wants_read = 0;
         sock_write_step(s);
         if (s->state != SOCK_OPEN)
             return;
     }
-    sock_read_step(s);
+    if ((what & EV_READ) && !s->r_wants_write)
+        sock_read_step(s);
 }
 
-/* Push n bytes from the front of the buffer and drain them (and skip more). */
+/* Push n unread bytes and consume them (and skip more). */
 static void sock_take(struct sock *s, lua_State *L, size_t n, size_t skip)
 {
-    const unsigned char *p = n > 0 ? evbuffer_pullup(s->in, (ssize_t)n) : NULL;
-
-    lua_pushlstring(L, (const char *)p, n);
-    evbuffer_drain(s->in, n + skip);
+    lua_pushlstring(L, (const char *)s->in.data + s->in_off, n);
+    s->in_off += n + skip;
+    if (s->in_off >= s->in.len)
+        sock_drop_input(s);
 }
 
 /* The read could not be answered: nil, err, partial (everything buffered).
@@ -997,7 +1189,7 @@ static int sock_push_fail(struct sock *s, lua_State *L)
 
     lua_pushnil(L);
     lua_pushstring(L, err);
-    sock_take(s, L, evbuffer_get_length(s->in), 0);
+    sock_take(s, L, sock_unread(s), 0);
     if (strcmp(err, "timeout") != 0)
         sock_close(s, "closed");
     return 3;
@@ -1006,7 +1198,7 @@ static int sock_push_fail(struct sock *s, lua_State *L)
 static int sock_push_until(struct sock *s, lua_State *L)
 {
     struct sock_until *u = s->until;
-    size_t len = evbuffer_get_length(s->in), size = s->rwant;
+    size_t len = sock_unread(s), size = s->rwant;
     ssize_t at = sock_find(s);
 
     if (at >= 0) {
@@ -1017,7 +1209,9 @@ static int sock_push_until(struct sock *s, lua_State *L)
             return 1;
         }
         if (size > 0 && p == 0 && !u->inclusive) {
-            evbuffer_drain(s->in, u->plen);
+            s->in_off += u->plen;
+            if (s->in_off >= s->in.len)
+                sock_drop_input(s);
             lua_pushnil(L); /* the pattern itself: this stream is done */
             return 1;
         }
@@ -1038,21 +1232,15 @@ static int sock_push_until(struct sock *s, lua_State *L)
 
 static int sock_push_read_result(struct sock *s, lua_State *L)
 {
-    size_t len = s->in != NULL ? evbuffer_get_length(s->in) : 0;
+    size_t len = sock_unread(s);
     ssize_t at;
 
-    if (s->in == NULL) {
-        lua_pushnil(L);
-        lua_pushstring(L, s->rerr != NULL ? s->rerr : "closed");
-        lua_pushliteral(L, "");
-        return 3;
-    }
     switch (s->rop) {
     case SOCK_R_LINE:
         at = sock_find_eol(s);
         if (at < 0)
             break;
-        if (at > 0 && ((const char *)evbuffer_pullup(s->in, at))[at - 1] == '\r')
+        if (at > 0 && s->in.data[s->in_off + (size_t)at - 1] == '\r')
             sock_take(s, L, (size_t)at - 1, 2); /* CR LF */
         else
             sock_take(s, L, (size_t)at, 1);

@@ -18,15 +18,19 @@
 #define AFCGI_SOCK_H
 
 #include <stddef.h>
+#include <sys/uio.h>
+
+#include "buf.h"
 
 struct core;
 struct task;
 struct event;
-struct evbuffer;
 struct sock_dns;
 struct lua_State;
 struct ssl_st;
 struct tls_session;
+struct pool_conn;
+struct sock_pool;
 
 enum sock_state { SOCK_CLOSED, SOCK_RESOLVING, SOCK_CONNECTING, SOCK_OPEN };
 
@@ -66,13 +70,19 @@ struct sock {
     enum sock_state state;
     struct sock **head;           /* its owner's list (req->socks, a timer's t->socks), or NULL */
     struct sock *prev, *next;
-    struct event *rev, *wev;      /* on fd; owned */
+    struct pool_conn *pc;         /* fd's events (pool.h); owned while connected */
     struct event *tmo;            /* resolving: the connect timeout; owned */
     struct sock_dns *dns;         /* resolving: the lookup; detached on close */
-    struct evbuffer *in, *out;    /* owned; kept across reconnects */
+    struct buf in;                /* read, unread from in_off on; owned */
+    size_t in_off;
+    struct buf out;               /* what a send could not write yet, from out_off
+                                   * on (all of a TLS send); owned */
+    size_t out_off;
     struct task *reader, *writer; /* parked tasks; borrowed */
     struct ssl_st *ssl;                     /* after sslhandshake (or from the pool): owned */
-    char *pool_key;               /* owned */
+    struct sock_pool *pool;       /* its pool, if it exists; borrowed (pools live
+                                   * until exit) */
+    char *pool_key;               /* else the pool's name; owned */
     unsigned pool_size;           /* from connect's options; 0: default */
     unsigned reused;              /* times the connection came from the pool */
     int port;
@@ -104,17 +114,23 @@ void sock_init(struct sock *s, struct core *core);
  * (port ignored). Takes an idle connection from the pool first. */
 int sock_connect(struct sock *s, const char *host, int port, const char *pool_key);
 
-/* UDP: send the queued data as one datagram now (a datagram socket does
- * not wait). SOCK_DONE, or SOCK_ERR with werr. */
-int sock_send_dgram(struct sock *s, size_t len);
+/* The most pieces one send writes in place; past them, pieces are queued
+ * (sock_queue) and sent from the queue. */
+#define SOCK_IOV_MAX 64
 
-/* Queue data for the next sock_send (nothing when closed). 0, or -1 when
- * out of memory. */
+/* Queue data for the next send (nothing when closed). 0, or -1 when out
+ * of memory. */
 int sock_queue(struct sock *s, const char *data, size_t len);
 
-/* Write what is queued (len bytes: the send's result); SOCK_AGAIN: park
- * as writer. */
-int sock_send(struct sock *s, size_t len);
+/* Send the n pieces of iov, after whatever is queued (total bytes in all:
+ * the send's result). The pieces are borrowed for the call only: what
+ * cannot be written now is copied. SOCK_DONE, SOCK_AGAIN (park as writer)
+ * or SOCK_ERR (werr says why). */
+int sock_send(struct sock *s, const struct iovec *iov, int n, size_t total);
+
+/* UDP: as sock_send, as one datagram, now (a datagram socket does not
+ * wait). SOCK_DONE, or SOCK_ERR with werr. */
+int sock_send_dgram(struct sock *s, const struct iovec *iov, int n, size_t total);
 
 /* Start a read: SOCK_DONE when its result is ready in the buffer (or it
  * failed), SOCK_AGAIN when the reader must park. */
@@ -143,6 +159,10 @@ void sock_gc(struct sock *s);
 
 /* Put s on an owner's list (taking it off another's). */
 void sock_own(struct sock *s, struct sock **head);
+
+/* The name of s's pool (host:port, the unix path or connect's pool
+ * option), or NULL before the first connect. */
+const char *sock_pool_name(const struct sock *s);
 
 /* Push the finished read's results (data, or nil, err, partial) onto L
  * and consume them from the buffer. Returns how many. */

@@ -5,6 +5,7 @@
 #include "task.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/event.h>
@@ -16,10 +17,34 @@
 #include "vm.h"
 #include "watchdog.h"
 
-static void task_on_wake(evutil_socket_t fd, short what, void *arg);
+#define TASK_RESUMES_PER_EVENT 16 /* then the loop polls again (ready event) */
+
+static void task_on_ready(evutil_socket_t fd, short what, void *arg);
+static void task_on_timer(evutil_socket_t fd, short what, void *arg);
+static void task_unready(struct task *t);
+static void task_heap_remove(struct task *t);
 
 /* res:exit: parked on this, the task is never resumed. */
 static const struct wait_ops task_exit_wait = { .name = "its end" };
+
+int task_sched_init(struct sched *s)
+{
+    s->ready_ev = event_new(s->base, -1, 0, task_on_ready, s);
+    s->timer_ev = evtimer_new(s->base, task_on_timer, s);
+    return s->ready_ev != NULL && s->timer_ev != NULL ? 0 : -1;
+}
+
+void task_sched_free(struct sched *s)
+{
+    if (s->ready_ev != NULL)
+        event_free(s->ready_ev);
+    if (s->timer_ev != NULL)
+        event_free(s->timer_ev);
+    free(s->heap);
+    s->ready_ev = s->timer_ev = NULL;
+    s->heap = NULL;
+    s->nheap = s->heap_cap = 0;
+}
 
 int task_bind(struct task *t, struct vm *vm)
 {
@@ -64,10 +89,8 @@ void task_release(struct task *t)
     if (t->ctx_ref > 0 && t->vm != NULL)
         luaL_unref(t->vm->L, LUA_REGISTRYINDEX, t->ctx_ref);
     t->ctx_ref = 0;
-    if (t->wake != NULL) {
-        event_free(t->wake); /* also cancels a pending sleep or wake-up */
-        t->wake = NULL;
-    }
+    task_unready(t);       /* a wake-up it will not have */
+    task_heap_remove(t);   /* a timeout that no longer counts */
     if (t->vm != NULL) {
         /* a coroutine that did not return normally may hold anything: the GC
          * takes it; one that returned goes back to the pool */
@@ -115,27 +138,172 @@ void task_resume(struct task *t, int nargs)
     t->ended(t, rc == 0 ? TASK_RETURNED : TASK_FAILED);
 }
 
-static void task_on_wake(evutil_socket_t fd, short what, void *arg)
+/* ---- the ready list ------------------------------------------------------ */
+
+static void task_unready(struct task *t)
 {
-    struct task *t = arg;
-    const struct wait_ops *ops = t->wait;
-    int n = ops != NULL && ops->results != NULL ? ops->results(t, t->co) : 0;
+    struct sched *s = t->sched;
+
+    if (!t->ready)
+        return;
+    if (t->rprev)
+        t->rprev->rnext = t->rnext;
+    else
+        s->ready_head = t->rnext;
+    if (t->rnext)
+        t->rnext->rprev = t->rprev;
+    else
+        s->ready_tail = t->rprev;
+    t->rprev = t->rnext = NULL;
+    t->ready = 0;
+}
+
+/* Resume the woken tasks in the order they were woken, a few per event
+ * (then the event comes again, after the loop has polled). */
+static void task_on_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct sched *s = arg;
 
     (void)fd;
     (void)what;
-    task_unpark(t, 0);
-    task_unanchor(t); /* after the pushes, which may run the GC */
-    task_resume(t, n);
+    for (int i = 0; i < TASK_RESUMES_PER_EVENT && s->ready_head != NULL; i++) {
+        struct task *t = s->ready_head;
+        const struct wait_ops *ops = t->wait;
+        int n;
+
+        task_unready(t);
+        n = ops != NULL && ops->results != NULL ? ops->results(t, t->co) : 0;
+        task_unpark(t, 0);
+        task_unanchor(t); /* after the pushes, which may run the GC */
+        task_resume(t, n); /* may release other tasks: the head is read again */
+    }
+    if (s->ready_head != NULL)
+        event_active(s->ready_ev, EV_TIMEOUT, 1);
 }
 
-/* The wake event, created on first use; NULL when out of memory. */
-static struct event *task_wake_event(struct task *t)
+void task_wake(struct task *t)
 {
-    if (t->wake == NULL)
-        t->wake = event_new(t->sched->base, -1, 0, task_on_wake, t);
-    if (t->wake == NULL)
-        log_error("out of memory for a wake event: a task stays parked until its owner ends");
-    return t->wake;
+    struct sched *s = t->sched;
+
+    task_heap_remove(t);
+    if (t->ready)
+        return;
+    t->ready = 1;
+    t->rnext = NULL;
+    t->rprev = s->ready_tail;
+    if (s->ready_tail)
+        s->ready_tail->rnext = t;
+    else
+        s->ready_head = t;
+    s->ready_tail = t;
+    if (s->ready_head == t)
+        event_active(s->ready_ev, EV_TIMEOUT, 1);
+}
+
+/* ---- the timer heap: parked tasks by deadline ------------------------------ */
+
+static void task_heap_set(struct sched *s, unsigned i, struct task *t)
+{
+    s->heap[i] = t;
+    t->heap_i = i + 1;
+}
+
+static void task_heap_up(struct sched *s, unsigned i)
+{
+    struct task *t = s->heap[i];
+
+    while (i > 0 && s->heap[(i - 1) / 2]->deadline > t->deadline) {
+        task_heap_set(s, i, s->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    task_heap_set(s, i, t);
+}
+
+static void task_heap_down(struct sched *s, unsigned i)
+{
+    struct task *t = s->heap[i];
+
+    for (;;) {
+        unsigned c = 2 * i + 1;
+
+        if (c >= s->nheap)
+            break;
+        if (c + 1 < s->nheap && s->heap[c + 1]->deadline < s->heap[c]->deadline)
+            c++;
+        if (s->heap[c]->deadline >= t->deadline)
+            break;
+        task_heap_set(s, i, s->heap[c]);
+        i = c;
+    }
+    task_heap_set(s, i, t);
+}
+
+/* The timer event, armed for the earliest deadline (or not at all). */
+static void task_heap_arm(struct sched *s)
+{
+    struct timeval tv;
+
+    if (s->nheap == 0) {
+        evtimer_del(s->timer_ev);
+        return;
+    }
+    evtimer_add(s->timer_ev, clock_timeval(s->heap[0]->deadline - clock_mono(), &tv));
+}
+
+static void task_heap_remove(struct task *t)
+{
+    struct sched *s = t->sched;
+    unsigned i = t->heap_i - 1;
+    struct task *last;
+
+    if (t->heap_i == 0)
+        return;
+    t->heap_i = 0;
+    last = s->heap[--s->nheap];
+    if (last != t) {
+        task_heap_set(s, i, last);
+        task_heap_up(s, i);
+        task_heap_down(s, last->heap_i - 1);
+    }
+    if (i == 0)
+        task_heap_arm(s);
+}
+
+/* Put t in the heap, due at 'deadline'. -1 when out of memory. */
+static int task_heap_add(struct task *t, double deadline)
+{
+    struct sched *s = t->sched;
+
+    if (s->nheap >= (1u << 30) - 1) /* heap_i's bits */
+        return -1;
+    if (s->nheap == s->heap_cap) {
+        unsigned cap = s->heap_cap ? s->heap_cap * 2 : 64;
+        struct task **h = realloc(s->heap, cap * sizeof *h);
+
+        if (h == NULL)
+            return -1;
+        s->heap = h;
+        s->heap_cap = cap;
+    }
+    t->deadline = deadline;
+    s->heap[s->nheap++] = t;
+    task_heap_up(s, s->nheap - 1);
+    if (t->heap_i == 1)
+        task_heap_arm(s);
+    return 0;
+}
+
+/* The earliest deadlines passed: wake those tasks. */
+static void task_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct sched *s = arg;
+    double now = clock_mono();
+
+    (void)fd;
+    (void)what;
+    while (s->nheap > 0 && s->heap[0]->deadline <= now)
+        task_wake(s->heap[0]); /* takes it out of the heap */
+    task_heap_arm(s);
 }
 
 void task_park(struct task *t, const struct wait_ops *ops, void *what)
@@ -146,25 +314,15 @@ void task_park(struct task *t, const struct wait_ops *ops, void *what)
 
 void task_park_timed(struct task *t, const struct wait_ops *ops, void *what, double seconds)
 {
-    struct event *ev = task_wake_event(t);
-    struct timeval tv;
-
     task_park(t, ops, what);
-    if (ev != NULL)
-        event_add(ev, clock_timeval(seconds, &tv));
+    if (task_heap_add(t, clock_mono() + (seconds > 0 ? seconds : 0)) < 0)
+        log_error("out of memory for a timeout: a task stays parked until it is woken or "
+                  "its owner ends");
 }
 
 void task_exit(struct task *t)
 {
     task_park(t, &task_exit_wait, NULL);
-}
-
-void task_wake(struct task *t)
-{
-    struct event *ev = task_wake_event(t);
-
-    if (ev != NULL)
-        event_active(ev, EV_TIMEOUT, 1);
 }
 
 struct task *task_current(const struct sched *s, lua_State *L)
@@ -195,7 +353,6 @@ const char *task_waiting_for(const struct task *t)
 
 void task_describe(const struct task *t, char *buf, size_t len)
 {
-    struct timeval tv;
     size_t n;
 
     if (t->wait == NULL) {
@@ -207,10 +364,9 @@ void task_describe(const struct task *t, char *buf, size_t len)
     else
         snprintf(buf, len, "%s", t->wait->name);
     n = strlen(buf);
-    /* the wake event's timeout is the park's (task_park_timed); libevent
-     * gives it on the wall clock, as clock_now */
-    if (t->wake != NULL && event_pending(t->wake, EV_TIMEOUT, &tv) && n + 1 < len) {
-        double left = (double)tv.tv_sec + (double)tv.tv_usec / 1e6 - clock_now();
+    /* a timed park (task_park_timed) is in the scheduler's timer heap */
+    if (t->heap_i > 0 && n + 1 < len) {
+        double left = t->deadline - clock_mono();
 
         snprintf(buf + n, len - n, ", %.3g s left", left > 0 ? left : 0.0);
     }

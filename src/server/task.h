@@ -23,11 +23,20 @@ struct event_base;
 struct watchdog;
 struct lua_State;
 
-/* The loop's side of running tasks: one per process. */
+/* The loop's side of running tasks: one per process. A woken task waits
+ * in the ready list for the ready event, which resumes them in order; a
+ * task parked with a timeout sits in the timer heap (earliest deadline
+ * first), for which one timer event is armed. So a parked task costs no
+ * libevent event of its own. */
 struct sched {
     struct event_base *base;  /* borrowed */
     struct watchdog *wd;      /* --cpu-timeout; borrowed, NULL when off */
     struct task *current;     /* the task whose coroutine is running, or NULL */
+    struct task *ready_head, *ready_tail;
+    struct event *ready_ev;   /* owned */
+    struct task **heap;       /* heap[0..nheap): owned array, tasks borrowed */
+    unsigned nheap, heap_cap;
+    struct event *timer_ev;   /* owned; pending while the heap is not empty */
 };
 
 /* One kind of wait. A constant instance per kind; the task points at it
@@ -56,12 +65,14 @@ enum task_end { TASK_RETURNED, TASK_FAILED, TASK_EXITED };
 
 /*
  * Invariants:
+ * - ready and heap_i != 0 only while parked (wait != NULL); a task is on
+ *   the ready list or in the heap, not both; task_release takes it off.
  * - co != NULL exactly between task_bind and task_release; then vm is
  *   pinned and co is anchored in vm->L's registry by co_ref.
  * - wait != NULL exactly while the task is parked in an afcgi call; what
  *   is that wait's object (a socket, a semaphore, a connection), owned by
  *   the wait's code, which clears it in its results or cancel.
- * - a parked task is resumed only from its wake event (task_wake, or the
+ * - a parked task is resumed only from the ready event (task_wake, or the
  *   timeout of task_park_timed); never from inside another coroutine.
  * - qnext/qprev link it into at most one queue of the thing it waits on
  *   (a connection's drain list, a semaphore's waiters), managed by that
@@ -75,7 +86,11 @@ struct task {
     int anchor_ref;           /* > 0: what it waits on, kept from the GC */
     int ctx_ref;              /* > 0: its ngx.ctx table (a request's is in its main
                                * task, shared by its light threads) */
-    struct event *wake;       /* owned; created on first use */
+    unsigned heap_i : 30;     /* its place in the timer heap + 1; 0: not there */
+    unsigned queued : 1;      /* on the qnext/qprev queue of what it waits on */
+    unsigned ready : 1;       /* on the ready list: resumed at the ready event */
+    struct task *rprev, *rnext; /* the ready list, while 'ready' */
+    double deadline;          /* clock_mono seconds, while in the timer heap */
     const struct wait_ops *wait; /* parked on this, or NULL */
     void *what;               /* the wait's object, as its ops define */
     size_t want;              /* a size the wait keeps (req:read's maximum) */
@@ -86,15 +101,21 @@ struct task {
     struct req *req;          /* borrowed: the request it serves; NULL for a
                                * timer run (task.c never looks at it) */
     struct sock **socks;      /* borrowed: its owner's list of sockets */
-    unsigned queued : 1;      /* on the qnext/qprev queue of what it waits on */
 };
+
+/* Set up s (base set): its events. Returns 0, or -1 when out of memory. */
+int task_sched_init(struct sched *s);
+
+/* Free what task_sched_init made (every task released already). */
+void task_sched_free(struct sched *s);
 
 /* Give t a coroutine of vm (pinning vm). Returns 0, or -1 when out of memory. */
 int task_bind(struct task *t, struct vm *vm);
 
 /* Release what t holds: the wait it is parked on (its ops' cancel), its
- * anchor, its wake event, its coroutine (back to the pool when it returned
- * normally) and its pin on the vm. t itself is not freed. Idempotent. */
+ * anchor, its place on the ready list or in the timer heap, its coroutine
+ * (back to the pool when it returned normally) and its pin on the vm. t
+ * itself is not freed. Idempotent. */
 void task_release(struct task *t);
 
 /* Run t's coroutine with nargs values on its stack; when it stops for good,
@@ -104,8 +125,8 @@ void task_resume(struct task *t, int nargs);
 /* Park the running task on a wait; the caller returns lua_yield next. */
 void task_park(struct task *t, const struct wait_ops *ops, void *what);
 
-/* Park with the wake event armed as the wait's timeout: resumed by
- * task_wake or after 'seconds', whichever comes first. */
+/* Park with a timeout: resumed by task_wake or after 'seconds', whichever
+ * comes first. */
 void task_park_timed(struct task *t, const struct wait_ops *ops, void *what, double seconds);
 
 /* End the running task as if it returned (res:exit); the caller returns
@@ -118,7 +139,8 @@ void task_exit(struct task *t);
  * collector scans. */
 void task_anchor(struct task *t, struct lua_State *L, int idx);
 
-/* Resume t at the next loop turn (its wait is satisfied). */
+/* Resume t from the loop, soon (its wait is satisfied; its timeout, if
+ * any, no longer counts). */
 void task_wake(struct task *t);
 
 /* The running task: L is its coroutine, or a coroutine of the app's that

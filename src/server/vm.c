@@ -19,25 +19,96 @@
 
 #define VM_POOL_MAX 256 /* finished coroutines kept for reuse */
 
+/* The size class of a block of n bytes (0 < n <= VM_CACHE_MAX) and its
+ * size. */
+static unsigned vm_class(size_t n)
+{
+    return (unsigned)((n + 7) / 16);
+}
+
+#define VM_CLASS_SIZE(c) ((size_t)(c) * 16 + 8)
+
+/* A block of n bytes: a kept one of its class, or malloc's (small ones at
+ * their class's size, so that any block of the class can serve). */
+static void *vm_block(struct vm *vm, size_t n)
+{
+    unsigned c;
+    void *p;
+
+    if (n > VM_CACHE_MAX)
+        return malloc(n);
+    c = vm_class(n);
+    if ((p = vm->cache[c]) != NULL) {
+        vm->cache[c] = *(void **)p;
+        vm->ncache[c]--;
+        return p;
+    }
+    return malloc(VM_CLASS_SIZE(c));
+}
+
+/* Block p of n bytes is free: kept for its class, or back to malloc. */
+static void vm_unblock(struct vm *vm, void *p, size_t n)
+{
+    unsigned c;
+
+    if (p == NULL)
+        return;
+    if (n > VM_CACHE_MAX || vm->ncache[c = vm_class(n)] >= VM_CACHE_DEPTH) {
+        free(p);
+        return;
+    }
+    *(void **)p = vm->cache[c];
+    vm->cache[c] = p;
+    vm->ncache[c]++;
+}
+
+/* Every kept block back to malloc. */
+static void vm_cache_free(struct vm *vm)
+{
+    for (unsigned c = 0; c < VM_CACHE_CLASSES; c++) {
+        while (vm->cache[c] != NULL) {
+            void *p = vm->cache[c];
+
+            vm->cache[c] = *(void **)p;
+            free(p);
+        }
+        vm->ncache[c] = 0;
+    }
+}
+
 /* The state's allocator: counts what it holds and, while a handler runs,
  * refuses to grow past --lua-memory, so a runaway handler gets a "not
  * enough memory" error in its own coroutine. Outside handlers (loading,
  * pushing results between resumes) it never refuses: those pushes are not
- * protected, and they are bounded by the other limits. */
+ * protected, and they are bounded by the other limits. LuaJIT gives the
+ * exact size of every block back (osize), which is what lets small blocks
+ * be kept by size. */
 static void *vm_alloc(void *ud, void *p, size_t osize, size_t nsize)
 {
     struct vm *vm = ud;
     void *q;
 
     if (nsize == 0) {
-        free(p);
+        vm_unblock(vm, p, osize);
         vm->mem_used -= osize;
         return NULL;
     }
     if (nsize > osize && vm->mem_limit > 0 && vm->mem_used - osize + nsize > vm->mem_limit &&
         vm->running > 0)
         return NULL;
-    if ((q = realloc(p, nsize)) == NULL)
+    if (p == NULL) {
+        q = vm_block(vm, nsize);
+    } else if (osize <= VM_CACHE_MAX || nsize <= VM_CACHE_MAX) {
+        if (osize <= VM_CACHE_MAX && nsize <= VM_CACHE_MAX && vm_class(osize) == vm_class(nsize))
+            q = p; /* the block has room */
+        else if ((q = vm_block(vm, nsize)) != NULL) {
+            memcpy(q, p, osize < nsize ? osize : nsize);
+            vm_unblock(vm, p, osize);
+        }
+    } else {
+        q = realloc(p, nsize);
+    }
+    if (q == NULL)
         return nsize <= osize ? p : NULL; /* Lua counts on shrinking never failing */
     vm->mem_used = vm->mem_used - osize + nsize;
     return q;
@@ -269,6 +340,7 @@ fail:
     if (L != NULL)
         lua_close(L);
     if (vm != NULL) {
+        vm_cache_free(vm);
         free(vm->pool);
         free(vm->pool_refs);
         free(vm);
@@ -334,6 +406,7 @@ void vm_collect(struct vm *vm)
         log_error("garbage collection: %s", lua_tostring(vm->L, -1));
         lua_pop(vm->L, 1);
     }
+    vm_cache_free(vm);
     log_info("generation %u: full collection, %zu KiB -> %zu KiB",
              vm->gen, before / 1024, vm->mem_used / 1024);
 }
@@ -349,6 +422,7 @@ void vm_release(struct vm *vm)
         return;
     log_debug("code generation %u closed", vm->gen);
     lua_close(vm->L); /* also frees the pooled coroutines */
+    vm_cache_free(vm);
     free(vm->pool);
     free(vm->pool_refs);
     free(vm);

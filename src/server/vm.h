@@ -30,6 +30,15 @@ struct vm_opts {
     void (*abandon)(struct vm *vm, void *host);
 };
 
+/* The allocator keeps freed small blocks for the next allocation of their
+ * size (glibc's own cache holds 7 a size, and a loop turn frees hundreds):
+ * sizes 8, 24, 40 ... VM_CACHE_MAX (glibc's chunk sizes less its 8-byte
+ * header), at most VM_CACHE_DEPTH blocks a size; vm_collect gives them
+ * back to malloc. */
+#define VM_CACHE_MAX 520
+#define VM_CACHE_DEPTH 512
+#define VM_CACHE_CLASSES ((VM_CACHE_MAX - 8) / 16 + 1)
+
 struct vm {
     struct lua_State *L;      /* owned */
     void *host;               /* borrowed: vm_opts.host */
@@ -39,10 +48,14 @@ struct vm {
     int handler_ref;          /* the app's handler, in L's registry */
     int req_mt_ref;           /* metatables of req and res tables */
     int res_mt_ref;
+    const void *sock_mt, *udp_mt; /* the socket metatables' identities (api_sock.c) */
     struct lua_State **pool;         /* finished coroutines kept for reuse */
     int *pool_refs;
     unsigned npool;
     size_t mem_used;          /* bytes the state holds now */
+    void *cache[VM_CACHE_CLASSES];     /* freed blocks of each size, linked through
+                                        * their first word */
+    unsigned ncache[VM_CACHE_CLASSES];
     size_t mem_limit;         /* --lua-memory; 0: none */
     unsigned running;         /* its coroutines inside lua_resume: the allocator
                                * refuses past mem_limit only then */
@@ -74,7 +87,8 @@ int vm_take_coroutine(struct vm *vm, struct lua_State **co, int *ref);
  * normally; otherwise the reference is dropped and the GC takes it. */
 void vm_recycle(struct vm *vm, struct lua_State *co, int ref, int reusable);
 
-/* A full garbage collection, protected (finalizers may raise; logged). */
+/* A full garbage collection, protected (finalizers may raise; logged);
+ * then the allocator's kept blocks go back to malloc. */
 void vm_collect(struct vm *vm);
 
 /* Ask for vm_collect once the current task has released its coroutine. */

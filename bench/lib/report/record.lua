@@ -117,14 +117,20 @@ function M.instructions(a)
     return rec
 end
 
--- bench/run, targets: server shape n strace=TABLE: strace -c -f over N requests.
-function M.syscalls(a)
+-- The calls of strace -c's table (its "total" line).
+local function strace_calls(file)
     local calls = 0
-    for line in (lib.read_file(need(a, "strace")) or ""):gmatch("[^\n]+") do
+    for line in (lib.read_file(file) or ""):gmatch("[^\n]+") do
         local f = {}
         for w in line:gmatch("%S+") do f[#f + 1] = w end
         if f[#f] == "total" then calls = tonumber(f[4]) or 0 end
     end
+    return calls
+end
+
+-- bench/run, targets: server shape n strace=TABLE: strace -c -f over N requests.
+function M.syscalls(a)
+    local calls = strace_calls(need(a, "strace"))
     local n = tonumber(need(a, "n"))
     local rec = { kind = "syscalls", server = need(a, "server"), shape = need(a, "shape"), n = n,
                   calls = calls, per_request = lib.round(calls / n, 3) }
@@ -258,8 +264,8 @@ end
 function M.openresty(a)
     local w = lib.wrk(lib.read_file(need(a, "wrk")))
     local rec = { kind = "openresty", workload = need(a, "workload"), side = need(a, "side"),
-                  rep = value(need(a, "rep")), requests = w.requests, rps = lib.round(w.rps),
-                  p99_ms = w.p99_ms }
+                  rep = value(need(a, "rep")), front = a.front or "nginx", requests = w.requests,
+                  rps = lib.round(w.rps), p99_ms = w.p99_ms }
     if w.requests == 0 or w.non2xx > 0 or next(w.socket_errors) then
         error(("bench/openresty: %s %s: %d requests, %d not 2xx, socket errors %s"):format(rec.workload,
             rec.side, w.requests, w.non2xx, lib.kinds_text(w.socket_errors, lib.WRK_KINDS) or "none"), 0)
@@ -270,6 +276,55 @@ function M.openresty(a)
     rec.upstream_cpu_us = cpu_us(tonumber(need(a, "upstream_ticks")), hz, w.requests)
     lib.progress(rec.workload, rec.side, rec.rep, rec.rps, lib.num(rec.p99_ms), rec.app_cpu_us,
                  rec.front_cpu_us, rec.upstream_cpu_us)
+    return rec
+end
+
+-- bench/openresty: workload side strace=TABLE wrk=OUTPUT: the Lua server's
+-- system calls (strace -c -f) over one wrk run, per request answered.
+M["openresty-syscalls"] = function(a)
+    local w = lib.wrk(lib.read_file(need(a, "wrk")))
+    local calls = strace_calls(need(a, "strace"))
+    local rec = { kind = "syscalls", workload = need(a, "workload"), side = need(a, "side"),
+                  requests = w.requests, calls = calls,
+                  per_request = w.requests > 0 and lib.round(calls / w.requests, 2) or nil }
+    lib.progress("syscalls", rec.workload, rec.side, w.requests, calls, lib.num(rec.per_request))
+    return rec
+end
+
+-- bench/openresty --instructions: workload side cg1=FILE cg2=FILE and the
+-- requests of each run, n1 and n2 (afcgi-bench's count) or wrk1 and wrk2
+-- (wrk's outputs): user-space instructions per request, the difference of
+-- the two runs over the difference of their requests.
+M["openresty-instructions"] = function(a)
+    local function requests(i)
+        if a["n" .. i] then return tonumber(a["n" .. i]) end
+        return lib.wrk(lib.read_file(need(a, "wrk" .. i))).requests
+    end
+    local n1, n2 = requests(1), requests(2)
+    local ir1, ir2 = callgrind_ir(need(a, "cg1")), callgrind_ir(need(a, "cg2"))
+    if not ir1 or not ir2 or not n1 or not n2 or n2 <= n1 then
+        error(("bench/openresty --instructions: %s %s: no totals or too few requests (%s, %s)")
+              :format(need(a, "workload"), need(a, "side"), tostring(n1), tostring(n2)), 0)
+    end
+    local rec = { kind = "instructions", workload = need(a, "workload"), side = need(a, "side"),
+                  n1 = n1, ir1 = ir1, n2 = n2, ir2 = ir2,
+                  per_request = lib.round((ir2 - ir1) / (n2 - n1)) }
+    lib.progress("instructions", rec.workload, rec.side, n1, ir1, n2, ir2, rec.per_request)
+    return rec
+end
+
+-- bench/parked: rep n rss0_kb rss1_kb (before, waiting) heap0 (before, after
+-- a full collection) heap1 heap2 (waiting: as it is, after one), in bytes.
+function M.parked(a)
+    local n = tonumber(need(a, "n"))
+    local rss0, rss1 = tonumber(need(a, "rss0_kb")), tonumber(need(a, "rss1_kb"))
+    local h0, h1, h2 = tonumber(need(a, "heap0")), tonumber(need(a, "heap1")), tonumber(need(a, "heap2"))
+    local rec = { kind = "parked", rep = value(need(a, "rep")), n = n,
+                  rss_per_req = lib.round((rss1 - rss0) * 1024 / n),
+                  heap_per_req = lib.round((h1 - h0) / n),
+                  heap_live_per_req = lib.round((h2 - h0) / n) }
+    rec.c_per_req = rec.rss_per_req - rec.heap_live_per_req
+    lib.progress("parked", rec.rep, n, rec.rss_per_req, rec.heap_per_req, rec.heap_live_per_req)
     return rec
 end
 
