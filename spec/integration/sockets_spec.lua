@@ -207,6 +207,18 @@ describe("afcgi.socket", function()
         assert.equal("0", get(3, "/ping?port=" .. redis.port).reused)
     end)
 
+    it("times each pooled connection by its own idle timeout", function()
+        -- parked for 10 s, then one for 0.2 s: the second goes first, alone
+        assert.equal("1,1", get(1, "/ping_two?idle=10000,200&port=" .. redis.port).keepalive)
+        assert.equal(2, established(redis.port))
+        helpers.wait_until(function() return established(redis.port) == 1 end, 5,
+            "the connection pooled for 0.2 s to close")
+        assert.equal(1, established(redis.port))
+        assert.equal("1", get(2, "/ping?idle=200&port=" .. redis.port).reused)
+        helpers.wait_until(function() return established(redis.port) == 0 end, 5,
+            "the other one, pooled again for 0.2 s, to close")
+    end)
+
     it("uses sockets in timers, closed when the run ends", function()
         assert.equal("+PONG", get(1, "/timer?port=" .. redis.port).line)
         helpers.wait_until(function() return established(redis.port) == 0 end, 5,

@@ -32,16 +32,22 @@ struct pool_poll {
     struct pool_conn *freed;    /* freed while dispatching: released after */
 };
 
+/* A pool's idle deadlines share one timer, armed for the earliest of
+ * them: parking and taking a connection touch no libevent timer (only a
+ * deadline earlier than the armed one re-arms it). */
 struct sock_pool {
     char *key;
     unsigned size, n;
     struct pool_conn *first, *last; /* most recently parked first */
+    struct event *timer;            /* owned: fires at timer_at */
+    double timer_at;                /* clock_mono seconds; 0: not armed */
     struct sock_pool *next;
 };
 
 static void pool_on_ready(evutil_socket_t fd, short what, void *arg);
 static void pool_on_rtmo(evutil_socket_t fd, short what, void *arg);
 static void pool_on_wtmo(evutil_socket_t fd, short what, void *arg);
+static void pool_on_idle(evutil_socket_t fd, short what, void *arg);
 
 /* ---- the epoll set ------------------------------------------------------ */
 
@@ -215,7 +221,10 @@ struct sock_pool *pool_get(struct core *core, const char *key, unsigned size)
 
     if (p != NULL)
         return p;
-    if ((p = calloc(1, sizeof *p)) == NULL || (p->key = strdup(key)) == NULL) {
+    if ((p = calloc(1, sizeof *p)) == NULL || (p->key = strdup(key)) == NULL ||
+        (p->timer = evtimer_new(core->sched.base, pool_on_idle, p)) == NULL) {
+        if (p != NULL)
+            free(p->key);
         free(p);
         return NULL;
     }
@@ -260,11 +269,11 @@ static void pool_close(struct pool_conn *pc)
 }
 
 /* A pooled connection's event: input, its end or an error (the peer
- * closed or said something unasked), or idle too long. Writability alone
- * says nothing. */
+ * closed or said something unasked). Writability alone says nothing; its
+ * idle time is the pool's timer's. */
 static void pool_on_event(void *arg, short what)
 {
-    if (what & (EV_READ | EV_TIMEOUT))
+    if (what & EV_READ)
         pool_close(arg);
 }
 
@@ -274,16 +283,45 @@ struct pool_conn *pool_take(struct sock_pool *p)
 
     if (pc == NULL)
         return NULL;
-    pool_unlink(pc);
+    pool_unlink(pc); /* its deadline no longer counts: the timer skips it */
     metrics_add(&pc->core->m->pool_taken, 1);
-    pool_conn_timer(pc, EV_READ, 0);
     return pc;
+}
+
+static void pool_arm(struct sock_pool *p, double at)
+{
+    struct timeval tv;
+
+    p->timer_at = at;
+    evtimer_add(p->timer, clock_timeval(at - clock_mono(), &tv));
+}
+
+/* The earliest deadline came: close whatever has idled past its own, and
+ * arm the timer for the next. */
+static void pool_on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct sock_pool *p = arg;
+    double now = clock_mono(), next = 0;
+    struct pool_conn *pc, *nx;
+
+    (void)fd;
+    (void)what;
+    p->timer_at = 0;
+    for (pc = p->first; pc != NULL; pc = nx) {
+        nx = pc->next;
+        if (pc->idle_until <= 0)
+            continue;
+        if (pc->idle_until <= now)
+            pool_close(pc);
+        else if (next == 0 || pc->idle_until < next)
+            next = pc->idle_until;
+    }
+    if (next > 0)
+        pool_arm(p, next);
 }
 
 void pool_put(struct sock_pool *p, struct pool_conn *pc, double idle)
 {
-    struct timeval tv;
-
     if (p->n >= p->size && p->last != NULL)
         pool_close(p->last); /* full: the least recently used goes */
     pc->on_event = pool_on_event;
@@ -298,11 +336,11 @@ void pool_put(struct sock_pool *p, struct pool_conn *pc, double idle)
     p->first = pc;
     p->n++;
     metrics_add(&pc->core->m->pool_parked, 1);
-    pool_conn_timer(pc, EV_WRITE, 0);
-    if (idle > 0)
-        evtimer_add(pc->rtmo, clock_timeval(idle, &tv));
-    else
-        pool_conn_timer(pc, EV_READ, 0);
+    pool_conn_timer(pc, EV_WRITE, 0); /* a holder's timers stop */
+    pool_conn_timer(pc, EV_READ, 0);
+    pc->idle_until = idle > 0 ? clock_mono() + idle : 0;
+    if (pc->idle_until > 0 && (p->timer_at == 0 || pc->idle_until < p->timer_at))
+        pool_arm(p, pc->idle_until);
 }
 
 void pool_free_all(struct core *core)
@@ -315,6 +353,7 @@ void pool_free_all(struct core *core)
         while (p->first != NULL)
             pool_close(p->first);
         core->pools = p->next;
+        event_free(p->timer);
         free(p->key);
         free(p);
     }

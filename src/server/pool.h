@@ -59,6 +59,7 @@ struct pool_conn {
     unsigned reused;
     struct buf in;              /* pooled: the last holder's empty read buffer */
     struct sock_pool *pool;     /* while pooled */
+    double idle_until;          /* pooled: closed at this clock_mono time; 0: never */
     struct pool_conn *prev, *next; /* its pool's list; the freed list during a dispatch */
 };
 
