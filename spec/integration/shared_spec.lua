@@ -222,6 +222,8 @@ ${temps}    lua_shared_dict probe 1m;
         names = {}
         for _, d in ipairs(status(c).shared_dicts) do names[#names + 1] = d.name .. "=" .. d.capacity end
         assert.same({ "d=32768" }, names)
+        c:close()
+        srv:stop_ok()
     end)
 
     it("lets two workers see each other's writes", function()
