@@ -25,6 +25,10 @@ int buf_reserve_exact(struct buf *b, size_t n);
 /* Append n bytes. Returns 0, or -1 when out of memory (b unchanged). */
 int buf_append(struct buf *b, const void *p, size_t n);
 
+/* Append printf-style text, at most 1023 bytes of it (longer is cut);
+ * out of memory leaves b unchanged. */
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Remove the first n bytes (n <= len). */
 void buf_consume(struct buf *b, size_t n);
 

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,21 +60,6 @@ void slowlog_close(void)
     slowlog_path = NULL;
 }
 
-static void slowlog_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void slowlog_printf(struct buf *b, const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-}
-
 static int slowlog_l_traceback(lua_State *L)
 {
     luaL_traceback(L, lua_touserdata(L, 1), NULL, 0);
@@ -95,7 +79,7 @@ static void slowlog_traceback(struct buf *b, const struct task *t)
     lua_pushcfunction(L, slowlog_l_traceback);
     lua_pushlightuserdata(L, t->co);
     if (lua_pcall(L, 1, 1, 0) != 0 || (tb = lua_tolstring(L, -1, &n)) == NULL) {
-        slowlog_printf(b, "      (no traceback: %s)\n",
+        buf_printf(b, "      (no traceback: %s)\n",
                        lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
         lua_settop(L, top);
         return;
@@ -116,7 +100,7 @@ static void slowlog_task(struct buf *b, const char *who, const struct task *t)
     char wait[256];
 
     task_describe(t, wait, sizeof wait);
-    slowlog_printf(b, "    %s: %s%s\n", who, t->wait != NULL ? "waiting for " : "", wait);
+    buf_printf(b, "    %s: %s%s\n", who, t->wait != NULL ? "waiting for " : "", wait);
     if (t->co != NULL && t->vm != NULL)
         slowlog_traceback(b, t);
 }
@@ -132,20 +116,20 @@ void slowlog_write(struct req *r)
     req_method_uri(r, &method, &mlen, &uri, &ulen);
     n = log_prefix(LOG_WARN, head, sizeof head);
     buf_append(&b, head, n);
-    slowlog_printf(&b, "slow request: conn %llu request %u ", (unsigned long long)r->conn_seq,
+    buf_printf(&b, "slow request: conn %llu request %u ", (unsigned long long)r->conn_seq,
                    r->id);
     n = access_escape(esc, 32, method, mlen);
     buf_append(&b, esc, n);
     buf_append(&b, " ", 1);
     n = access_escape(esc, sizeof esc, uri, ulen > 256 ? 256 : ulen);
     buf_append(&b, esc, n);
-    slowlog_printf(&b, ":\n    in flight %.3f s (--slow-timeout %g), generation %u\n",
+    buf_printf(&b, ":\n    in flight %.3f s (--slow-timeout %g), generation %u\n",
                    clock_now() - r->begin_time, r->core->cfg.slow_timeout,
                    r->main.vm != NULL ? r->main.vm->gen : 0);
     if (!r->params_done) {
-        slowlog_printf(&b, "    receiving its params (%zu bytes so far)\n", r->params.len);
+        buf_printf(&b, "    receiving its params (%zu bytes so far)\n", r->params.len);
     } else if (r->main.vm == NULL) {
-        slowlog_printf(&b, "    no handler: %s\n", r->main.wait != NULL ? r->main.wait->name
+        buf_printf(&b, "    no handler: %s\n", r->main.wait != NULL ? r->main.wait->name
                                                                         : "answered by afcgi");
     } else {
         slowlog_task(&b, r->answered ? "handler (after res:eof)" : "handler", &r->main);
@@ -160,12 +144,12 @@ void slowlog_write(struct req *r)
         shown++;
         snprintf(who, sizeof who, "light thread %u", th->serial);
         if (th->done)
-            slowlog_printf(&b, "    %s: ended, not waited for yet\n", who);
+            buf_printf(&b, "    %s: ended, not waited for yet\n", who);
         else
             slowlog_task(&b, who, &th->task);
     }
     if (more > 0)
-        slowlog_printf(&b, "    and %u more light threads\n", more);
+        buf_printf(&b, "    and %u more light threads\n", more);
     if (b.len > 0) {
         if (slowlog_fd >= 0) {
             if (write(slowlog_fd, b.data, b.len) < 0)

@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,21 +224,6 @@ static void stats_gen_add(struct stats_snap *s, const struct vm *vm, int pin)
     s->gens[k].pinned += pin != 0;
 }
 
-static void stats_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void stats_printf(struct buf *b, const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-}
-
 /* Append p[0..n) as a JSON string, quotes included; bytes outside printable
  * ASCII as \u00XX (they are bytes, not characters). */
 static void stats_json_string(struct buf *b, const char *p, size_t n)
@@ -276,26 +260,26 @@ static void stats_request_item(struct buf *b, const struct req *r, double now)
         snprintf(wait, sizeof wait, "its params (%zu bytes so far)", r->params.len);
     else
         task_describe(&r->main, wait, sizeof wait);
-    stats_printf(b, "{\"id\":%u,\"conn\":%llu,\"method\":", r->id,
+    buf_printf(b, "{\"id\":%u,\"conn\":%llu,\"method\":", r->id,
                  (unsigned long long)r->conn_seq);
     stats_json_string(b, method, mlen > 32 ? 32 : mlen);
-    stats_printf(b, ",\"uri\":");
+    buf_printf(b, ",\"uri\":");
     stats_json_string(b, uri, ulen > STATS_URI_MAX ? STATS_URI_MAX : ulen);
-    stats_printf(b, ",\"age\":%.3f,\"generation\":%u,\"state\":\"%s\",\"wait\":",
+    buf_printf(b, ",\"age\":%.3f,\"generation\":%u,\"state\":\"%s\",\"wait\":",
                  now - r->begin_time, r->main.vm ? r->main.vm->gen : 0,
                  !r->params_done ? "params" : r->answered ? "after_eof" : "handler");
     stats_json_string(b, wait, strlen(wait));
-    stats_printf(b, ",\"threads\":[");
+    buf_printf(b, ",\"threads\":[");
     for (const struct thread *th = r->threads; th != NULL; th = th->next) {
         if (th->done)
             snprintf(wait, sizeof wait, "ended, not waited for yet");
         else
             task_describe(&th->task, wait, sizeof wait);
-        stats_printf(b, "%s{\"thread\":%u,\"wait\":", th == r->threads ? "" : ",", th->serial);
+        buf_printf(b, "%s{\"thread\":%u,\"wait\":", th == r->threads ? "" : ",", th->serial);
         stats_json_string(b, wait, strlen(wait));
-        stats_printf(b, "}");
+        buf_printf(b, "}");
     }
-    stats_printf(b, "]}");
+    buf_printf(b, "]}");
 }
 
 /* What this process alone can say, into s. */
@@ -406,7 +390,7 @@ static void stats_json_row(struct buf *b, const struct stats_row *w, int full)
 {
     const struct metrics *m = w->m;
 
-    stats_printf(b, "{\"worker\":%d,\"pid\":%lld,\"generation\":%llu,\"started\":%llu,"
+    buf_printf(b, "{\"worker\":%d,\"pid\":%lld,\"generation\":%llu,\"started\":%llu,"
                  "\"connections\":%llu,\"connections_multiplexed\":%llu,"
                  "\"requests_in_flight\":%llu,\"requests_total\":%llu,",
                  w->worker, (long long)m->pid, (unsigned long long)metrics_get(&m->generation),
@@ -416,34 +400,34 @@ static void stats_json_row(struct buf *b, const struct stats_row *w, int full)
                                                   &m->conns_multiplexed_closed),
                  (unsigned long long)metrics_inflight(m),
                  (unsigned long long)metrics_get(&m->reqs_begun));
-    stats_printf(b, "\"responses\":{\"1xx\":%llu,\"2xx\":%llu,\"3xx\":%llu,\"4xx\":%llu,"
+    buf_printf(b, "\"responses\":{\"1xx\":%llu,\"2xx\":%llu,\"3xx\":%llu,\"4xx\":%llu,"
                  "\"5xx\":%llu},\"ended\":{", (unsigned long long)stats_class(m, 1),
                  (unsigned long long)stats_class(m, 2), (unsigned long long)stats_class(m, 3),
                  (unsigned long long)stats_class(m, 4), (unsigned long long)stats_class(m, 5));
     for (int k = 0; k < METRICS_ENDINGS; k++)
-        stats_printf(b, "%s\"%s\":%llu", k ? "," : "", req_how_name((enum req_how)k),
+        buf_printf(b, "%s\"%s\":%llu", k ? "," : "", req_how_name((enum req_how)k),
                      (unsigned long long)metrics_get(&m->reqs_ended[k]));
-    stats_printf(b, "},\"slow_requests\":%llu,\"reloads\":{\"ok\":%llu,\"failed\":%llu},"
+    buf_printf(b, "},\"slow_requests\":%llu,\"reloads\":{\"ok\":%llu,\"failed\":%llu},"
                  "\"answered\":%s", (unsigned long long)metrics_get(&m->slow),
                  (unsigned long long)metrics_get(&m->reloads_ok),
                  (unsigned long long)metrics_get(&m->reloads_failed),
                  w->snap != NULL ? "true" : "false");
     if (w->snap != NULL) {
-        stats_printf(b, ",\"lua_memory\":[");
+        buf_printf(b, ",\"lua_memory\":[");
         for (uint32_t k = 0; k < w->snap->ngens; k++)
-            stats_printf(b, "%s{\"generation\":%llu,\"bytes\":%llu,\"pinned\":%llu}",
+            buf_printf(b, "%s{\"generation\":%llu,\"bytes\":%llu,\"pinned\":%llu}",
                          k ? "," : "", (unsigned long long)w->snap->gens[k].gen,
                          (unsigned long long)w->snap->gens[k].lua_bytes,
                          (unsigned long long)w->snap->gens[k].pinned);
-        stats_printf(b, "]");
+        buf_printf(b, "]");
         if (full) {
-            stats_printf(b, ",\"requests\":[");
+            buf_printf(b, ",\"requests\":[");
             buf_append(b, w->snap->list, w->snap->list_len);
-            stats_printf(b, "],\"requests_unlisted\":%llu",
+            buf_printf(b, "],\"requests_unlisted\":%llu",
                          (unsigned long long)w->snap->unlisted);
         }
     }
-    stats_printf(b, "}");
+    buf_printf(b, "}");
 }
 
 static void stats_json(struct buf *b, const struct stats_row *rows, int n, int full)
@@ -455,33 +439,33 @@ static void stats_json(struct buf *b, const struct stats_row *rows, int n, int f
         inflight += metrics_inflight(rows[i].m);
         total += metrics_get(&rows[i].m->reqs_begun);
     }
-    stats_printf(b, "{\"version\":\"%s\",\"connections\":%llu,\"requests_in_flight\":%llu,"
+    buf_printf(b, "{\"version\":\"%s\",\"connections\":%llu,\"requests_in_flight\":%llu,"
                  "\"requests_total\":%llu,\"workers\":[", AFCGI_VERSION,
                  (unsigned long long)conns, (unsigned long long)inflight,
                  (unsigned long long)total);
     for (int i = 0; i < n; i++) {
         if (i > 0)
-            stats_printf(b, ",");
+            buf_printf(b, ",");
         stats_json_row(b, &rows[i], full);
     }
-    stats_printf(b, "],\"shared_dicts\":[");
+    buf_printf(b, "],\"shared_dicts\":[");
     for (size_t i = 0; i < shdict_count(); i++) {
         struct shdict_stats st;
 
         shdict_stats(shdict_at(i), &st);
-        stats_printf(b, "%s{\"name\":\"%s\",\"capacity\":%zu,\"free_space\":%zu,"
+        buf_printf(b, "%s{\"name\":\"%s\",\"capacity\":%zu,\"free_space\":%zu,"
                      "\"keys\":%llu,\"evictions\":%llu,\"recoveries\":%llu}", i ? "," : "",
                      st.name, st.capacity, st.free_space, (unsigned long long)st.keys,
                      (unsigned long long)st.evictions, (unsigned long long)st.recoveries);
     }
-    stats_printf(b, "]}\n");
+    buf_printf(b, "]}\n");
 }
 
 /* ---- Prometheus text (format 0.0.4) ---------------------------------------- */
 
 static void stats_prom_head(struct buf *b, const char *name, const char *type, const char *help)
 {
-    stats_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* '{worker="1",pid="123"' (no closing brace: more labels may follow). */
@@ -575,7 +559,7 @@ static void stats_prom_records(struct buf *b, const struct stats_row *rows, int 
             uint64_t v = metrics_get(&by[t]);
 
             if (v > 0)
-                stats_printf(b, "afcgi_fcgi_records_%s_total%s,type=\"%s\"} %llu\n",
+                buf_printf(b, "afcgi_fcgi_records_%s_total%s,type=\"%s\"} %llu\n",
                              out ? "sent" : "received", lab, t ? fcgi_type_name(t) : "OTHER",
                              (unsigned long long)v);
         }
@@ -597,13 +581,13 @@ static void stats_prom_histogram(struct buf *b, const struct stats_row *rows, in
         for (int k = 0; k <= METRICS_BUCKETS; k++) {
             cum += metrics_get(&m->duration[k]);
             if (k < METRICS_BUCKETS)
-                stats_printf(b, "%s_bucket%s,le=\"%g\"} %llu\n", name, lab, metrics_bucket_le[k],
+                buf_printf(b, "%s_bucket%s,le=\"%g\"} %llu\n", name, lab, metrics_bucket_le[k],
                              (unsigned long long)cum);
             else
-                stats_printf(b, "%s_bucket%s,le=\"+Inf\"} %llu\n", name, lab,
+                buf_printf(b, "%s_bucket%s,le=\"+Inf\"} %llu\n", name, lab,
                              (unsigned long long)cum);
         }
-        stats_printf(b, "%s_sum%s} %.6f\n%s_count%s} %llu\n", name, lab,
+        buf_printf(b, "%s_sum%s} %.6f\n%s_count%s} %llu\n", name, lab,
                      (double)metrics_get(&m->duration_us) / 1e6, name, lab,
                      (unsigned long long)cum);
     }
@@ -621,12 +605,12 @@ static void stats_prom_master(struct buf *b, const struct stats_row *rows, int n
 
         for (int k = 0; k < n && !up; k++)
             up = rows[k].worker == i + 1;
-        stats_printf(b, "afcgi_worker_up{worker=\"%d\"} %d\n", i + 1, up);
+        buf_printf(b, "afcgi_worker_up{worker=\"%d\"} %d\n", i + 1, up);
     }
     stats_prom_head(b, "afcgi_worker_starts_total", "counter",
                     "Processes the master started as this worker number (restarts and replacements).");
     for (int i = 0; i < a->nworkers; i++)
-        stats_printf(b, "afcgi_worker_starts_total{worker=\"%d\"} %llu\n", i + 1,
+        buf_printf(b, "afcgi_worker_starts_total{worker=\"%d\"} %llu\n", i + 1,
                      (unsigned long long)metrics_get(&stats_life(a, i)->starts));
     stats_prom_head(b, "afcgi_worker_exits_total", "counter",
                     "Worker processes reaped, by how they ended: exit status or signal.");
@@ -635,12 +619,12 @@ static void stats_prom_master(struct buf *b, const struct stats_row *rows, int n
 
         for (int k = 0; k < 256; k++) {
             if (metrics_get(&l->exited[k]) > 0)
-                stats_printf(b, "afcgi_worker_exits_total{worker=\"%d\",cause=\"exit\",code=\"%d\"} "
+                buf_printf(b, "afcgi_worker_exits_total{worker=\"%d\",cause=\"exit\",code=\"%d\"} "
                              "%llu\n", i + 1, k, (unsigned long long)metrics_get(&l->exited[k]));
         }
         for (int k = 0; k < STATS_SIGNALS; k++) {
             if (metrics_get(&l->killed[k]) > 0)
-                stats_printf(b, "afcgi_worker_exits_total{worker=\"%d\",cause=\"signal\",code=\"%d\"} "
+                buf_printf(b, "afcgi_worker_exits_total{worker=\"%d\",cause=\"signal\",code=\"%d\"} "
                              "%llu\n", i + 1, k, (unsigned long long)metrics_get(&l->killed[k]));
         }
     }
@@ -668,7 +652,7 @@ static void stats_prom_dicts(struct buf *b)
 
             shdict_stats(shdict_at(i), &st);
             v = k == 0 ? st.capacity : k == 1 ? st.free_space : k == 2 ? st.keys : st.evictions;
-            stats_printf(b, "%s{dict=\"%s\"} %llu\n", m[k].name, st.name, v);
+            buf_printf(b, "%s{dict=\"%s\"} %llu\n", m[k].name, st.name, v);
         }
     }
 }
@@ -682,7 +666,7 @@ static void stats_prometheus(struct buf *b, const struct stats_row *rows, int n,
         stats_prom_head(b, stats_scalars[k].name, stats_scalars[k].type, stats_scalars[k].help);
         for (int i = 0; i < n; i++) {
             stats_prom_labels(lab, sizeof lab, &rows[i]);
-            stats_printf(b, "%s%s} %llu\n", stats_scalars[k].name, lab,
+            buf_printf(b, "%s%s} %llu\n", stats_scalars[k].name, lab,
                          (unsigned long long)stats_scalar(rows[i].m, (enum stats_scalar)k));
         }
     }
@@ -694,11 +678,11 @@ static void stats_prometheus(struct buf *b, const struct stats_row *rows, int n,
             uint64_t v = metrics_get(&rows[i].m->status[k]);
 
             if (v > 0)
-                stats_printf(b, "afcgi_responses_total%s,code=\"%d\"} %llu\n", lab,
+                buf_printf(b, "afcgi_responses_total%s,code=\"%d\"} %llu\n", lab,
                              METRICS_STATUS_MIN + k, (unsigned long long)v);
         }
         if (metrics_get(&rows[i].m->status_other) > 0)
-            stats_printf(b, "afcgi_responses_total%s,code=\"other\"} %llu\n", lab,
+            buf_printf(b, "afcgi_responses_total%s,code=\"other\"} %llu\n", lab,
                          (unsigned long long)metrics_get(&rows[i].m->status_other));
     }
     stats_prom_head(b, "afcgi_responses_by_class_total", "counter",
@@ -706,7 +690,7 @@ static void stats_prometheus(struct buf *b, const struct stats_row *rows, int n,
     for (int i = 0; i < n; i++) {
         stats_prom_labels(lab, sizeof lab, &rows[i]);
         for (unsigned c = 1; c <= 5; c++)
-            stats_printf(b, "afcgi_responses_by_class_total%s,class=\"%uxx\"} %llu\n", lab, c,
+            buf_printf(b, "afcgi_responses_by_class_total%s,class=\"%uxx\"} %llu\n", lab, c,
                          (unsigned long long)stats_class(rows[i].m, c));
     }
     stats_prom_histogram(b, rows, n);
@@ -716,7 +700,7 @@ static void stats_prometheus(struct buf *b, const struct stats_row *rows, int n,
     for (int i = 0; i < n; i++) {
         stats_prom_labels(lab, sizeof lab, &rows[i]);
         for (int k = 0; k < METRICS_ENDINGS; k++)
-            stats_printf(b, "afcgi_requests_ended_total%s,how=\"%s\"} %llu\n", lab,
+            buf_printf(b, "afcgi_requests_ended_total%s,how=\"%s\"} %llu\n", lab,
                          req_how_name((enum req_how)k),
                          (unsigned long long)metrics_get(&rows[i].m->reqs_ended[k]));
     }
@@ -726,7 +710,7 @@ static void stats_prometheus(struct buf *b, const struct stats_row *rows, int n,
     for (int i = 0; i < n; i++) {
         stats_prom_labels(lab, sizeof lab, &rows[i]);
         for (int k = 0; k < METRICS_REFUSALS; k++)
-            stats_printf(b, "afcgi_rejected_total%s,reason=\"%s\"} %llu\n", lab, stats_refusals[k],
+            buf_printf(b, "afcgi_rejected_total%s,reason=\"%s\"} %llu\n", lab, stats_refusals[k],
                          (unsigned long long)metrics_get(&rows[i].m->refused[k]));
     }
     stats_prom_head(b, "afcgi_lua_errors_total", "counter",
@@ -734,14 +718,14 @@ static void stats_prometheus(struct buf *b, const struct stats_row *rows, int n,
     for (int i = 0; i < n; i++) {
         stats_prom_labels(lab, sizeof lab, &rows[i]);
         for (int k = 0; k < METRICS_ERRS; k++)
-            stats_printf(b, "afcgi_lua_errors_total%s,where=\"%s\"} %llu\n", lab,
+            buf_printf(b, "afcgi_lua_errors_total%s,where=\"%s\"} %llu\n", lab,
                          stats_error_places[k],
                          (unsigned long long)metrics_get(&rows[i].m->lua_errors[k]));
     }
     stats_prom_head(b, "afcgi_reloads_total", "counter", "Reloads (SIGHUP), by result.");
     for (int i = 0; i < n; i++) {
         stats_prom_labels(lab, sizeof lab, &rows[i]);
-        stats_printf(b, "afcgi_reloads_total%s,result=\"ok\"} %llu\n"
+        buf_printf(b, "afcgi_reloads_total%s,result=\"ok\"} %llu\n"
                      "afcgi_reloads_total%s,result=\"failed\"} %llu\n", lab,
                      (unsigned long long)metrics_get(&rows[i].m->reloads_ok), lab,
                      (unsigned long long)metrics_get(&rows[i].m->reloads_failed));
@@ -753,7 +737,7 @@ static void stats_prometheus(struct buf *b, const struct stats_row *rows, int n,
     for (int i = 0; i < n; i++) {
         stats_prom_labels(lab, sizeof lab, &rows[i]);
         for (uint32_t k = 0; rows[i].snap != NULL && k < rows[i].snap->ngens; k++)
-            stats_printf(b, "afcgi_lua_memory_bytes%s,generation=\"%llu\"} %llu\n", lab,
+            buf_printf(b, "afcgi_lua_memory_bytes%s,generation=\"%llu\"} %llu\n", lab,
                          (unsigned long long)rows[i].snap->gens[k].gen,
                          (unsigned long long)rows[i].snap->gens[k].lua_bytes);
     }
@@ -762,7 +746,7 @@ static void stats_prometheus(struct buf *b, const struct stats_row *rows, int n,
     for (int i = 0; i < n; i++) {
         stats_prom_labels(lab, sizeof lab, &rows[i]);
         for (uint32_t k = 0; rows[i].snap != NULL && k < rows[i].snap->ngens; k++)
-            stats_printf(b, "afcgi_code_generation_pinned%s,generation=\"%llu\"} %llu\n", lab,
+            buf_printf(b, "afcgi_code_generation_pinned%s,generation=\"%llu\"} %llu\n", lab,
                          (unsigned long long)rows[i].snap->gens[k].gen,
                          (unsigned long long)rows[i].snap->gens[k].pinned);
     }
