@@ -185,42 +185,13 @@ describe("--worker-max-requests", function()
         assert.equal(new, pid_of(c:request(3, "/")))      -- the connection went over
     end)
 
-    it("a replacement that asks for its own before the master has read its 'R' is replaced",
-       function()
-        -- the master stopped while the replacement loads (3 s): once loaded,
-        -- it serves its one request from the shared socket and asks; the
-        -- master, woken, finds both its messages at once
-        local loaded = proc.tmpdir() .. "/loaded"
-        local srv = helpers.start_server("ops", { args = { "--workers", "1",
-            "--worker-max-requests", "1" }, env = { AFCGI_SPEC_LOAD_MS = "3000",
-            AFCGI_SPEC_MARK = loaded } })
-        local old = proc.wait_children(srv.pid, 1)[1]
-        local mark = srv:mark()
-        assert.equal(old, pid_of(helpers.connect(srv):request(1, "/")))  -- asks
-        local new = tonumber(srv:wait_log("worker 1 %(pid " .. old .. "%) asked to be replaced: "
-            .. "starting pid %d+", 30, mark):match("starting pid (%d+)"))
-        psignal.kill(srv.pid, psignal.SIGSTOP)
-        helpers.defer(function() psignal.kill(srv.pid, psignal.SIGCONT) end)
-        assert.is_nil(helpers.read_file(loaded):find("loaded pid=" .. new .. "\n", 1, true),
-                      "the master was stopped only once the replacement had loaded")
-        helpers.wait_until(function()
-            return helpers.read_file(loaded):find("loaded pid=" .. new .. "\n", 1, true)
-        end, 30, "the replacement to load")
-        helpers.wait_until(function()                       -- a request on the new one
-            local c = helpers.connect(srv)
-            local pid = pid_of(c:request(1, "/"))
-            c:close()
-            return pid == new
-        end, 30, "a connection taken by the replacement")
-        srv:wait_log("afcgi%[" .. new .. "%]: worker 1: 1 requests begun", 10, mark)
-        psignal.kill(srv.pid, psignal.SIGCONT)
-        srv:wait_log("worker 1 %(pid " .. new .. "%) ready: pid " .. old .. " retires", 30, mark)
-        srv:wait_log("worker 1 %(pid " .. new .. "%) asked to be replaced: starting pid %d+", 30,
-                     mark)
-    end)
-
-    it("a replacement that died before the master read its 'R' does not retire the old "
-                .. "worker", function()
+    -- --workers 1 --worker-max-requests 1 on an app that takes 3 s to load:
+    -- the first request makes the worker ask; the master is stopped while
+    -- the replacement loads, and once that one serves a request (its 'R'
+    -- written, and its own request to be replaced sent) the master has read
+    -- neither. Returns the server (master still stopped), the old worker's
+    -- and the replacement's pids, and the log mark.
+    local function replacement_unseen_by_stopped_master()
         local loaded = proc.tmpdir() .. "/loaded"
         local srv = helpers.start_server("ops", { args = { "--workers", "1",
             "--worker-max-requests", "1" }, env = { AFCGI_SPEC_LOAD_MS = "3000",
@@ -237,12 +208,28 @@ describe("--worker-max-requests", function()
         helpers.wait_until(function()
             return helpers.read_file(loaded):find("loaded pid=" .. new .. "\n", 1, true)
         end, 30, "the replacement to load")
-        helpers.wait_until(function()                       -- it serves: its 'R' is written
+        helpers.wait_until(function()                       -- a request on the new one
             local c = helpers.connect(srv)
             local pid = pid_of(c:request(1, "/"))
             c:close()
             return pid == new
         end, 30, "a connection taken by the replacement")
+        srv:wait_log("afcgi%[" .. new .. "%]: worker 1: 1 requests begun", 10, mark)
+        return srv, old, new, mark
+    end
+
+    it("a replacement that asks for its own before the master has read its 'R' is replaced",
+       function()
+        local srv, old, new, mark = replacement_unseen_by_stopped_master()
+        psignal.kill(srv.pid, psignal.SIGCONT)              -- both its messages at once
+        srv:wait_log("worker 1 %(pid " .. new .. "%) ready: pid " .. old .. " retires", 30, mark)
+        srv:wait_log("worker 1 %(pid " .. new .. "%) asked to be replaced: starting pid %d+", 30,
+                     mark)
+    end)
+
+    it("a replacement that died before the master read its 'R' does not retire the old "
+                .. "worker", function()
+        local srv, old, new, mark = replacement_unseen_by_stopped_master()
         psignal.kill(new, psignal.SIGKILL)
         -- dead, every thread of it (its main thread shows Z while the others
         -- still exit, and only then is it reapable): its SIGCHLD is waiting
