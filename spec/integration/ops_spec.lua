@@ -127,9 +127,10 @@ end
 describe("NOTIFY_SOCKET (systemd's Type=notify)", function()
     after_each(helpers.cleanup)
 
-    -- The ops fixture, each load 300 ms, with n's name as NOTIFY_SOCKET;
-    -- returns the server and the file that counts the loads.
-    local function start(workers, n)
+    -- The ops fixture, each load 300 ms, with n's name as NOTIFY_SOCKET
+    -- (and the tag file, when given: see the fixture); returns the server
+    -- and the file that counts the loads.
+    local function start(workers, n, tag)
         local mark = proc.tmpdir() .. "/loaded"
         local args = { "--listen", "127.0.0.1:0", "--shutdown-timeout", "5" }
         if workers > 0 then
@@ -137,7 +138,7 @@ describe("NOTIFY_SOCKET (systemd's Type=notify)", function()
         end
         args[#args + 1] = helpers.fixture("ops")
         local srv = helpers.start_afcgi(args, { env = { NOTIFY_SOCKET = n.name,
-            AFCGI_SPEC_LOAD_MS = "300", AFCGI_SPEC_MARK = mark } })
+            AFCGI_SPEC_LOAD_MS = "300", AFCGI_SPEC_MARK = mark, AFCGI_SPEC_TAG = tag } })
         return srv, mark
     end
 
@@ -196,6 +197,41 @@ describe("NOTIFY_SOCKET (systemd's Type=notify)", function()
                          count(srv:log():sub(mark + 1), "generation 2 serves new requests"))
             assert.matches("^STATUS=", n:next())
         end)
+
+        if workers > 0 then
+            it("sends READY=1 after a burst of SIGHUPs once every worker has loaded the last"
+               .. what, function()
+                local n = notify_socket(abstract_name())
+                local tag = proc.tmpdir() .. "/tag"
+                proc.write_file(tag, "a")
+                local srv, mark = start(workers, n, tag)
+                n:wait("^READY=1$")
+                local starts = function(t)
+                    return count(slurp(mark), "start pid=%d+ tag=" .. t .. "\n")
+                end
+                proc.write_file(tag, "b")
+                psignal.kill(srv.pid, psignal.SIGHUP)
+                -- every worker is inside the reload that read "b" (300 ms)
+                helpers.wait_until(function() return starts("b") == workers end, 30,
+                                   "every worker loading b")
+                proc.write_file(tag, "c")
+                psignal.kill(srv.pid, psignal.SIGHUP)
+                psignal.kill(srv.pid, psignal.SIGHUP)
+                n:wait("^READY=1$", 60)
+                -- by then each worker's last load is one that read "c" (the
+                -- two SIGHUPs it had queued load once); READY=1 after the
+                -- loads of "b" would find the workers' last loads at "b"
+                local last = {}
+                for pid, t in slurp(mark):gmatch("loaded pid=(%d+) tag=(%a)\n") do last[pid] = t end
+                local pids = 0
+                for pid, t in pairs(last) do
+                    pids = pids + 1
+                    assert.equal("c", t, "the last load of worker " .. pid)
+                end
+                assert.equal(workers, pids)
+                assert.equal(200, helpers.connect(srv):request(1, "/").status)
+            end)
+        end
 
         it("sends STOPPING=1 when SIGTERM begins the stop" .. what, function()
             local n = notify_socket(proc.tmpdir() .. "/notify.sock")

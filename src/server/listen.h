@@ -33,10 +33,15 @@ struct listeners {
  *   which the master passes on with them;
  * - 8 bytes without a descriptor that no cookie has (cookies start at 1):
  *   from a worker, "start my replacement"; from the master, "your
- *   replacement is ready: hand your connections over and exit". */
+ *   replacement is ready: hand your connections over and exit";
+ * - 8 bytes without a descriptor, LISTEN_RELOAD, from the master: "load the
+ *   app again" (its SIGHUP), answered with one 'H' on the report pipe per
+ *   message. Messages, unlike signals, do not merge, so the master can tell
+ *   when each reload it asked for is done. */
 #define LISTEN_PREFIX_MAX (128 * 1024)
 #define LISTEN_ASK_REPLACEMENT 0ULL
 #define LISTEN_RETIRE 0ULL
+#define LISTEN_RELOAD (~0ULL)
 
 /* Bind every --listen address, or take the inherited sockets, or bind the
  * default. Applies --socket-mode and --socket-owner. Returns 0, or -1 with

@@ -76,7 +76,7 @@ struct worker {                     /* one worker process */
     int ctl;                        /* our end of its control socketpair, or -1 */
     int pass_peer;                  /* the worker's end, while forking */
     int report;                     /* our end of its report pipe ('R', 'E...', 'H'), or -1 */
-    int reload_pending;             /* sent a SIGHUP it has not reported done yet */
+    int reload_pending;             /* reloads asked (LISTEN_RELOAD) not reported done yet */
     unsigned load;                  /* connections passed to it and not yet back */
 };
 
@@ -291,7 +291,7 @@ static void master_failed(struct master *m, int k, const char *reason, char *why
 static void master_check_reload(struct master *m);
 
 /* What process k wrote on its report pipe: 'R' it serves, 'H' it has
- * handled a SIGHUP, 'E' and why it cannot start (its last words, in one
+ * done a reload we asked for (one per LISTEN_RELOAD), 'E' and why it cannot start (its last words, in one
  * write). The pipe is closed at its end or after 'E'. */
 static void master_on_report(struct master *m, int k, char *why, size_t whylen)
 {
@@ -319,8 +319,9 @@ static void master_on_report(struct master *m, int k, char *why, size_t whylen)
                 w->state = P_FAILED; /* died since: its reap, not its 'R', decides */
             else
                 master_serves(m, k);
-        } else if (buf[i] == 'H')
-            w->reload_pending = 0;
+        } else if (buf[i] == 'H' && w->reload_pending > 0) {
+            w->reload_pending--;
+        }
     }
     master_check_reload(m);
 }
@@ -401,8 +402,8 @@ static void master_status(struct master *m, int now_too)
                        h.total, (unsigned long long)h.conns, (unsigned long long)h.inflight);
 }
 
-/* A reload is done once every process sent a SIGHUP has reported back (or
- * is gone), or when it took longer than a start may. */
+/* A reload is done once every process asked to reload has reported each
+ * reload back (or is gone), or when it took longer than a start may. */
 static void master_check_reload(struct master *m)
 {
     int left = 0;
@@ -552,10 +553,12 @@ static void master_on_signal(struct master *m, int sig)
         for (int k = 0; k < m->nw; k++) {
             struct worker *w = &m->w[k];
 
-            if (w->pid <= 0 || w->state == P_RETIRING)
+            if (w->pid <= 0 || w->state == P_RETIRING || w->state == P_FAILED)
                 continue;
-            w->reload_pending = !m->stopping && w->state != P_FAILED;
-            kill(w->pid, SIGHUP);
+            if (w->ctl >= 0 && listen_return_cookie(w->ctl, LISTEN_RELOAD) == 0)
+                w->reload_pending += !m->stopping;
+            else    /* its socket is full (a burst: it reloads later anyway) or gone */
+                kill(w->pid, SIGHUP);
         }
         master_check_reload(m); /* no worker running: done at once */
         break;

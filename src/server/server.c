@@ -51,6 +51,7 @@ static void server_stop(struct server *srv);
 static void server_on_status(evutil_socket_t fd, short what, void *arg);
 static void server_ask_replacement(struct server *srv, const char *why);
 static void server_close_listeners(struct server *srv);
+static void server_reload(struct server *srv, unsigned reports);
 
 /* ---- hooks: what the layers below tell the server ------------------------ */
 
@@ -308,6 +309,7 @@ static void server_on_passed(evutil_socket_t pfd, short what, void *arg)
     char peer[112];
     struct conn *c;
     size_t plen = 0;
+    unsigned reloads = 0;
     int fd, rc = 0;
 
     (void)what;
@@ -316,6 +318,10 @@ static void server_on_passed(evutil_socket_t pfd, short what, void *arg)
                                 srv->ls.pass_packets ? sizeof prefix : 0);
         if (rc == 2 && cookie == LISTEN_RETIRE) {
             server_retire(srv);
+            continue;
+        }
+        if (rc == 2 && cookie == LISTEN_RELOAD) { /* those queued load once, the last */
+            reloads++;
             continue;
         }
         if (rc != 1)
@@ -349,6 +355,8 @@ static void server_on_passed(evutil_socket_t pfd, short what, void *arg)
         if (plen > 0) /* what the worker it came from had read of it */
             conn_feed(c, prefix, plen); /* may free c */
     }
+    if (reloads > 0)
+        server_reload(srv, reloads);
     if (rc == 2)
         rc = -1; /* a message we do not know */
     if (rc < 0 && !srv->core.stopping) {
@@ -443,9 +451,11 @@ static struct vm *server_load(struct server *srv, unsigned gen, char *err, size_
     return vm_new(&o, err, errlen);
 }
 
-static void server_reload(struct server *srv)
+/* Load the app again as the next generation, then tell the master that
+ * 'reports' reloads it asked for are done. */
+static void server_reload(struct server *srv, unsigned reports)
 {
-    char err[512];
+    char err[512], done[64];
     struct vm *vm;
 
     service_reloading(); /* alone; a worker's master says it */
@@ -462,8 +472,14 @@ static void server_reload(struct server *srv)
     }
     service_notify("READY=1"); /* done either way: the old code serving is a state too */
     server_status(srv);
-    if (srv->report_fd >= 0 && write(srv->report_fd, "H", 1) < 0)
-        log_warn("cannot tell the master the reload is done: %s", strerror(errno));
+    memset(done, 'H', sizeof done);
+    for (unsigned n; reports > 0 && srv->report_fd >= 0; reports -= n) {
+        n = reports < sizeof done ? reports : sizeof done;
+        if (write(srv->report_fd, done, n) != (ssize_t)n) {
+            log_warn("cannot tell the master the reload is done: %s", strerror(errno));
+            break;
+        }
+    }
 }
 
 void server_report_to(struct server *srv, int fd)
@@ -485,8 +501,8 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
         log_notice("SIGQUIT: exiting at once with %u requests in flight", srv->core.nreqs);
         event_base_loopbreak(srv->core.sched.base);
         break;
-    case SIGHUP:
-        server_reload(srv);
+    case SIGHUP: /* sent to this process itself: no master waits for it */
+        server_reload(srv, 0);
         break;
     case SIGUSR1:
         log_reopen();
