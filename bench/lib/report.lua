@@ -20,6 +20,7 @@
 --   spill FILE LIMIT_MB   bench/spill/run's table, and whether the bodies in
 --                         files stayed within LIMIT_MB with every one answered
 --   parked FILE           bench/parked's table: bytes per parked request
+--   split FILE            bench/split's table: user and system CPU per request
 --   soak WORK OUT         bench/soak's report; exit status 0 on PASS, 1 on FAIL
 --   soak-plot OUT GP MINUTES EVERY  the gnuplot script of bench/soak's
 --                         soak.png (GP: bench/soak.d/soak.gp, the styling)
@@ -72,6 +73,32 @@ function commands.parked(args)
     print("| the rest (C side and allocator overhead) | " .. cell("c_per_req") .. " |")
 end
 
+function commands.split(args)
+    local recs = lib.where(lib.read_jsonl(assert(args[1], "split FILE")), { kind = "split" })
+    print("| workload | server | req/s | user µs/req | system µs/req | CPU µs/req | failed |")
+    print("|---|---|---|---|---|---|---|")
+    local med = {}
+    for _, w in ipairs({ { "hello", "64x1" }, { "upload", "16x1" } }) do
+        for _, server in ipairs({ "afcgi", "c" }) do
+            local rs = lib.where(recs, { workload = w[1], server = server })
+            local failed = 0
+            for _, r in ipairs(rs) do failed = failed + r.failed end
+            local function cell(f, d) return lib.mmm(lib.stats(lib.field(rs, f)), d) end
+            med[w[1] .. server] = { sys = lib.median(rs, "sys_us"), cpu = lib.median(rs, "cpu_us"),
+                                    rps = lib.median(rs, "ok_per_s") }
+            print(("| %s %s | %s | %s | %s | %s | %s | %d |"):format(w[1], w[2],
+                server == "c" and "libfcgi C (64 procs)" or "afcgi (1 process)", cell("ok_per_s", 0),
+                cell("user_us", 2), cell("sys_us", 2), cell("cpu_us", 2), failed))
+        end
+    end
+    print()
+    for _, w in ipairs({ "hello", "upload" }) do
+        local a, c = med[w .. "afcgi"], med[w .. "c"]
+        print(("%s: afcgi CPU %s of C's, req/s %s; afcgi's system time alone %s of C's CPU"):format(w,
+            lib.ratio(a.cpu, c.cpu), lib.ratio(a.rps, c.rps), lib.ratio(a.sys, c.cpu)))
+    end
+end
+
 function commands.openresty(args)
     require("report.openresty").report(assert(args[1], "openresty FILE"))
 end
@@ -91,7 +118,7 @@ end
 local command = commands[arg[1] or ""]
 if not command then
     io.stderr:write("usage: luajit bench/lib/report.lua record|get|run|run-plots|run-settings|longpoll|redis|"
-                    .. "spill|soak|soak-plot ARGS... (see the comment at its top)\n")
+                    .. "spill|parked|split|soak|soak-plot ARGS... (see the comment at its top)\n")
     os.exit(2)
 end
 local args = {}

@@ -328,6 +328,23 @@ function M.parked(a)
     return rec
 end
 
+-- bench/split: rep workload shape server user sys (ticks) hz bench=JSON:
+-- one afcgi-bench run and the server's user and system CPU meanwhile.
+function M.split(a)
+    local r = bench_report(a, "bench")
+    local hz = tonumber(need(a, "hz"))
+    local rec = { kind = "split", rep = value(need(a, "rep")), workload = need(a, "workload"),
+                  shape = need(a, "shape"), server = need(a, "server"),
+                  ok = r and r.ok or 0, failed = r and r.failed or 0 }
+    rec.ok_per_s = lib.round(r and r.duration_s > 0 and r.ok / r.duration_s or 0)
+    rec.user_us = cpu_us(tonumber(need(a, "user")), hz, rec.ok)
+    rec.sys_us = cpu_us(tonumber(need(a, "sys")), hz, rec.ok)
+    rec.cpu_us = rec.user_us and rec.sys_us and rec.user_us + rec.sys_us
+    lib.progress(rec.workload, rec.shape, rec.server, rec.rep, rec.ok_per_s, rec.ok, rec.failed,
+                 rec.user_us, rec.sys_us)
+    return rec
+end
+
 -- bench/soak: soak-client name allow load (a client and the error kinds it
 -- provokes on purpose, comma-separated); soak-exit name rc (its exit
 -- status); soak-run: the run's figures (duration, reload_every, base_rss,
