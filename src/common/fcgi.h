@@ -57,6 +57,8 @@ struct fcgi_record {
  * Decode the record at the start of buf (§3.3). Returns the bytes the whole
  * record occupies (header, content and padding) when it is all in buf, -2 when
  * more bytes are needed, -1 when the version byte is not FCGI_VERSION_1.
+ * With -2 and at least FCGI_HEADER_LEN bytes in buf, rec's type, id, clen
+ * and plen are set (its content is not).
  */
 ssize_t fcgi_parse_record(const uint8_t *buf, size_t len, struct fcgi_record *rec);
 

@@ -135,10 +135,22 @@ static int body_read_file(struct body *b, uint8_t *dst, size_t n)
     return 0;
 }
 
-/* Push n bytes of memory (n <= its length) and drop them. */
-static void body_push_mem(struct body *b, struct body_budget *g, lua_State *L, size_t n)
+/* Push n bytes of memory (0 < n <= its length) as one string and drop
+ * them; unless 'exactly', fewer when they span two of the evbuffer's
+ * chains: the first chain's, so that the bytes are copied once (into the
+ * string), not pulled up into one chain first. */
+static void body_push_mem(struct body *b, struct body_budget *g, lua_State *L, size_t n,
+                          int exactly)
 {
-    lua_pushlstring(L, (const char *)evbuffer_pullup(b->mem, (ssize_t)n), n);
+    struct evbuffer_iovec first;
+
+    if (evbuffer_peek(b->mem, -1, NULL, &first, 1) > 0 && (first.iov_len >= n || !exactly)) {
+        if (first.iov_len < n)
+            n = first.iov_len;
+        lua_pushlstring(L, first.iov_base, n);
+    } else {
+        lua_pushlstring(L, (const char *)evbuffer_pullup(b->mem, (ssize_t)n), n);
+    }
     evbuffer_drain(b->mem, n);
     g->used -= n;
 }
@@ -149,7 +161,7 @@ int body_push_chunk(struct body *b, struct body_budget *g, lua_State *L, size_t 
     uint8_t *tmp;
 
     if (n > 0) {
-        body_push_mem(b, g, L, n < max ? n : max);
+        body_push_mem(b, g, L, n < max ? n : max, 0);
         return 1;
     }
     if ((n = (size_t)(b->wpos - b->rpos)) == 0)
@@ -179,7 +191,7 @@ int body_push_all(struct body *b, struct body_budget *g, lua_State *L)
         if (inmem == 0)
             lua_pushliteral(L, "");
         else
-            body_push_mem(b, g, L, inmem);
+            body_push_mem(b, g, L, inmem, 1);
         return 1;
     }
     /* memory and file into one buffer: the file in pieces, then one copy */

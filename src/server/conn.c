@@ -3,8 +3,11 @@
  *
  * Reading: bytes are read into the server's shared buffer, after whatever
  * partial record this connection kept from its last read, and decoded there;
- * only an incomplete tail is copied back into c->partial. An idle connection
- * holds no read buffer at all.
+ * only an incomplete tail is copied back into c->partial. An incomplete
+ * STDIN record hands the content it has to its request at once and keeps
+ * only a header for the rest (conn_stdin_part), so a body is not copied
+ * out and back in between reads. An idle connection holds no read buffer
+ * at all.
  *
  * Writing: requests append records to c->out and queue the connection on the
  * server's flush list; the flush event writes every queued connection once
@@ -41,6 +44,7 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg);
 static void conn_on_write(evutil_socket_t fd, short what, void *arg);
 static int conn_dispatch(struct conn *c, const struct fcgi_record *rec);
 static int conn_parse(struct conn *c, const uint8_t *p, size_t len);
+static int conn_stdin(struct conn *c, struct req *r, const struct fcgi_record *rec);
 static void conn_queue_flush(struct conn *c);
 static void conn_handoff_progress(struct conn *c);
 
@@ -628,6 +632,36 @@ int conn_feed(struct conn *c, const uint8_t *data, size_t len)
     return rc;
 }
 
+/* The incomplete record at q (avail bytes, its header rec decoded) is a
+ * STDIN record of an active request with some of its content but not all:
+ * hand that content to the request now and keep, in c->partial, a header
+ * for the rest (same id and padding, the content still to come). The
+ * record counts once in the metrics, when its last part is dispatched.
+ * Returns 1 when it did, 0 when the record is to be kept whole (another
+ * type, no content yet, all of it but not its padding, an inactive id),
+ * DISPATCH_CLOSE when the connection must close. */
+static int conn_stdin_part(struct conn *c, struct fcgi_record *rec, const uint8_t *q,
+                           size_t avail)
+{
+    size_t got = avail - FCGI_HEADER_LEN;
+    uint8_t head[FCGI_HEADER_LEN];
+    struct req *r;
+
+    if (rec->type != FCGI_STDIN || got == 0 || got >= rec->clen ||
+        (r = tab_find(c, rec->id)) == NULL)
+        return 0;
+    fcgi_put_header(head, FCGI_STDIN, rec->id, rec->clen - got, rec->plen);
+    rec->content = q + FCGI_HEADER_LEN;
+    rec->clen = (uint16_t)got;
+    if (conn_stdin(c, r, rec) == DISPATCH_CLOSE)
+        return DISPATCH_CLOSE;
+    if (buf_append(&c->partial, head, sizeof head) < 0) {
+        log_error("conn %llu: out of memory; closing", (unsigned long long)c->seq);
+        return DISPATCH_CLOSE;
+    }
+    return 1;
+}
+
 /* Decode and dispatch every whole record in p; keep the tail. Frees c and
  * returns -1 when the connection turned out broken. */
 static int conn_parse(struct conn *c, const uint8_t *p, size_t len)
@@ -653,6 +687,16 @@ static int conn_parse(struct conn *c, const uint8_t *p, size_t len)
         conn_protocol_error(c, "bad version byte", 0);
         conn_free(c);
         return -1;
+    }
+    if (n == -2 && !c->held && !c->handoff && len - off > FCGI_HEADER_LEN) {
+        int part = conn_stdin_part(c, &rec, p + off, len - off);
+
+        if (part == DISPATCH_CLOSE) {
+            conn_free(c);
+            return -1;
+        }
+        if (part == 1)
+            off = len; /* its header for the rest is in c->partial */
     }
     if (off < len && buf_append(&c->partial, p + off, len - off) < 0) {
         log_error("conn %llu: out of memory; closing", (unsigned long long)c->seq);

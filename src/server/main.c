@@ -4,6 +4,9 @@
  * status 2.
  */
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,12 +131,30 @@ static int run(const struct config *cfg, char *err, size_t errlen)
     return rc;
 }
 
+/* glibc's malloc, set for bodies: a body's buffers (64-128 KiB evbuffer
+ * chains) and the pieces req:read makes of it (Lua strings of up to
+ * 64 KiB, freed a collector cycle's worth at a time) stay on the heap,
+ * below a fixed mmap threshold; and the heap keeps up to 16 MiB of free
+ * top instead of giving it back after every such cycle, only to fault the
+ * same pages in again (zeroed) for the next uploads: that brk churn cost
+ * more system time than reading the bodies (BENCHMARKS.md, "Uploads:
+ * fewer copies"). Larger blocks (a read_body of a big body) are mmapped
+ * and given back when freed, as before. */
+static void malloc_tune(void)
+{
+#ifdef __GLIBC__
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
+#endif
+}
+
 int main(int argc, char **argv)
 {
     static struct config cfg;
     char err[1024];
     int rc;
 
+    malloc_tune();
     signals_init();
     options_defaults(&cfg);
     rc = options_parse(&cfg, argc, argv, err, sizeof err);

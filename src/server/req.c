@@ -330,9 +330,22 @@ static int req_body_results(struct task *t, lua_State *co)
     return req_push_body(t->req, co);
 }
 
+/* t->what of a req:read wait whose piece is already on t->co's stack: it
+ * was handed over from the STDIN record as it arrived (req_hand_piece). */
+static char req_piece_handed;
+
 static int req_read_results(struct task *t, lua_State *co)
 {
+    if (t->what == &req_piece_handed)
+        return 1; /* the piece; an error since then is the next read's */
     return req_push_chunk(t->req, co, t->want);
+}
+
+/* The task ends before it resumes: drop the piece handed to it. */
+static void req_read_cancel(struct task *t)
+{
+    if (t->what == &req_piece_handed && t->co != NULL)
+        lua_settop(t->co, 0);
 }
 
 /* "the request body (1200 of 5000 bytes received)" */
@@ -354,8 +367,8 @@ const struct wait_ops req_body_wait = {
     .describe = req_body_describe,
 };
 const struct wait_ops req_read_wait = {
-    .name = "the request body", .results = req_read_results, .receiving = 1,
-    .describe = req_body_describe,
+    .name = "the request body", .results = req_read_results, .cancel = req_read_cancel,
+    .receiving = 1, .describe = req_body_describe,
 };
 
 /* Wake the task (main or thread) that waits for body bytes, if any. */
@@ -373,8 +386,37 @@ static void req_wake_readers(struct req *r)
         req_wake_reader(r, &th->task);
 }
 
+/* Nothing unread and a task parked in req:read (the first one: the main
+ * task, then the threads in order) that has no piece yet: give it the
+ * first bytes of p (t->want at most) as its piece now, pushed on its
+ * coroutine, so they are copied once, from the read buffer to the string,
+ * instead of into the body and out of it again. Returns how many bytes it
+ * took (0: none, when nothing qualifies). */
+static size_t req_hand_piece(struct req *r, const uint8_t *p, size_t n)
+{
+    struct task *t = &r->main;
+    struct thread *th = r->threads;
+    size_t k;
+
+    if (body_unread(&r->body) > 0)
+        return 0;
+    while (t->wait != &req_read_wait) {
+        if (th == NULL)
+            return 0;
+        t = &th->task;
+        th = th->next;
+    }
+    if (t->what != NULL || !lua_checkstack(t->co, 1))
+        return 0; /* one piece at a time: the next bytes go to the body */
+    k = n < t->want ? n : t->want;
+    lua_pushlstring(t->co, (const char *)p, k);
+    t->what = &req_piece_handed;
+    return k;
+}
+
 void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
 {
+    size_t handed;
     int rc;
 
     if (n == 0) {
@@ -389,7 +431,10 @@ void req_add_stdin(struct req *r, const uint8_t *p, size_t n)
     } else {
         /* a reader the connection can hold back (req_body_backpressure)
          * needs no per-body bound; the process's budget still holds */
-        rc = body_add(&r->body, &r->core->bodies, p, n, r->reading && !r->conn->multiplexed);
+        handed = req_hand_piece(r, p, n);
+        rc = handed == n ? 0
+                         : body_add(&r->body, &r->core->bodies, p + handed, n - handed,
+                                    r->reading && !r->conn->multiplexed);
         if (rc == -1) {
             r->too_large = 1; /* no memory to hold it: the handler sees an error */
             body_clear(&r->body, &r->core->bodies);
