@@ -143,6 +143,12 @@ static int run(const struct config *cfg, char *err, size_t errlen)
 static void malloc_tune(void)
 {
 #ifdef __GLIBC__
+    const char *t = getenv("GLIBC_TUNABLES");
+
+    /* an operator's own malloc settings win */
+    if ((t != NULL && strstr(t, "glibc.malloc.") != NULL) || getenv("MALLOC_TRIM_THRESHOLD_") ||
+        getenv("MALLOC_MMAP_THRESHOLD_"))
+        return;
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
 #endif
