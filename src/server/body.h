@@ -55,7 +55,8 @@ int body_add(struct body *b, struct body_budget *g, const uint8_t *p, size_t n, 
 
 /* Push up to max unread bytes as one string and consume them: from memory
  * while it holds any (no more than its first contiguous extent: one copy),
- * else from the file (one pread of at most max bytes, and at most 1 MiB). Nothing is pushed when nothing is unread.
+ * else from the file (one pread of at most max bytes, and at most 1 MiB).
+ * Nothing is pushed when nothing is unread.
  * Returns how many values it pushed (0 or 1), or -1 when the file cannot
  * be read back (errno; nothing pushed). */
 int body_push_chunk(struct body *b, struct body_budget *g, struct lua_State *L, size_t max);
