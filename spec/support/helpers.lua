@@ -85,11 +85,23 @@ M.ALL_BYTES = (function()
     return table.concat(t)
 end)()
 
+-- A loopback port nothing listens on now, never one handed out before in
+-- this run: the kernel may give bind(0) the same port twice in a row, and
+-- two of one nginx's listens on one port share it (a plain listen then
+-- speaks TLS if the other has ssl).
+local ports_given = {}
 function M.free_port()
-    local s = assert(socket.bind("127.0.0.1", 0))
-    local _, port = s:getsockname()
-    s:close()
-    return tonumber(port)
+    for _ = 1, 100 do
+        local s = assert(socket.bind("127.0.0.1", 0))
+        local _, port = s:getsockname()
+        s:close()
+        port = tonumber(port)
+        if not ports_given[port] then
+            ports_given[port] = true
+            return port
+        end
+    end
+    error("no loopback port left that was not handed out before")
 end
 
 function M.fd_count(pid)
