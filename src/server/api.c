@@ -472,7 +472,7 @@ static int api_l_exit(lua_State *L)           /* res:exit([status[, body]]) */
                   "status must be 100..999");
     if (status != 0 && !r->headers_sent) {
         r->status = (unsigned)status;
-        if (body == NULL && status >= 400 && r->out.len == 0) {
+        if (body == NULL && status >= 400) { /* nothing written: the headers would be out */
             lua_pushfstring(L, "%d %s\n", (int)status, req_reason((unsigned)status));
             body = lua_tolstring(L, -1, &blen);
             req_remove_header(r, "Content-Type", 12);

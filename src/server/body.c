@@ -26,13 +26,18 @@
 void body_init(struct body *b)
 {
     b->mem = NULL;
-    b->fd = -1;
-    b->rpos = b->wpos = 0;
+    b->file = NULL;
+}
+
+/* The file's unread bytes. */
+static size_t body_infile(const struct body *b)
+{
+    return b->file != NULL ? (size_t)(b->file->wpos - b->file->rpos) : 0;
 }
 
 size_t body_unread(const struct body *b)
 {
-    return (b->mem != NULL ? evbuffer_get_length(b->mem) : 0) + (size_t)(b->wpos - b->rpos);
+    return (b->mem != NULL ? evbuffer_get_length(b->mem) : 0) + body_infile(b);
 }
 
 /* A new temporary file in dir that no name leads to. */
@@ -58,26 +63,35 @@ static int body_open(const char *dir)
 
 static void body_close_file(struct body *b)
 {
-    if (b->fd >= 0)
-        close(b->fd);
-    b->fd = -1;
-    b->rpos = b->wpos = 0;
+    if (b->file == NULL)
+        return;
+    close(b->file->fd);
+    free(b->file);
+    b->file = NULL;
 }
 
 /* Append to the file, opening it first if needed. 0, or -1 (errno). */
 static int body_spill(struct body *b, const char *dir, const uint8_t *p, size_t n)
 {
+    struct body_file *f = b->file;
     int opened = 0, err;
     size_t done = 0;
     ssize_t k;
 
-    if (b->fd < 0) {
-        if ((b->fd = body_open(dir)) < 0)
+    if (f == NULL) {
+        if ((f = calloc(1, sizeof *f)) == NULL)
             return -1;
+        if ((f->fd = body_open(dir)) < 0) {
+            err = errno;
+            free(f);
+            errno = err;
+            return -1;
+        }
+        b->file = f;
         opened = 1;
     }
     while (done < n) {
-        k = pwrite(b->fd, p + done, n - done, b->wpos + (off_t)done);
+        k = pwrite(f->fd, p + done, n - done, f->wpos + (off_t)done);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
@@ -89,7 +103,7 @@ static int body_spill(struct body *b, const char *dir, const uint8_t *p, size_t 
         }
         done += (size_t)k;
     }
-    b->wpos += (off_t)n;
+    f->wpos += (off_t)n;
     return 0;
 }
 
@@ -97,7 +111,7 @@ int body_add(struct body *b, struct body_budget *g, const uint8_t *p, size_t n, 
 {
     size_t inmem;
 
-    if (b->fd < 0 && n <= g->total - g->used) {
+    if (b->file == NULL && n <= g->total - g->used) {
         inmem = b->mem != NULL ? evbuffer_get_length(b->mem) : 0;
         if (held || inmem + n <= g->per_body) {
             if (b->mem == NULL && (b->mem = evbuffer_new()) == NULL)
@@ -115,11 +129,12 @@ int body_add(struct body *b, struct body_budget *g, const uint8_t *p, size_t n, 
  * once read to its end. 0, or -1 (errno). */
 static int body_read_file(struct body *b, uint8_t *dst, size_t n)
 {
+    struct body_file *f = b->file;
     size_t done = 0;
     ssize_t k;
 
     while (done < n) {
-        k = pread(b->fd, dst + done, n - done, b->rpos + (off_t)done);
+        k = pread(f->fd, dst + done, n - done, f->rpos + (off_t)done);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
@@ -129,8 +144,8 @@ static int body_read_file(struct body *b, uint8_t *dst, size_t n)
         }
         done += (size_t)k;
     }
-    b->rpos += (off_t)n;
-    if (b->rpos == b->wpos)
+    f->rpos += (off_t)n;
+    if (f->rpos == f->wpos)
         body_close_file(b);
     return 0;
 }
@@ -164,7 +179,7 @@ int body_push_chunk(struct body *b, struct body_budget *g, lua_State *L, size_t 
         body_push_mem(b, g, L, n < max ? n : max, 0);
         return 1;
     }
-    if ((n = (size_t)(b->wpos - b->rpos)) == 0)
+    if ((n = body_infile(b)) == 0)
         return 0;
     if (n > max)
         n = max;
@@ -184,7 +199,7 @@ int body_push_chunk(struct body *b, struct body_budget *g, lua_State *L, size_t 
 int body_push_all(struct body *b, struct body_budget *g, lua_State *L)
 {
     size_t inmem = b->mem != NULL ? evbuffer_get_length(b->mem) : 0;
-    size_t infile = (size_t)(b->wpos - b->rpos);
+    size_t infile = body_infile(b);
     uint8_t *all;
 
     if (infile == 0) {

@@ -28,16 +28,21 @@ struct body_budget {
 /*
  * Invariants:
  * - the unread bytes are mem's, then the file's [rpos, wpos).
- * - fd >= 0 exactly while the file holds unread bytes (rpos < wpos): the
- *   file is closed, and so gone, once it is read to its end; new bytes
+ * - file is set exactly while the file holds unread bytes (rpos < wpos):
+ *   the file is closed, and so gone, once it is read to its end; new bytes
  *   then go to memory again.
  * - while the file is open, new bytes go to it, behind the ones there.
  * - budget->used counts the length of mem of every body.
  */
+struct body_file {
+    int fd;                   /* owned */
+    off_t rpos, wpos;         /* read and write offsets */
+};
+
 struct body {
     struct evbuffer *mem;     /* owned; NULL until a byte is kept in memory */
-    int fd;                   /* owned; -1 when there is no file */
-    off_t rpos, wpos;
+    struct body_file *file;   /* owned; NULL when there is no file (a body that
+                               * never spills keeps 8 bytes for one) */
 };
 
 void body_init(struct body *b);

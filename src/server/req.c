@@ -30,8 +30,23 @@
 #include "timer.h"
 #include "vm.h"
 
-#define OUT_ROOM FCGI_HEADER_LEN   /* r->out starts with room for one record header */
-#define DIRECT_WRITE 16384         /* larger writes skip r->out and go straight out */
+#define OUT_ROOM FCGI_HEADER_LEN   /* resp->out starts with room for one record header */
+#define DIRECT_WRITE 16384         /* larger writes skip resp->out and go straight out */
+
+/* What the response holds until it is sent, made at the first header or
+ * write (a request parked before either keeps 8 bytes for it, not 64).
+ * An ended request's goes to the table's spares, up to REQ_SPARES, with
+ * its buffers when they are small: the next request takes it without a
+ * malloc. */
+struct req_resp {
+    struct buf hdrs;          /* header lines ("Name: value\r\n") */
+    struct buf out;           /* OUT_ROOM bytes for a record header, then STDOUT content */
+    size_t bytes_out;         /* body bytes written, for the access log */
+    struct req_resp *next;    /* on the spares */
+};
+
+#define REQ_SPARES 256           /* response states kept for reuse */
+#define REQ_SPARE_BUF 4096       /* the most buffer a spare keeps, each */
 
 static void req_on_main_ended(struct task *t, enum task_end how);
 static void req_simple_response(struct req *r, unsigned status, const char *body);
@@ -498,20 +513,76 @@ const char *req_reason(unsigned status)
     return status >= 500 ? "Server Error" : status >= 400 ? "Client Error" : "Unknown";
 }
 
+/* r's response state, a spare or made now if it has none. NULL when out
+ * of memory. */
+static struct req_resp *req_resp(struct req *r)
+{
+    struct req_table *tb = r->core->reqs;
+    struct req_resp *rs = r->resp;
+
+    if (rs != NULL)
+        return rs;
+    if ((rs = tb->spare) != NULL) {
+        tb->spare = rs->next;
+        tb->nspare--;
+        rs->hdrs.len = rs->out.len = 0;
+        rs->bytes_out = 0;
+        rs->next = NULL;
+    } else if ((rs = calloc(1, sizeof *rs)) == NULL) {
+        return NULL;
+    }
+    return r->resp = rs;
+}
+
+static void req_resp_destroy(struct req_resp *rs)
+{
+    buf_free(&rs->hdrs);
+    buf_free(&rs->out);
+    free(rs);
+}
+
+/* r is ending: its response state goes to the spares, or is freed. */
+static void req_resp_free(struct req *r)
+{
+    struct req_table *tb = r->core->reqs;
+    struct req_resp *rs = r->resp;
+
+    if (rs == NULL)
+        return;
+    r->resp = NULL;
+    if (tb->nspare >= REQ_SPARES) {
+        req_resp_destroy(rs);
+        return;
+    }
+    if (rs->hdrs.cap > REQ_SPARE_BUF)
+        buf_free(&rs->hdrs);
+    if (rs->out.cap > REQ_SPARE_BUF)
+        buf_free(&rs->out);
+    rs->next = tb->spare;
+    tb->spare = rs;
+    tb->nspare++;
+}
+
 int req_add_header(struct req *r, const char *name, size_t nlen, const char *value,
                    size_t vlen)
 {
+    struct req_resp *rs = req_resp(r);
+    struct buf *h;
+
+    if (rs == NULL)
+        return -1;
+    h = &rs->hdrs;
     /* no default type either when the front serves a file in our place */
     if ((nlen == 12 && strncasecmp(name, "Content-Type", 12) == 0) ||
         (nlen == 16 && strncasecmp(name, "X-Accel-Redirect", 16) == 0) ||
         (nlen == 10 && strncasecmp(name, "X-Sendfile", 10) == 0))
         r->has_ctype = 1;
-    if (buf_reserve(&r->hdrs, nlen + vlen + 4) < 0)
+    if (buf_reserve(h, nlen + vlen + 4) < 0)
         return -1;
-    buf_append(&r->hdrs, name, nlen);
-    buf_append(&r->hdrs, ": ", 2);
-    buf_append(&r->hdrs, value, vlen);
-    buf_append(&r->hdrs, "\r\n", 2);
+    buf_append(h, name, nlen);
+    buf_append(h, ": ", 2);
+    buf_append(h, value, vlen);
+    buf_append(h, "\r\n", 2);
     return 0;
 }
 
@@ -534,12 +605,13 @@ static size_t req_status_line(unsigned status, char *out)
 int req_each_header(const struct req *r, const char *name, size_t nlen,
                     void (*fn)(void *arg, const char *value, size_t vlen), void *arg)
 {
+    const struct buf *h = r->resp != NULL ? &r->resp->hdrs : NULL;
     size_t in = 0;
     int n = 0;
 
-    while (in < r->hdrs.len) {
-        const uint8_t *line = r->hdrs.data + in;
-        const uint8_t *eol = memchr(line, '\n', r->hdrs.len - in);
+    while (h != NULL && in < h->len) {
+        const uint8_t *line = h->data + in;
+        const uint8_t *eol = memchr(line, '\n', h->len - in);
         size_t len = (size_t)(eol - line) + 1; /* "Name: value\r\n" */
 
         if (len > nlen + 3 && line[nlen] == ':' && strncasecmp((const char *)line, name, nlen) == 0) {
@@ -553,40 +625,43 @@ int req_each_header(const struct req *r, const char *name, size_t nlen,
 
 void req_remove_header(struct req *r, const char *name, size_t nlen)
 {
+    struct buf *h = r->resp != NULL ? &r->resp->hdrs : NULL;
     size_t in = 0, out = 0;
 
-    while (in < r->hdrs.len) {
-        uint8_t *line = r->hdrs.data + in;
-        uint8_t *eol = memchr(line, '\n', r->hdrs.len - in);
+    while (h != NULL && in < h->len) {
+        uint8_t *line = h->data + in;
+        uint8_t *eol = memchr(line, '\n', h->len - in);
         size_t len = (size_t)(eol - line) + 1; /* lines always end in CRLF */
 
         if (!(len > nlen && line[nlen] == ':' && strncasecmp((char *)line, name, nlen) == 0)) {
-            memmove(r->hdrs.data + out, line, len);
+            memmove(h->data + out, line, len);
             out += len;
         }
         in += len;
     }
-    r->hdrs.len = out;
+    if (h != NULL)
+        h->len = out;
     if (nlen == 12 && strncasecmp(name, "Content-Type", 12) == 0)
         r->has_ctype = 0;
 }
 
-/* Put the CGI header block at the start of r->out (after the record room). */
+/* Put the CGI header block at the start of resp->out (after the record room). */
 static int req_send_headers(struct req *r)
 {
     static const char ctype[] = "Content-Type: text/html\r\n";
+    struct req_resp *rs = req_resp(r);
     char status[64];
     size_t n = req_status_line(r->status, status);
 
     r->headers_sent = 1;
-    if (buf_reserve(&r->out, OUT_ROOM + n + sizeof ctype + r->hdrs.len + 2) < 0)
+    if (rs == NULL || buf_reserve(&rs->out, OUT_ROOM + n + sizeof ctype + rs->hdrs.len + 2) < 0)
         return -1;
-    r->out.len = OUT_ROOM;
-    buf_append(&r->out, status, n);
+    rs->out.len = OUT_ROOM;
+    buf_append(&rs->out, status, n);
     if (!r->has_ctype)
-        buf_append(&r->out, ctype, sizeof ctype - 1);
-    buf_append(&r->out, r->hdrs.data, r->hdrs.len);
-    buf_append(&r->out, "\r\n", 2);
+        buf_append(&rs->out, ctype, sizeof ctype - 1);
+    buf_append(&rs->out, rs->hdrs.data, rs->hdrs.len);
+    buf_append(&rs->out, "\r\n", 2);
     return 0; /* hdrs stays, for res:get_header; req_end frees it */
 }
 
@@ -608,11 +683,12 @@ static int req_send_stdout(struct req *r, const uint8_t *p, size_t n)
     return 0;
 }
 
-/* Move what r->out holds to the connection. With 'last', the empty STDOUT
- * and END_REQUEST follow in the same copy. */
+/* Move what resp->out holds to the connection. With 'last', the empty
+ * STDOUT and END_REQUEST follow in the same copy. */
 static int req_emit(struct req *r, int last)
 {
-    size_t content = r->out.len > OUT_ROOM ? r->out.len - OUT_ROOM : 0;
+    struct buf *out = r->resp != NULL ? &r->resp->out : NULL;
+    size_t content = out != NULL && out->len > OUT_ROOM ? out->len - OUT_ROOM : 0;
     uint8_t tail[FCGI_HEADER_LEN + 16];
     int rc = 0, with_tail = last;
 
@@ -621,14 +697,14 @@ static int req_emit(struct req *r, int last)
                          FCGI_REQUEST_COMPLETE);
     if (content > 0 && content <= FCGI_MAX_CONTENT) {
         /* the common case: header, content (and tail) in one piece */
-        fcgi_put_header(r->out.data, FCGI_STDOUT, r->id, content, 0);
+        fcgi_put_header(out->data, FCGI_STDOUT, r->id, content, 0);
         metrics_record(r->core->m->records_out, FCGI_STDOUT, 1);
-        if (last && buf_append(&r->out, tail, sizeof tail) == 0) {
+        if (last && buf_append(out, tail, sizeof tail) == 0) {
             last = 0;
         }
-        rc = conn_send(r->conn, r->out.data, r->out.len);
+        rc = conn_send(r->conn, out->data, out->len);
     } else if (content > 0) {
-        rc = req_send_stdout(r, r->out.data + OUT_ROOM, content);
+        rc = req_send_stdout(r, out->data + OUT_ROOM, content);
     }
     if (last && rc == 0)
         rc = conn_send(r->conn, tail, sizeof tail);
@@ -636,30 +712,35 @@ static int req_emit(struct req *r, int last)
         metrics_record(r->core->m->records_out, FCGI_STDOUT, 1);
         metrics_record(r->core->m->records_out, FCGI_END_REQUEST, 1);
     }
-    if (r->out.cap > 4 * FCGI_MAX_CONTENT)
-        buf_free(&r->out); /* after a burst, do not keep the memory */
-    r->out.len = 0;
+    if (out != NULL && out->cap > 4 * FCGI_MAX_CONTENT)
+        buf_free(out); /* after a burst, do not keep the memory */
+    if (out != NULL)
+        out->len = 0;
     return rc;
 }
 
 int req_write(struct req *r, const char *p, size_t n)
 {
-    r->bytes_out += n;
+    struct req_resp *rs = req_resp(r);
+
+    if (rs == NULL)
+        return -1;
+    rs->bytes_out += n;
     if (!r->headers_sent && req_send_headers(r) < 0)
         return -1;
-    if (r->out.len < OUT_ROOM) {
-        if (buf_reserve(&r->out, OUT_ROOM + (n < DIRECT_WRITE ? n : 0)) < 0)
+    if (rs->out.len < OUT_ROOM) {
+        if (buf_reserve(&rs->out, OUT_ROOM + (n < DIRECT_WRITE ? n : 0)) < 0)
             return -1;
-        r->out.len = OUT_ROOM;
+        rs->out.len = OUT_ROOM;
     }
     if (n >= DIRECT_WRITE) {
         if (req_emit(r, 0) < 0)
             return -1;
         return req_send_stdout(r, (const uint8_t *)p, n);
     }
-    if (buf_append(&r->out, p, n) < 0)
+    if (buf_append(&rs->out, p, n) < 0)
         return -1;
-    if (r->out.len - OUT_ROOM >= FCGI_MAX_CONTENT - DIRECT_WRITE)
+    if (rs->out.len - OUT_ROOM >= FCGI_MAX_CONTENT - DIRECT_WRITE)
         return req_emit(r, 0);
     return 0;
 }
@@ -681,8 +762,10 @@ int req_flush(struct req *r)
 /* Replace whatever was prepared with a short plain-text answer. */
 static void req_simple_response(struct req *r, unsigned status, const char *body)
 {
-    buf_free(&r->hdrs);
-    r->out.len = 0;
+    if (r->resp != NULL) {
+        buf_free(&r->resp->hdrs);
+        r->resp->out.len = 0;
+    }
     r->has_ctype = 0;
     r->status = status;
     req_add_header(r, "Content-Type", 12, "text/plain", 10);
@@ -821,7 +904,7 @@ static void req_report(struct req *r, unsigned status, double now)
         .id = r->id,
         .gen = r->main.vm != NULL ? r->main.vm->gen : 0,
         .status = status,
-        .bytes_out = r->bytes_out,
+        .bytes_out = r->resp != NULL ? r->resp->bytes_out : 0,
         .begin = r->begin_time,
         .end = now,
     };
@@ -888,10 +971,9 @@ void req_end(struct req *r, enum req_how how)
         conn_detach(r->conn, r); /* reads params.len */
     buf_free(&r->params);
     free(r->path_buf);
-    buf_free(&r->hdrs);
-    buf_free(&r->out);
+    req_resp_free(r);
+    req_untrack(core, r); /* while its slot still names it */
     req_slot_release(core->reqs, r);
-    req_untrack(core, r);
     core->nreqs--;
     free(r);
     core->hooks.released(core);
@@ -936,6 +1018,12 @@ void req_table_free(struct core *core)
         return;
     for (int k = 0; k < REQ_NLISTS; k++)
         event_free(tb->list[k].timeout_ev);
+    while (tb->spare != NULL) {
+        struct req_resp *rs = tb->spare;
+
+        tb->spare = rs->next;
+        req_resp_destroy(rs);
+    }
     free(tb->slots);
     free(tb->free_slots);
     free(tb);
@@ -1009,15 +1097,21 @@ static void req_arm_timeout(struct req_list *l)
     l->armed = evtimer_add(l->timeout_ev, &tv) == 0;
 }
 
+/* The request a link names (slot + 1), or NULL for 0. */
+static struct req *req_linked(const struct req_table *tb, uint32_t link)
+{
+    return link != 0 ? tb->slots[link - 1] : NULL;
+}
+
 /* Append r to list k, a kept one (it arrived last). */
 static void req_list_add(struct core *core, struct req *r, int k)
 {
     struct req_list *l = &core->reqs->list[k];
 
-    r->link[k].older = l->newest;
-    r->link[k].newer = NULL;
+    r->link[k].older = l->newest != NULL ? l->newest->slot + 1 : 0;
+    r->link[k].newer = 0;
     if (l->newest)
-        l->newest->link[k].newer = r;
+        l->newest->link[k].newer = r->slot + 1;
     else
         l->oldest = r;
     l->newest = r;
@@ -1028,20 +1122,22 @@ static void req_list_add(struct core *core, struct req *r, int k)
 /* Take r off list k if it is on it. */
 static void req_list_remove(struct core *core, struct req *r, int k)
 {
-    struct req_list *l = &core->reqs->list[k];
+    struct req_table *tb = core->reqs;
+    struct req_list *l = &tb->list[k];
     struct req_link *ln = &r->link[k];
+    struct req *older = req_linked(tb, ln->older), *newer = req_linked(tb, ln->newer);
 
-    if (ln->older == NULL && l->oldest != r)
+    if (older == NULL && l->oldest != r)
         return; /* not on it */
-    if (ln->older)
-        ln->older->link[k].newer = ln->newer;
+    if (older)
+        older->link[k].newer = ln->newer;
     else
-        l->oldest = ln->newer;
-    if (ln->newer)
-        ln->newer->link[k].older = ln->older;
+        l->oldest = newer;
+    if (newer)
+        newer->link[k].older = ln->older;
     else
-        l->newest = ln->older;
-    ln->older = ln->newer = NULL;
+        l->newest = older;
+    ln->older = ln->newer = 0;
 }
 
 /* Only the lists kept cost anything per request. */

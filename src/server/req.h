@@ -30,8 +30,10 @@ struct thread;
  * one timer per list is enough. */
 enum { REQ_LIST_ALL, REQ_LIST_PARAMS, REQ_LIST_SLOW, REQ_NLISTS };
 
+/* Neighbours on one arrival list, by slot + 1 (0: none): half the size of
+ * two pointers, and every linked request holds a slot. */
 struct req_link {
-    struct req *older, *newer;
+    uint32_t older, newer;
 };
 
 /*
@@ -50,9 +52,9 @@ struct req_link {
  * - body_lost: its body could not be stored (the temporary file could not
  *   be made, written or read back); the rest is dropped, and its readers
  *   are told "cannot store body".
- * - headers_sent: hdrs has been copied into out (and kept, for reading);
- *   status and headers are fixed from then on. has_ctype tells whether
- *   hdrs names a type.
+ * - headers_sent: resp's header lines have been copied into its output
+ *   (and kept, for reading); status and headers are fixed from then on.
+ *   has_ctype tells whether the header lines name a type.
  * - rejected: params went over --max-params; never started, answered 431.
  * - aborted: the web server gave up on it (ABORT_REQUEST or a dropped
  *   connection); nothing more reaches the peer but END_REQUEST.
@@ -91,9 +93,9 @@ struct req {
     struct body body;         /* body bytes not yet read by the handler; owned */
     size_t in_total;          /* body bytes received so far */
 
-    size_t bytes_out;         /* body bytes written, for the access log */
-    struct buf hdrs;          /* header lines until the headers are sent */
-    struct buf out;           /* 8 bytes room for a record header, then STDOUT content */
+    struct req_resp *resp;    /* the response being built (req.c); owned, NULL until
+                               * the first header or write: a parked request that
+                               * has written nothing keeps no room for one */
     unsigned status;          /* HTTP status, default 200 */
 
     /* the id shares a word with the flags: no holes (a parked request keeps
@@ -161,6 +163,9 @@ struct req_table {
     struct req_list list[REQ_NLISTS];
     unsigned char kept[REQ_NLISTS];  /* the lists kept (their timeout set) */
     unsigned nkept;
+    struct req_resp *spare;   /* ended requests' response state, kept for the
+                               * next ones (with their small buffers); owned */
+    unsigned nspare;
 };
 
 /* The table for core (core->reqs). Returns 0, or -1 when out of memory. */
