@@ -319,14 +319,20 @@ describe("scale-out: HAProxy over three afcgi hosts (network namespaces) sharing
 
         -- HAProxy writes a request's log line once the response went out:
         -- the last ones may come a little after the client had its answer.
-        local log
-        helpers.wait_until(function()
-            log = haproxy_log(hap)
+        local log, missing
+        local ok, err = pcall(helpers.wait_until, function()
+            log, missing = haproxy_log(hap), {}
             for _, r in ipairs(recs) do
-                if not log[r.id] then return false end
+                if not log[r.id] then
+                    missing[#missing + 1] = ("%s %s status=%s error=%s t=%.3f..%s"):format(
+                        r.id, r.path, tostring(r.status), tostring(r.error), r.t_start - t_kill,
+                        r.t_end and ("%.3f"):format(r.t_end - t_kill) or "?")
+                end
             end
-            return true
+            return #missing == 0
         end, 10, "haproxy's log line for every request")
+        assert(ok, ("%s; no line for %d of %d requests (times from the kill): %s\nhaproxy's log ends:\n%s")
+            :format(tostring(err), #missing, #recs, table.concat(missing, "; "), hap:log():sub(-2000)))
         local figures = { requests = #recs, gets = 0, posts = 0, get_retried = 0, post_retried = 0,
                           post_failed = 0, after_kill = 0, late = -1 }
         local failed_posts, ok_posts = {}, {}
