@@ -712,10 +712,11 @@ static int req_emit(struct req *r, int last)
         metrics_record(r->core->m->records_out, FCGI_STDOUT, 1);
         metrics_record(r->core->m->records_out, FCGI_END_REQUEST, 1);
     }
-    if (out != NULL && out->cap > 4 * FCGI_MAX_CONTENT)
-        buf_free(out); /* after a burst, do not keep the memory */
-    if (out != NULL)
+    if (out != NULL) {
+        if (out->cap > 4 * FCGI_MAX_CONTENT)
+            buf_free(out); /* after a burst, do not keep the memory */
         out->len = 0;
+    }
     return rc;
 }
 
@@ -762,10 +763,8 @@ int req_flush(struct req *r)
 /* Replace whatever was prepared with a short plain-text answer. */
 static void req_simple_response(struct req *r, unsigned status, const char *body)
 {
-    if (r->resp != NULL) {
-        buf_free(&r->resp->hdrs);
-        r->resp->out.len = 0;
-    }
+    if (r->resp != NULL) /* its buffers stay, for the answer below */
+        r->resp->hdrs.len = r->resp->out.len = 0;
     r->has_ctype = 0;
     r->status = status;
     req_add_header(r, "Content-Type", 12, "text/plain", 10);
