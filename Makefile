@@ -24,7 +24,8 @@ BUILD    ?= build/release
 # lower layer must tell a higher one something, it calls a function pointer
 # the higher one gave it (a wait's ops record, a task's "ended" callback).
 #   1  common/fcgi common/buf log service metrics   pure helpers and the codec; the service
-#                                   manager; the counters each layer adds to
+#      params                       manager; the counters each layer adds to; a
+#                                   request's params packed
 #   2  vm watchdog clock             one LuaJIT state per code generation; time
 #   3  task                          run, park, wake, release one coroutine
 #   4  timer sema sock pool tls body things a task can wait on (each has its wait ops); a body's store
@@ -38,7 +39,7 @@ BUILD    ?= build/release
 COMMON_SRCS = src/common/fcgi.c src/common/buf.c
 SERVER_CORE = $(COMMON_SRCS) \
               $(addprefix src/server/,log.c service.c metrics.c clock.c vm.c watchdog.c task.c timer.c sema.c sock.c pool.c tls.c body.c \
-                  req.c thread.c conn.c access.c stats.c health.c slowlog.c api.c api_sock.c api_task.c \
+                  params.c req.c thread.c conn.c access.c stats.c health.c slowlog.c api.c api_sock.c api_task.c \
                   api_re.c api_codec.c api_resty.c \
                   shdict.c api_shdict.c server.c listen.c)
 SERVER_SRCS = $(SERVER_CORE) $(addprefix src/server/,options.c privs.c master.c main.c)
@@ -182,9 +183,9 @@ FUZZ_INC      = -Isrc/common -Isrc/server
 build/fuzz/record: fuzz/record.c src/common/fcgi.c src/common/fcgi.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/record.c src/common/fcgi.c
-build/fuzz/nv: fuzz/nv.c src/common/fcgi.c src/common/fcgi.h
+build/fuzz/nv: fuzz/nv.c src/common/fcgi.c src/common/fcgi.h src/server/params.c src/server/params.h
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/nv.c src/common/fcgi.c
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/nv.c src/common/fcgi.c src/server/params.c
 build/fuzz/conn: fuzz/conn.c $(FUZZ_CORE) src/server/*.h src/common/*.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_INC) -o $@ fuzz/conn.c $(FUZZ_CORE) $(PKG_LIBS) -lm -pthread \

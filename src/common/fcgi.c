@@ -69,42 +69,6 @@ ssize_t fcgi_parse_nv(const uint8_t *buf, size_t len, struct fcgi_nv *nv)
     return (ssize_t)(off + nlen + vlen);
 }
 
-int fcgi_nv_find(const uint8_t *buf, size_t len, const char *name, size_t nlen,
-                 const uint8_t **value, size_t *vlen)
-{
-    struct fcgi_nv nv;
-    size_t off = 0;
-    ssize_t n;
-
-    while (off < len) {
-        const uint8_t *p = buf + off;
-        size_t rest = len - off, nl, vl;
-
-        if (rest >= 2 && (p[0] | p[1]) < 0x80) { /* the common pair, without the copy */
-            nl = p[0];
-            vl = p[1];
-            if (nl + vl > rest - 2)
-                return -1;
-            if (nl == nlen && memcmp(p + 2, name, nlen) == 0) {
-                *value = p + 2 + nl;
-                *vlen = vl;
-                return 1;
-            }
-            off += 2 + nl + vl;
-            continue;
-        }
-        if ((n = fcgi_parse_nv(p, rest, &nv)) < 0)
-            return -1;
-        off += (size_t)n;
-        if (nv.nlen == nlen && memcmp(nv.name, name, nlen) == 0) {
-            *value = nv.value;
-            *vlen = nv.vlen;
-            return 1;
-        }
-    }
-    return 0;
-}
-
 int fcgi_parse_begin(const struct fcgi_record *rec, unsigned *role, unsigned *flags)
 {
     if (rec->clen < 8)

@@ -78,13 +78,6 @@ struct fcgi_nv {
  */
 ssize_t fcgi_parse_nv(const uint8_t *buf, size_t len, struct fcgi_nv *nv);
 
-/*
- * Find 'name' in a complete name-value stream. Returns 1 and fills *value and
- * *vlen when found, 0 when absent, -1 when the stream is malformed.
- */
-int fcgi_nv_find(const uint8_t *buf, size_t len, const char *name, size_t nlen,
-                 const uint8_t **value, size_t *vlen);
-
 /* Parse an FCGI_BeginRequestBody (§5.1). Returns 0, or -1 if clen < 8. */
 int fcgi_parse_begin(const struct fcgi_record *rec, unsigned *role, unsigned *flags);
 

@@ -244,7 +244,7 @@ static void api_push_params(lua_State *L, const struct req *r)
 
     lua_createtable(L, 0, 24);
     while (off < r->params.len &&
-           (n = fcgi_parse_nv(p + off, r->params.len - off, &nv)) > 0) {
+           (n = params_next(p + off, r->params.len - off, &nv)) > 0) {
         off += (size_t)n;
         lua_pushlstring(L, (const char *)nv.name, nv.nlen);
         lua_pushlstring(L, (const char *)nv.value, nv.vlen);

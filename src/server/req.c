@@ -24,6 +24,7 @@
 #include "conn.h"
 #include "core.h"
 #include "fcgi.h"
+#include "params.h"
 #include "log.h"
 #include "sock.h"
 #include "thread.h"
@@ -104,7 +105,17 @@ int req_param(const struct req *r, const char *name, size_t nlen, const char **v
 {
     const uint8_t *v;
 
-    if (fcgi_nv_find(r->params.data, r->params.len, name, nlen, &v, vlen) != 1)
+    if (!params_find(r->params.data, r->params.len, name, nlen, &v, vlen))
+        return 0;
+    *value = (const char *)v;
+    return 1;
+}
+
+int req_param_id(const struct req *r, enum param_name id, const char **value, size_t *vlen)
+{
+    const uint8_t *v;
+
+    if (!params_find_id(r->params.data, r->params.len, id, &v, vlen))
         return 0;
     *value = (const char *)v;
     return 1;
@@ -122,18 +133,18 @@ static void req_find_path(const struct req *r, const char **path, size_t *len,
 
     *info = "";
     *ilen = 0;
-    if (req_param(r, "DOCUMENT_URI", 12, path, len) && *len > 0)
+    if (req_param_id(r, PARAM_DOCUMENT_URI, path, len) && *len > 0)
         return;
-    if (req_param(r, "REQUEST_URI", 11, path, len) && *len > 0) {
+    if (req_param_id(r, PARAM_REQUEST_URI, path, len) && *len > 0) {
         if ((q = memchr(*path, '?', *len)) != NULL)
             *len = (size_t)(q - *path);
         return;
     }
-    if (!req_param(r, "SCRIPT_NAME", 11, path, len)) {
+    if (!req_param_id(r, PARAM_SCRIPT_NAME, path, len)) {
         *path = "";
         *len = 0;
     }
-    if (!req_param(r, "PATH_INFO", 9, info, ilen)) {
+    if (!req_param_id(r, PARAM_PATH_INFO, info, ilen)) {
         *info = "";
         *ilen = 0;
     }
@@ -145,14 +156,21 @@ static void req_find_path(const struct req *r, const char **path, size_t *len,
 }
 
 /* Fix the path for the request's life; -1 when out of memory. */
+/* Point r->path at its place in the params (or ""); *info, *ilen: the
+ * PATH_INFO to join to it, when there is one. */
+static void req_point_path(struct req *r, const char **info, size_t *ilen)
+{
+    req_find_path(r, &r->path, &r->path_len, info, ilen);
+    if (r->path_len == 0)
+        r->path = "";
+}
+
 static int req_settle_path(struct req *r)
 {
     const char *info;
     size_t ilen;
 
-    req_find_path(r, &r->path, &r->path_len, &info, &ilen);
-    if (r->path_len == 0)
-        r->path = "";
+    req_point_path(r, &info, &ilen);
     if (ilen == 0)
         return 0;
     if ((r->path_buf = malloc(r->path_len + ilen)) == NULL)
@@ -174,6 +192,28 @@ void req_start(struct req *r)
         return;
     }
     r->core->hooks.start(r);
+}
+
+void req_parked(struct task *t)
+{
+    struct req *r = t->req;
+    const char *info;
+    size_t n, ilen;
+    uint8_t *p;
+
+    if (r == NULL || r->params_packed)
+        return;
+    r->params_packed = 1;
+    n = params_pack(r->params.data, r->params.len);
+    if (n < r->params.len && (p = malloc(n)) != NULL) { /* a fresh block: no split to keep */
+        memcpy(p, r->params.data, n);
+        free(r->params.data);
+        r->params.data = p;
+        r->params.cap = n;
+    }
+    r->params.len = n;
+    if (r->path_buf == NULL) /* the path pointed into the params */
+        req_point_path(r, &info, &ilen);
 }
 
 void req_run(struct req *r, struct vm *vm,
@@ -370,7 +410,7 @@ static void req_body_describe(const struct task *t, char *buf, size_t len)
     const char *cl;
     size_t cllen;
 
-    if (req_param(r, "CONTENT_LENGTH", 14, &cl, &cllen) && cllen > 0 && cllen < 20)
+    if (req_param_id(r, PARAM_CONTENT_LENGTH, &cl, &cllen) && cllen > 0 && cllen < 20)
         snprintf(buf, len, "%s (%zu of %.*s bytes received)", t->wait->name, r->in_total,
                  (int)cllen, cl);
     else
@@ -796,11 +836,11 @@ void req_path(const struct req *r, const char **path, size_t *len)
 void req_method_uri(const struct req *r, const char **method, size_t *mlen, const char **uri,
                     size_t *ulen)
 {
-    if (!req_param(r, "REQUEST_METHOD", 14, method, mlen)) {
+    if (!req_param_id(r, PARAM_REQUEST_METHOD, method, mlen)) {
         *method = "-";
         *mlen = 1;
     }
-    if (!req_param(r, "REQUEST_URI", 11, uri, ulen) || *ulen == 0)
+    if (!req_param_id(r, PARAM_REQUEST_URI, uri, ulen) || *ulen == 0)
         req_path(r, uri, ulen); /* then the path alone: the query is apart */
     if (*ulen == 0) {
         *uri = "-";

@@ -11,6 +11,7 @@
 
 #include "body.h"
 #include "buf.h"
+#include "params.h"
 #include "task.h"
 
 struct conn;
@@ -114,6 +115,7 @@ struct req {
     unsigned aborted : 1;
     unsigned reading : 1;
     unsigned answered : 1;
+    unsigned params_packed : 1; /* req_parked packed them */
 };
 
 /* How a request ends. Every ending goes through req_end. */
@@ -202,6 +204,12 @@ struct req *req_new(struct conn *c, uint16_t id, int keep_conn);
 /* Append FCGI_PARAMS content. Returns 0, or -1 when over --max-params. */
 int req_add_params(struct req *r, const uint8_t *p, size_t n);
 
+/* The sched's parked hook (task.h): the first time a task of a request
+ * parks, the request's params are packed (params.h) into a block of their
+ * new size, so a request that waits keeps about half the room they took; a
+ * request answered without waiting never pays for it. */
+void req_parked(struct task *t);
+
 /* The params stream ended: call the start hook. May end and free r. */
 void req_start(struct req *r);
 
@@ -279,8 +287,10 @@ int req_push_chunk(struct req *r, struct lua_State *L, size_t max);
 /* Why r's body cannot be read ("too large", "cannot store body"), or NULL. */
 const char *req_body_error(const struct req *r);
 
-/* Look up a param; returns 1 and sets value/vlen when present. */
+/* Look up a param (the first pair of that name); returns 1 and sets
+ * value/vlen when present. By name, or by its code (params.h). */
 int req_param(const struct req *r, const char *name, size_t nlen, const char **value,
               size_t *vlen);
+int req_param_id(const struct req *r, enum param_name id, const char **value, size_t *vlen);
 
 #endif

@@ -564,6 +564,7 @@ struct server *server_new(const struct config *cfg, const struct listeners *ls, 
         snprintf(err, errlen, "cannot create the event loop");
         goto fail;
     }
+    srv->core.sched.parked = req_parked; /* a request that waits packs its params */
     srv->core.flush_ev = event_new(srv->core.sched.base, -1, 0, server_on_flush, srv);
     srv->stop_ev = evtimer_new(srv->core.sched.base, server_on_stop_timeout, srv);
     srv->accept_ev = evtimer_new(srv->core.sched.base, server_on_accept_retry, srv);

@@ -972,7 +972,7 @@ int stats_answer(struct req *r)
     req_path(r, &path, &plen);
     if (plen != strlen(want) || memcmp(path, want, plen) != 0)
         return 0;
-    if (!req_param(r, "QUERY_STRING", 12, &q, &qlen))
+    if (!req_param_id(r, PARAM_QUERY_STRING, &q, &qlen))
         q = "";
     fmt = stats_has_word(q, qlen, "prometheus") ? STATS_PROMETHEUS : STATS_JSON;
     full = stats_has_word(q, qlen, "full");

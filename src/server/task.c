@@ -126,6 +126,8 @@ void task_resume(struct task *t, int nargs)
         }
         if (t->wait != NULL) {
             lua_settop(t->co, 0); /* a nested coroutine's marker, passed up */
+            if (s->parked != NULL)
+                s->parked(t);
             return; /* parked in an afcgi call; its wake event brings it back */
         }
         lua_settop(t->co, 0);

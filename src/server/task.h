@@ -37,6 +37,9 @@ struct sched {
     struct task **heap;       /* heap[0..nheap): owned array, tasks borrowed */
     unsigned nheap, heap_cap;
     struct event *timer_ev;   /* owned; pending while the heap is not empty */
+    /* Set by the owner (NULL: none): called each time a task's coroutine
+     * parks in an afcgi call and its resume returns. Must not free t. */
+    void (*parked)(struct task *t);
 };
 
 /* One kind of wait. A constant instance per kind; the task points at it
