@@ -86,22 +86,37 @@ M.ALL_BYTES = (function()
 end)()
 
 -- A loopback port nothing listens on now, never one handed out before in
--- this run: the kernel may give bind(0) the same port twice in a row, and
--- two of one nginx's listens on one port share it (a plain listen then
--- speaks TLS if the other has ssl).
+-- this run, and below the kernel's ephemeral range: a port from bind(0) can
+-- be taken by any outgoing connection between our check and the server's
+-- own bind (caddy once failed with "address already in use" that way), and
+-- the kernel may give bind(0) the same port twice in a row (two of one
+-- nginx's listens on one port: a plain listen then speaks TLS).
 local ports_given = {}
+local port_low, port_high, port_next
 function M.free_port()
-    for _ = 1, 100 do
-        local s = assert(socket.bind("127.0.0.1", 0))
-        local _, port = s:getsockname()
-        s:close()
-        port = tonumber(port)
+    if not port_low then
+        local f = io.open("/proc/sys/net/ipv4/ip_local_port_range")
+        local low = f and tonumber(f:read("*l"):match("^(%d+)")) or 32768
+        if f then f:close() end
+        if low <= 11000 then low = 32768 end -- a range set oddly low: Linux's default
+        port_low, port_high = 10000, low - 1
+        -- a different start for each run: runs side by side rarely meet
+        port_next = port_low + (unistd.getpid() * 7919 + os.time()) % (port_high - port_low + 1)
+    end
+    for _ = port_low, port_high do
+        local port = port_next
+        port_next = port_next < port_high and port_next + 1 or port_low
         if not ports_given[port] then
-            ports_given[port] = true
-            return port
+            local s = socket.tcp()
+            local ok = s:bind("127.0.0.1", port)
+            s:close()
+            if ok then
+                ports_given[port] = true
+                return port
+            end
         end
     end
-    error("no loopback port left that was not handed out before")
+    error("no free loopback port below the ephemeral range")
 end
 
 function M.fd_count(pid)
