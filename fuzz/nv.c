@@ -2,11 +2,10 @@
  * fuzz_nv.c: libFuzzer target for the name-value pair parser (§3.4) and the
  * params' packed form (params.h). Every pair fcgi_parse_nv decodes must lie
  * inside the input and re-encode to the same bytes when its lengths were
- * written in canonical form. params_pack must make the input no longer;
- * params_next must read its pairs back in the same order, up to the first
- * that cannot be read, with the bytes from there kept as they came; and
- * params_find must give, for each name, the value of its first pair,
- * packed or not.
+ * written in canonical form. params_pack must refuse a malformed stream,
+ * and make a valid one no longer; params_next must read its pairs back in
+ * the same order; and params_find must give, for each name, the value of
+ * its first pair, packed or not.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t out[1 << 20], packed[1 << 20];
     struct fcgi_nv nv, pv;
-    size_t off = 0, poff = 0, plen;
-    ssize_t n, pn;
+    size_t off = 0, poff = 0;
+    ssize_t n, plen, pn;
 
     if (size > sizeof packed)
         return 0;
@@ -57,22 +56,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     memcpy(packed, data, size);
     plen = params_pack(packed, size);
-    if (plen > size)
+    if (off != size) { /* a malformed stream: params_pack refuses it */
+        if (plen >= 0)
+            abort();
+        return 0;
+    }
+    if (plen < 0 || (size_t)plen > size)
         abort();
-    for (off = 0; off < size && (n = fcgi_parse_nv(data + off, size - off, &nv)) > 0;
-         off += (size_t)n) {
-        pn = params_next(packed + poff, plen - poff, &pv);
+    for (off = 0; off < size; off += (size_t)n) {
+        n = fcgi_parse_nv(data + off, size - off, &nv);
+        pn = params_next(packed + poff, (size_t)plen - poff, &pv);
         if (pn <= 0 || pv.nlen != nv.nlen || pv.vlen != nv.vlen ||
             memcmp(pv.name, nv.name, nv.nlen) != 0 || memcmp(pv.value, nv.value, nv.vlen) != 0)
             abort();
         poff += (size_t)pn;
         if (nv.nlen < 64) {
-            check_find(data, off + (size_t)n, data, off + (size_t)n, &nv);
-            check_find(packed, poff, data, off + (size_t)n, &nv);
+            check_find(data, size, data, size, &nv);
+            check_find(packed, (size_t)plen, data, size, &nv);
         }
     }
-    /* from the first pair that cannot be read, the bytes stay as they came */
-    if (plen - poff != size - off || memcmp(packed + poff, data + off, size - off) != 0)
+    if (poff != (size_t)plen)
         abort();
     return 0;
 }

@@ -119,6 +119,47 @@ describe("request multiplexing", function()
         print(("  1000 echo requests on one connection: %.3f s"):format(socket.gettime() - t0))
     end)
 
+    -- From 1,024 requests in flight, a request that parks has its params
+    -- packed (src/server/params.h): the later ones here are, the first
+    -- 1,023 are not, and every param, the path and the query must read the
+    -- same either way, whichever param the path comes from.
+    it("keeps every param of 1500 waiting requests, packed or not", function()
+        local c = helpers.connect(srv, nil, { timeout = 20 })
+        local n, want = 1500, {}
+        c:cork()
+        for id = 1, n do
+            local p = fc.cgi_params("POST", "/echo/p" .. id .. "?q=" .. id, {
+                HTTP_USER_AGENT = "agent " .. id, HTTP_HOST = "h" .. id .. ".test",
+                HTTP_X_OWN = ("o"):rep(id % 150), SERVER_SOFTWARE = ("s"):rep(128 + id % 3),
+                HTTP_COOKIE = "", [("N"):rep(130)] = "long name " .. id,
+            })
+            local path = "/echo/p" .. id
+            if id % 3 == 1 then p.DOCUMENT_URI = "" end -- the path from REQUEST_URI
+            if id % 3 == 2 then -- from SCRIPT_NAME and PATH_INFO joined
+                p.DOCUMENT_URI, p.REQUEST_URI, p.SCRIPT_NAME, p.PATH_INFO = "", "", "/echo", "/p" .. id
+            end
+            want[id] = { params = p, path = path }
+            c:begin(id)
+            c:params(id, p)
+        end
+        -- the bodies after every request's params: each handler parks in
+        -- read_body, the later ones with over 1,024 requests in flight
+        for id = 1, n do
+            c:stdin(id, "body " .. id)
+            c:stdin(id, "")
+        end
+        c:uncork()
+        for id = 1, n do
+            local r = c:read_response(id)
+            local got, body = helpers.parse_echo(r.body)
+            assert.equal(200, r.status)
+            assert.equal("body " .. id, body)
+            assert.equal(want[id].path, r.headers["x-path"])
+            assert.equal("q=" .. id, r.headers["x-query"])
+            assert.same(want[id].params, got)
+        end
+    end)
+
     it("runs 500 sleeping requests on one connection concurrently", function()
         local c = helpers.connect(srv)
         local n = 500

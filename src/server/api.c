@@ -213,12 +213,12 @@ static int api_l_reason(lua_State *L)         /* phrase = afcgi.core.reason(stat
 
 /* ---- req ---------------------------------------------------------------- */
 
-static void api_push_param(lua_State *L, const struct req *r, const char *name, int dflt)
+static void api_push_param(lua_State *L, const struct req *r, enum param_name id, int dflt)
 {
     const char *v;
     size_t vlen;
 
-    if (req_param(r, name, strlen(name), &v, &vlen))
+    if (req_param_id(r, id, &v, &vlen))
         lua_pushlstring(L, v, vlen);
     else if (dflt)
         lua_pushliteral(L, "");
@@ -288,11 +288,11 @@ static int api_l_req_index(lua_State *L)
     if (strcmp(k, "id") == 0)
         lua_pushinteger(L, r->id);
     else if (strcmp(k, "method") == 0)
-        api_push_param(L, r, "REQUEST_METHOD", 0);
+        api_push_param(L, r, PARAM_REQUEST_METHOD, 0);
     else if (strcmp(k, "path") == 0)
         api_push_path(L, r);
     else if (strcmp(k, "query") == 0)
-        api_push_param(L, r, "QUERY_STRING", 1);
+        api_push_param(L, r, PARAM_QUERY_STRING, 1);
     else if (strcmp(k, "params") == 0) {
         api_push_params(L, r);
         lua_pushvalue(L, 2);

@@ -9,8 +9,11 @@ _Static_assert(PARAM_COUNT <= 128, "PARAMS_NAMES has room for 127 names (0x81..0
 
 #define PARAM_TAG 0x80 /* a packed pair starts with PARAM_TAG + its code */
 
+/* Each name zero-padded to 32 bytes, so params_same can compare it 8 bytes
+ * at a time. */
+#define PARAMS_NAME_MAX 32
 static const struct {
-    const char *s;
+    char s[PARAMS_NAME_MAX];
     size_t len;
 } params_names[PARAM_COUNT] = {
     { "", 0 },
@@ -75,22 +78,52 @@ static size_t params_put_len(uint8_t *p, size_t n)
     return 4;
 }
 
+/* Whether the n bytes at a (with at least n rounded up to 8 readable: the
+ * pair's value and the next pairs follow its name) are the listed name c:
+ * 8 bytes at a time, the last word masked. */
+static int params_same(const uint8_t *a, size_t n, enum param_name c)
+{
+    const char *b = params_names[c].s;
+    uint64_t x, y;
+    size_t k;
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (k = 0; k + 8 <= n; k += 8) {
+        memcpy(&x, a + k, 8);
+        memcpy(&y, b + k, 8);
+        if (x != y)
+            return 0;
+    }
+    if (k == n)
+        return 1;
+    memcpy(&x, a + k, 8);
+    memcpy(&y, b + k, 8); /* zero past the name */
+    return (x & (~0ull >> (64 - 8 * (n - k)))) == y;
+#else
+    (void)x, (void)y, (void)k;
+    return memcmp(a, b, n) == 0;
+#endif
+}
+
 /* The codes the last stream packed had, by position: web servers send the
  * same names in the same order every time, so a name is mostly checked
  * against one guess instead of looked up. */
 #define PARAMS_GUESSES 64
 static uint8_t params_guess[PARAMS_GUESSES];
 
-/* The code of the i-th name of a stream. */
-static enum param_name params_code_at(size_t i, const uint8_t *name, size_t nlen)
+/* The code of the i-th name of a stream, the nlen bytes at name, with
+ * 'room' bytes readable from name on. */
+static enum param_name params_code_at(size_t i, const uint8_t *name, size_t nlen, size_t room)
 {
     enum param_name c;
 
     if (i < PARAMS_GUESSES) {
         c = params_guess[i];
-        if (c != PARAM_NONE && params_names[c].len == nlen &&
-            memcmp(params_names[c].s, name, nlen) == 0)
-            return c;
+        if (c != PARAM_NONE && params_names[c].len == nlen) {
+            if (room >= ((nlen + 7) & ~(size_t)7) ? params_same(name, nlen, c)
+                                                    : memcmp(params_names[c].s, name, nlen) == 0)
+                return c;
+        }
     }
     c = params_code((const char *)name, nlen);
     if (i < PARAMS_GUESSES)
@@ -98,7 +131,32 @@ static enum param_name params_code_at(size_t i, const uint8_t *name, size_t nlen
     return c;
 }
 
-size_t params_pack(uint8_t *buf, size_t len)
+/* Copy n bytes down (dst <= src, the two may overlap): the short values of
+ * most pairs without a call. */
+static void params_move(uint8_t *dst, const uint8_t *src, size_t n)
+{
+    uint64_t a, b;
+    uint32_t x, y;
+
+    if (n >= 8 && n <= 16) { /* both words read before either is written */
+        memcpy(&a, src, 8);
+        memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        memcpy(&x, src, 4);
+        memcpy(&y, src + n - 4, 4);
+        memcpy(dst, &x, 4);
+        memcpy(dst + n - 4, &y, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            dst[i] = src[i];
+    } else {
+        memmove(dst, src, n);
+    }
+}
+
+ssize_t params_pack(uint8_t *buf, size_t len)
 {
     size_t r = 0, w = 0, i;
     struct fcgi_nv nv;
@@ -112,32 +170,29 @@ size_t params_pack(uint8_t *buf, size_t len)
             nv.nlen = buf[r];
             nv.vlen = buf[r + 1];
             if (nv.nlen + nv.vlen > len - r - 2)
-                break;
+                return -1;
             nv.name = buf + r + 2;
             n = (ssize_t)(2 + nv.nlen + nv.vlen);
         } else if ((n = fcgi_parse_nv(buf + r, len - r, &nv)) < 0) {
-            break;
+            return -1;
         }
         voff = r + (size_t)n - nv.vlen;
-        if ((c = params_code_at(i, nv.name, nv.nlen)) == PARAM_NONE) {
+        c = params_code_at(i, nv.name, nv.nlen, (size_t)(buf + len - nv.name));
+        if (c == PARAM_NONE) {
             if (w != r)
-                memmove(buf + w, buf + r, (size_t)n);
+                params_move(buf + w, buf + r, (size_t)n);
             w += (size_t)n;
         } else {
             /* tag and length take no more room than the name and its length
              * did, so they land before the value, which moves down after */
             buf[w] = (uint8_t)(PARAM_TAG + c);
             w += 1 + params_put_len(buf + w + 1, nv.vlen);
-            memmove(buf + w, buf + voff, nv.vlen);
+            params_move(buf + w, buf + voff, nv.vlen);
             w += nv.vlen;
         }
         r += (size_t)n;
     }
-    if (r < len) { /* what cannot be read stays as it came */
-        memmove(buf + w, buf + r, len - r);
-        w += len - r;
-    }
-    return w;
+    return (ssize_t)w;
 }
 
 ssize_t params_next(const uint8_t *p, size_t rest, struct fcgi_nv *nv)

@@ -4,8 +4,8 @@
  * The FCGI_PARAMS stream is a list of name-value pairs (FastCGI lengths,
  * name, value: §3.4). Most of its bytes are names every web server sends
  * with every request: "HTTP_USER_AGENT", "SERVER_PROTOCOL", ... When a
- * request first waits (req_parked), params_pack rewrites its stream in
- * place, pair by pair, in order: a pair whose name is in PARAMS_NAMES becomes one byte for the name
+ * request waits among many others (req_parked), params_pack rewrites its
+ * stream in place, pair by pair, in order: a pair whose name is in PARAMS_NAMES becomes one byte for the name
  * (0x80 + its code) followed by the value's FastCGI length and the value;
  * every other pair stays as it came. (An idea HPACK's static table uses.)
  *
@@ -13,9 +13,9 @@
  * through params_next: a FastCGI name length written in four bytes starts
  * with 0x80 for every length below 2^24, and --max-params caps the whole
  * stream at 16 MiB, so the bytes 0x81..0xff never start a name length that
- * could be valid. A stream not packed (a request that never waited, or
- * params still arriving) reads the same way, and params_find finds a name
- * in either form.
+ * could be valid. A stream not packed (most requests never are, and one
+ * still arriving is not yet) reads the same way, and params_find finds a
+ * name in either form.
  *
  * afcgi-bench's default set (nginx's fastcgi_params and two headers) for
  * GET / is 367 bytes; packed, 141.
@@ -67,11 +67,10 @@ enum param_name {
 /* The code of a name, PARAM_NONE when it is not in PARAMS_NAMES. */
 enum param_name params_code(const char *name, size_t nlen);
 
-/* Pack a complete params stream in place; returns its new length, never
- * more than len. Pairs are packed up to the first one that cannot be read
- * (none, in a stream checked with fcgi_parse_nv); from there on the bytes
- * stay as they came. */
-size_t params_pack(uint8_t *buf, size_t len);
+/* Check a complete params stream and pack it in place. Returns its new
+ * length (never more than len), or -1 when a pair is malformed (the buffer
+ * is then partly packed: the request is refused). */
+ssize_t params_pack(uint8_t *buf, size_t len);
 
 /* Decode the pair at the start of p (rest bytes), packed or not: as
  * fcgi_parse_nv, a packed name pointing at a constant. */

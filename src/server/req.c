@@ -199,12 +199,15 @@ void req_parked(struct task *t)
     struct req *r = t->req;
     const char *info;
     size_t n, ilen;
+    ssize_t packed;
     uint8_t *p;
 
-    if (r == NULL || r->params_packed)
+    if (r == NULL || r->params_packed || r->core->nreqs < REQ_PACK_FROM)
         return;
     r->params_packed = 1;
-    n = params_pack(r->params.data, r->params.len);
+    if ((packed = params_pack(r->params.data, r->params.len)) < 0)
+        return; /* never: conn.c checked every pair */
+    n = (size_t)packed;
     if (n < r->params.len && (p = malloc(n)) != NULL) { /* a fresh block: no split to keep */
         memcpy(p, r->params.data, n);
         free(r->params.data);
